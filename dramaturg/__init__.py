@@ -1,0 +1,54 @@
+"""dramaturg: synthesize training data by staging conversations between role agents.
+
+Example:
+    >>> import asyncio
+    >>> from dramaturg import RunConfig, run
+    >>> summary = asyncio.run(run(RunConfig(scenarios=["support-refund"], episodes=3), "x.duckdb"))  # doctest: +SKIP
+"""
+
+from dramaturg._errors import (
+    BackendError,
+    ConfigError,
+    DramaturgError,
+    ReplyParseError,
+    RunError,
+    ScenarioError,
+    StoreError,
+    UserError,
+)
+from dramaturg._model import Backend, GenerationParams, Message, ModelRequest, ModelResponse, ModelSpec, request_hash
+from dramaturg._run import RunConfig, RunSummary, run
+from dramaturg.backends import FunctionBackend, SimBackend, SimOptions
+from dramaturg.memory import Store
+from dramaturg.scenarios import EpisodeSpec, Persona, Scenario, Stage, Transition, load_scenario
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "ConfigError",
+    "DramaturgError",
+    "EpisodeSpec",
+    "FunctionBackend",
+    "GenerationParams",
+    "Message",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSpec",
+    "Persona",
+    "ReplyParseError",
+    "RunConfig",
+    "RunError",
+    "RunSummary",
+    "Scenario",
+    "ScenarioError",
+    "SimBackend",
+    "SimOptions",
+    "Stage",
+    "Store",
+    "StoreError",
+    "Transition",
+    "UserError",
+    "load_scenario",
+    "request_hash",
+    "run",
+]

@@ -1,0 +1,142 @@
+"""Values that cross the model layer: requests, responses, model specs and the backend protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from dramaturg._errors import ConfigError
+
+__all__ = [
+    "HASH_TAG",
+    "Backend",
+    "GenerationParams",
+    "Message",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSpec",
+    "RoleName",
+    "request_hash",
+]
+
+RoleName = Literal["user_simulator", "assistant", "critic", "verifier"]
+MessageRole = Literal["user", "assistant"]
+
+# Bump the tag whenever the canonical form below changes, so old cache rows can never be
+# mistaken for answers to differently-shaped requests.
+HASH_TAG = "dh1-sha256"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message as a backend sees it (the system prompt travels separately)."""
+
+    role: MessageRole
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling parameters that change the output, and so belong in the request hash."""
+
+    temperature: float = 0.8
+    max_tokens: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRequest:
+    """Everything that determines a model's output.
+
+    Attributes:
+        backend: registered backend name, e.g. ``"sim"`` or ``"anthropic"``.
+        model: the model name the backend sends.
+        role: which dramaturg role is speaking; different roles never share a cache entry.
+        system: the system prompt.
+        messages: the conversation, starting with a user message.
+        params: sampling parameters.
+        seed: the episode-derived seed; providers that accept a seed receive it.
+    """
+
+    backend: str
+    model: str
+    role: RoleName
+    system: str
+    messages: tuple[Message, ...]
+    params: GenerationParams = field(default_factory=GenerationParams)
+    seed: int = 0
+
+    @property
+    def hash(self) -> str:
+        return request_hash(self)
+
+
+def request_hash(request: ModelRequest) -> str:
+    """The cache key of a request: ``"dh1-sha256:" + sha256(canonical JSON)``.
+
+    The canonical JSON holds backend, model, role, system, messages, params and seed with
+    sorted keys and no whitespace. Timeouts, retry settings, API keys and base URLs are
+    deliberately absent: they do not change what the model says.
+
+    Raises:
+        ValueError: if the request holds something JSON cannot represent exactly (a NaN
+            temperature, say). A request that cannot be hashed must never become a silent
+            cache miss that pays twice.
+    """
+    payload = asdict(request)
+    if not math.isfinite(request.params.temperature):
+        raise ValueError(f"cannot hash a request with temperature {request.params.temperature!r}")
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return f"{HASH_TAG}:{digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    """What a backend returns. Token counts are the provider's own, when it reports them."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str = "stop"
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model provider. One async method; no retries, sleeps or rate limits here.
+
+    Implementations raise :class:`~dramaturg.BackendError` with the right ``kind`` and
+    ``retry_after`` so the gateway can decide what to do.
+    """
+
+    name: str
+
+    async def complete(self, request: ModelRequest) -> ModelResponse: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """``BACKEND[:MODEL]`` as written on the command line, e.g. ``anthropic:claude-sonnet-4-5``."""
+
+    backend: str
+    model: str
+
+    @classmethod
+    def parse(cls, spec: str, *, known_backends: frozenset[str]) -> ModelSpec:
+        backend, _, model = spec.strip().partition(":")
+        if backend not in known_backends:
+            names = ", ".join(sorted(known_backends))
+            raise ConfigError(
+                f"model spec '{spec}': unknown backend '{backend}' (expected one of: {names}; "
+                "write BACKEND:MODEL, e.g. sim or anthropic:claude-sonnet-4-5)"
+            )
+        if backend != "sim" and not model:
+            raise ConfigError(f"model spec '{spec}': backend '{backend}' needs a model name, e.g. {backend}:MODEL")
+        return cls(backend=backend, model=model or backend)
+
+    def __str__(self) -> str:
+        return f"{self.backend}:{self.model}"

@@ -1,0 +1,30 @@
+"""Test doubles that are product code: a real local HTTP fake of the model APIs.
+
+Example::
+
+    from dramaturg.testing import FakeAPI, FakeAPIConfig
+
+    with FakeAPI.start(FakeAPIConfig(responder="echo", rate_429=0.2)) as fake:
+        client = anthropic.Anthropic(base_url=fake.anthropic_base_url, api_key="k")
+        ...
+        assert fake.stats()["repeats_after_200"] == 0
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dramaturg.testing._fake_api import FakeAPI, FakeAPIConfig
+
+__all__ = ["FakeAPI", "FakeAPIConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: `python -m dramaturg.testing._fake_api` imports this package
+    # first, and an eager import would make runpy warn that the module is already loaded.
+    if name in __all__:
+        from dramaturg.testing import _fake_api
+
+        return getattr(_fake_api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,306 @@
+"""The DuckDB store: one file, numbered migrations, one writer.
+
+:class:`Store` is the synchronous core (used by the CLI's read commands and by tests).
+:class:`StoreWriter` is how a running job writes: every statement goes through one
+dedicated thread, so there is exactly one writer, and call records that complete together
+are flushed together in one transaction before any caller may use their result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+
+from dramaturg._errors import StoreError
+from dramaturg.memory._migrations import MIGRATIONS, Migration
+from dramaturg.memory._records import CallRecord, EpisodeResult, EpisodeStart, RunRecord
+
+__all__ = ["CachedCall", "Store", "StoreWriter"]
+
+T = TypeVar("T")
+
+_CALL_COLUMNS = (
+    "call_id, request_hash, run_id, episode_id, backend, model, role, status, request, "
+    "latency_ms, created_at, response_text, finish_reason, input_tokens, output_tokens, "
+    "cache_read_tokens, cache_write_tokens, cost_usd, attempt, error_kind, error"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedCall:
+    """A completed call found by its request hash."""
+
+    call_id: str
+    response_text: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Store:
+    """A dramaturg DuckDB file, migrated to the current schema on open.
+
+    Example:
+        >>> store = Store.open("corpus.duckdb")            # doctest: +SKIP
+        >>> store.sql("SELECT status, count(*) FROM episodes GROUP BY 1")  # doctest: +SKIP
+    """
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection, path: str):
+        self._con = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Store:
+        """Open (creating if needed) and migrate the store at ``path``.
+
+        Raises:
+            StoreError: the file is not a DuckDB database, is locked by another process, or
+                holds a schema newer than this version of dramaturg understands.
+        """
+        path = str(path)
+        if read_only and not Path(path).exists():
+            raise StoreError(f"{path}: no such store (run `dramaturg run ... --db {path}` first)")
+        try:
+            con = duckdb.connect(path, read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"{path}: cannot open the store: {exc}") from exc
+        store = cls(con, path)
+        if read_only:
+            store._check_version()
+        else:
+            store.migrate()
+        return store
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def applied_migrations(self) -> list[int]:
+        exists = self._con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchone()
+        if not exists or exists[0] == 0:
+            return []
+        return [row[0] for row in self._con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()]
+
+    def _check_version(self) -> None:
+        applied = self.applied_migrations()
+        known = {migration.version for migration in MIGRATIONS}
+        unknown = [version for version in applied if version not in known]
+        if unknown:
+            raise StoreError(
+                f"{self.path}: written by a newer dramaturg (schema migrations {unknown}); upgrade dramaturg"
+            )
+
+    def migrate(self) -> list[Migration]:
+        """Apply every migration not yet recorded, each in its own transaction."""
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        )
+        self._check_version()
+        done = set(self.applied_migrations())
+        applied: list[Migration] = []
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            with self.transaction():
+                self._con.execute(migration.sql)
+                self._con.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                    [migration.version, migration.name, utcnow()],
+                )
+            applied.append(migration)
+        return applied
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            yield self._con
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        self._con.execute("COMMIT")
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def sql(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run a query and return all rows."""
+        return self._con.execute(query, list(params)).fetchall()
+
+    def relation(self, query: str) -> duckdb.DuckDBPyRelation:
+        """A lazy DuckDB relation, e.g. for ``.df()`` or ``.arrow()`` in a notebook."""
+        return self._con.sql(query)
+
+    def run_exists(self, run_id: str) -> bool:
+        return bool(self.sql("SELECT count(*) FROM runs WHERE run_id = ?", [run_id])[0][0])
+
+    def episode_statuses(self, run_id: str) -> dict[str, str]:
+        rows = self.sql("SELECT episode_id, status FROM episodes WHERE run_id = ?", [run_id])
+        return {episode_id: status for episode_id, status in rows}
+
+    def latest_run_id(self) -> str | None:
+        rows = self.sql("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1")
+        return rows[0][0] if rows else None
+
+    def cached_call(self, request_hash: str) -> CachedCall | None:
+        rows = self.sql(
+            "SELECT call_id, response_text, finish_reason, input_tokens, output_tokens, "
+            "cache_read_tokens, cache_write_tokens FROM llm_calls "
+            "WHERE request_hash = ? AND status = 'ok' ORDER BY created_at LIMIT 1",
+            [request_hash],
+        )
+        return CachedCall(*rows[0]) if rows else None
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def insert_run(self, run: RunRecord) -> None:
+        self._con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)", list(astuple(run)))
+
+    def upsert_scenario(self, run_id: str, name: str, source: str, definition: dict[str, Any]) -> None:
+        self._con.execute(
+            "INSERT OR REPLACE INTO scenarios VALUES (?, ?, ?, ?)",
+            [run_id, name, source, json.dumps(definition, sort_keys=True)],
+        )
+
+    def start_episode(self, start: EpisodeStart) -> None:
+        """Mark an episode running, discarding any rows a crashed attempt left behind."""
+        with self.transaction() as con:
+            con.execute("DELETE FROM turns WHERE episode_id = ?", [start.episode_id])
+            con.execute("DELETE FROM episodes WHERE episode_id = ?", [start.episode_id])
+            con.execute(
+                "INSERT INTO episodes (episode_id, run_id, scenario, idx, seed, status, persona, "
+                "spec, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                [
+                    start.episode_id,
+                    start.run_id,
+                    start.scenario,
+                    start.idx,
+                    start.seed,
+                    start.persona,
+                    start.spec_json,
+                    start.started_at,
+                ],
+            )
+
+    def finish_episode(self, result: EpisodeResult, extra: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> None:
+        """Write an episode's turns and final status in one transaction.
+
+        ``extra`` runs inside the same transaction, so rows that other stages derive from the
+        episode (critiques, pairs, …) land atomically with it.
+        """
+        with self.transaction() as con:
+            con.execute("DELETE FROM turns WHERE episode_id = ?", [result.episode_id])
+            if result.turns:
+                con.executemany(
+                    "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        [result.episode_id, t.idx, t.role, t.content, t.stage, t.call_id, t.role_flip]
+                        for t in result.turns
+                    ],
+                )
+            con.execute(
+                "UPDATE episodes SET status = ?, termination_reason = ?, n_turns = ?, role_flips = ?, "
+                "error = ?, finished_at = ? WHERE episode_id = ?",
+                [
+                    result.status,
+                    result.termination_reason,
+                    len(result.turns),
+                    result.role_flips,
+                    result.error,
+                    result.finished_at,
+                    result.episode_id,
+                ],
+            )
+            if extra is not None:
+                extra(con)
+
+    def insert_calls(self, calls: Sequence[CallRecord]) -> None:
+        with self.transaction() as con:
+            con.executemany(
+                f"INSERT INTO llm_calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+                [list(astuple(call)) for call in calls],
+            )
+
+
+class StoreWriter:
+    """The single writer of a running job.
+
+    All statements run on one dedicated thread, in submission order. Call records are
+    batched: records that arrive while a flush is running go into the next transaction.
+    ``await record_call(...)`` returns only once the record is durable.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dramaturg-store")
+        self._pending: list[tuple[CallRecord, asyncio.Future[None]]] = []
+        self._flushing = False
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, fn, *args)
+
+    async def cached_call(self, request_hash: str) -> CachedCall | None:
+        return await self.run(self.store.cached_call, request_hash)
+
+    async def record_call(self, call: CallRecord) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((call, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self.run(self.store.insert_calls, [call for call, _ in batch])
+                except BaseException as exc:  # every waiter must learn its record is not durable
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreError(f"cannot record a model call: {exc}"))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._flushing = False
+
+    async def start_episode(self, start: EpisodeStart) -> None:
+        await self.run(self.store.start_episode, start)
+
+    async def finish_episode(
+        self, result: EpisodeResult, extra: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+    ) -> None:
+        await self.run(self.store.finish_episode, result, extra)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)

@@ -1,0 +1,25 @@
+"""The scenario DSL and the built-in scenario library.
+
+A scenario is a short Python file that builds one :class:`Scenario`; see README.md.
+"""
+
+from dramaturg.scenarios._dsl import EpisodeSpec, Persona, PlannedStage, Scenario, Stage, Transition
+from dramaturg.scenarios._loader import (
+    BUILTIN_SCENARIOS,
+    LoadedScenario,
+    builtin_scenarios,
+    load_scenario,
+)
+
+__all__ = [
+    "BUILTIN_SCENARIOS",
+    "EpisodeSpec",
+    "LoadedScenario",
+    "Persona",
+    "PlannedStage",
+    "Scenario",
+    "Stage",
+    "Transition",
+    "builtin_scenarios",
+    "load_scenario",
+]
