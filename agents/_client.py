@@ -149,7 +149,9 @@ class GatewayChatClient(ChatCompletionClient):
         system, conversation = to_request_messages(messages)
         return count_tokens(system) + sum(count_tokens(m.content) for m in conversation)
 
-    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+    def remaining_tokens(
+        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []
+    ) -> int:
         return max(0, 200_000 - self.count_tokens(messages))
 
     @property

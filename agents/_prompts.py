@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dramaturg import _markers as mk
 from dramaturg.scenarios import EpisodeSpec, PlannedStage
+
+from dramaturg import _markers as mk
 
 __all__ = ["director_note", "user_simulator_prompt"]
 

@@ -14,11 +14,11 @@ from autogen_agentchat.messages import TextMessage
 from autogen_core import CancellationToken
 from autogen_core.model_context import UnboundedChatCompletionContext
 from autogen_core.models import AssistantMessage
+from dramaturg.agents._client import GatewayChatClient
 
 from dramaturg._errors import ReplyParseError
 from dramaturg._gateway import Gateway
 from dramaturg._model import GenerationParams, ModelSpec, RoleName
-from dramaturg.agents._client import GatewayChatClient
 
 __all__ = ["Reply", "RoleAgent"]
 

@@ -3,7 +3,8 @@
 Example:
     >>> import asyncio
     >>> from dramaturg import RunConfig, run
-    >>> summary = asyncio.run(run(RunConfig(scenarios=["support-refund"], episodes=3), "x.duckdb"))  # doctest: +SKIP
+    >>> config = RunConfig(scenarios=["support-refund"], episodes=3)
+    >>> summary = asyncio.run(run(config, "x.duckdb"))  # doctest: +SKIP
 """
 
 from dramaturg._errors import (
@@ -16,7 +17,15 @@ from dramaturg._errors import (
     StoreError,
     UserError,
 )
-from dramaturg._model import Backend, GenerationParams, Message, ModelRequest, ModelResponse, ModelSpec, request_hash
+from dramaturg._model import (
+    Backend,
+    GenerationParams,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ModelSpec,
+    request_hash,
+)
 from dramaturg._run import RunConfig, RunSummary, run
 from dramaturg.backends import FunctionBackend, SimBackend, SimOptions
 from dramaturg.memory import Store

@@ -73,7 +73,10 @@ def run_command(
         first = exc.errors(include_url=False)[0]
         raise _fail(f"option '{first['loc'][0]}': {first['msg']}", 2) from exc
     if model == "sim":
-        err.print("note: using the offline [bold]sim[/] backend (simulated replies; pass --model for a real one)")
+        err.print(
+            "note: using the offline [bold]sim[/] backend (simulated replies; pass --model for a real one)",
+            soft_wrap=True,
+        )
     summary = _run_with_progress(config, db)
     _print_summary(summary)
     if summary.stopped:

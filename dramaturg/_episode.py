@@ -94,7 +94,13 @@ async def perform_episode(
         )
         answer = await assistant.respond(("user", text))
         turns.append(
-            TurnRecord(idx=len(turns), role="assistant", content=answer.text, stage=stage.name, call_id=answer.call_id)
+            TurnRecord(
+                idx=len(turns),
+                role="assistant",
+                content=answer.text,
+                stage=stage.name,
+                call_id=answer.call_id,
+            )
         )
         last_answer = answer.text
         if ended:

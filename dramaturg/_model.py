@@ -135,7 +135,9 @@ class ModelSpec:
                 "write BACKEND:MODEL, e.g. sim or anthropic:claude-sonnet-4-5)"
             )
         if backend != "sim" and not model:
-            raise ConfigError(f"model spec '{spec}': backend '{backend}' needs a model name, e.g. {backend}:MODEL")
+            raise ConfigError(
+                f"model spec '{spec}': backend '{backend}' needs a model name, e.g. {backend}:MODEL"
+            )
         return cls(backend=backend, model=model or backend)
 
     def __str__(self) -> str:

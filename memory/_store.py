@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
-
-from dramaturg._errors import StoreError
 from dramaturg.memory._migrations import MIGRATIONS, Migration
 from dramaturg.memory._records import CallRecord, EpisodeResult, EpisodeStart, RunRecord
+
+from dramaturg._errors import StoreError
 
 __all__ = ["CachedCall", "Store", "StoreWriter"]
 
@@ -103,7 +103,9 @@ class Store:
         ).fetchone()
         if not exists or exists[0] == 0:
             return []
-        return [row[0] for row in self._con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()]
+        return [
+            row[0] for row in self._con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+        ]
 
     def _check_version(self) -> None:
         applied = self.applied_migrations()
@@ -206,7 +208,9 @@ class Store:
                 ],
             )
 
-    def finish_episode(self, result: EpisodeResult, extra: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> None:
+    def finish_episode(
+        self, result: EpisodeResult, extra: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+    ) -> None:
         """Write an episode's turns and final status in one transaction.
 
         ``extra`` runs inside the same transaction, so rows that other stages derive from the

@@ -157,7 +157,7 @@ class Scenario(_Strict):
         if self.derive is not None:
             try:
                 derived = self.derive(MappingProxyType(dict(values)), rng)
-            except Exception as exc:  # noqa: BLE001 -- a user function: report it as a scenario error
+            except Exception as exc:
                 raise ValueError(f"field 'derive': {type(exc).__name__}: {exc}") from exc
             values.update(derived)
         persona = self.personas[rng.randrange(len(self.personas))]

@@ -9,10 +9,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from dramaturg.scenarios._dsl import Scenario
 from pydantic import ValidationError
 
 from dramaturg._errors import ScenarioError
-from dramaturg.scenarios._dsl import Scenario
 
 __all__ = ["BUILTIN_SCENARIOS", "LoadedScenario", "builtin_scenarios", "load_scenario"]
 
@@ -89,7 +89,7 @@ def _scenarios_in(path: Path) -> list[tuple[str, Scenario]]:
         raise
     except SyntaxError as exc:
         raise ScenarioError(f"syntax error at line {exc.lineno}: {exc.msg}", source=str(path)) from exc
-    except Exception as exc:  # noqa: BLE001 -- any failure of user code becomes one clear line
+    except Exception as exc:
         raise ScenarioError(f"failed to import: {type(exc).__name__}: {exc}", source=str(path)) from exc
     finally:
         sys.modules.pop(module_name, None)

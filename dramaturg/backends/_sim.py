@@ -24,10 +24,89 @@ _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
 _OFFERED_ANSWER = re.compile(r"(?:\b[a-z]\s*=|answer is|i got|i get|it's)\s*(-?\d+(?:\.\d+)?)", re.I)
 _STOPWORDS = frozenset(
-    """a an and are as at be been but by can could do does for from had has have how i if in into
-    is it its just me my no not of on or our please so that the their them then there these they
-    this to up us was we what when where which who why will with would you your yours i'm it's
-    can't don't i'd i've i'll am any all some more very also about get got""".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "could",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "just",
+        "me",
+        "my",
+        "no",
+        "not",
+        "of",
+        "on",
+        "or",
+        "our",
+        "please",
+        "so",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "to",
+        "up",
+        "us",
+        "was",
+        "we",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+        "yours",
+        "i'm",
+        "it's",
+        "can't",
+        "don't",
+        "i'd",
+        "i've",
+        "i'll",
+        "am",
+        "any",
+        "all",
+        "some",
+        "more",
+        "very",
+        "also",
+        "about",
+        "get",
+        "got",
+    ]
 )
 
 
@@ -319,8 +398,10 @@ class _UserSimulator:
         verb, _, rest = text.partition(" ")
         verb = verb.lower()
         rest = rest.strip()
-        if self.first_turn and _content_words(rest) and (
-            len(_content_words(rest) - _content_words(self.persona.goal)) <= 1
+        if (
+            self.first_turn
+            and _content_words(rest)
+            and (len(_content_words(rest) - _content_words(self.persona.goal)) <= 1)
         ):
             return ""  # the opening already said it
         if verb in {"ask", "question"}:
@@ -329,7 +410,7 @@ class _UserSimulator:
             rest = re.sub(r"^(?:about|if)\s+", "", rest)
             return rng.choice(_ASK_FRAMES).format(rest=rest.rstrip("?"))
         if verb in {"explain", "describe", "mention", "say", "tell", "state", "report", "admit", "claim"}:
-            rest = re.sub(r"^(?:me\s+|you\s+)?(?:that\s+)?", "", rest)
+            rest = re.sub(r"^(?:me\s+|you\s+)?(?:again\s+)?(?:that\s+)?", "", rest)
             rest = rest.replace(" and that ", " and ")
             lead = rng.choice(["", "So, ", "Basically, ", "The thing is, ", "Well, "])
             return _end_sentence(lead + rest if lead else _capitalize(rest))
@@ -353,7 +434,9 @@ class _UserSimulator:
         if not unsaid:
             return ""
         shown = "; ".join(f"{key}: {value}" for key, value in unsaid[:2])
-        return self.rng.choice(["Here are my details: {d}.", "In case it helps: {d}.", "{d}."]).format(d=shown)
+        return self.rng.choice(["Here are my details: {d}.", "In case it helps: {d}.", "{d}."]).format(
+            d=shown
+        )
 
 
 def _join(parts: Sequence[str]) -> str:
@@ -423,6 +506,15 @@ _NOT_CITABLE = re.compile(
     r"|answer key|correct answer",
     re.I,
 )
+_GOODBYE_CUES = (
+    "bye",
+    "that's all",
+    "thanks a lot",
+    "thank you for your help",
+    "appreciate",
+    "good day",
+    "thanks for sorting",
+)
 _GOODBYES = [
     "You're welcome! Have a great day.",
     "Glad I could help. Take care!",
@@ -451,7 +543,11 @@ class _Assistant:
         guidance = self._most_relevant_guidance(user_words)
         if guidance:
             frame = rng.choice(_CITE_FRAMES)
-            parts.append(frame.format(s=_end_sentence(guidance), s_low=_end_sentence(guidance[:1].lower() + guidance[1:])))
+            parts.append(
+                frame.format(
+                    s=_end_sentence(guidance), s_low=_end_sentence(guidance[:1].lower() + guidance[1:])
+                )
+            )
         if "?" in self.user_said and not guidance:
             parts.append(self.rng.choice(_FOLLOW_UPS))
         question = self._pending_question()
@@ -472,11 +568,13 @@ class _Assistant:
 
     def _is_goodbye(self) -> bool:
         lowered = self.user_said.lower()
-        return any(word in lowered for word in ("bye", "that's all", "thanks for sorting", "have a good day"))
+        return any(word in lowered for word in _GOODBYE_CUES)
 
     def _check_answer(self) -> str:
         """Compare a number the user offers with an answer key in the prompt, if there is one."""
-        key = re.search(r"(?:correct answer|answer key)\s*(?:is|:)\s*(" + _NUMBER.pattern + ")", self.system, re.I)
+        key = re.search(
+            r"(?:correct answer|answer key)\s*(?:is|:)\s*(" + _NUMBER.pattern + ")", self.system, re.I
+        )
         offered = _OFFERED_ANSWER.findall(self.user_said)
         if not key or not offered:
             return ""

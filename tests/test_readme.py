@@ -1,0 +1,37 @@
+"""The README's scenario example is real: it is extracted and run here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.conftest import REPO, dialogues
+
+
+def readme_example() -> str:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Write a scenario", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README has no python block under 'Write a scenario'"
+    return match.group(1)
+
+
+def test_readme_scenario_runs_from_a_file(cli, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "my_scenario.py").write_text(readme_example())
+    monkeypatch.chdir(tmp_path)
+    result = cli("run", "./my_scenario.py", "--episodes", "3", "--db", "x.duckdb")
+    assert result.exit_code == 0, result.output
+    assert "3 done, 0 failed" in result.output
+    episodes = dialogues(tmp_path / "x.duckdb")
+    assert len(episodes) == 3
+    assert all(len(turns) >= 4 for turns in episodes.values())
+
+
+def test_readme_commands_exist() -> None:
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    install = re.search(r"## Install\s+```(?:bash|sh)?\n(.+?)\n```", readme, re.S)
+    test = re.search(r"## Test\s+```(?:bash|sh)?\n(.+?)\n```", readme, re.S)
+    assert install and test
+    assert install.group(1).strip() in ci
+    assert test.group(1).strip() in ci

@@ -1,0 +1,93 @@
+"""The store: migrations recorded once, newer files refused, one transaction per episode."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from dramaturg import StoreError
+from dramaturg.memory import MIGRATIONS, EpisodeResult, EpisodeStart, Store, StoreWriter, TurnRecord, utcnow
+
+
+def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    with Store.open(path) as store:
+        assert store.applied_migrations() == [m.version for m in MIGRATIONS]
+    with Store.open(path) as store:
+        assert store.migrate() == []
+        tables = {t for (t,) in store.sql("SELECT table_name FROM information_schema.tables")}
+    assert {"runs", "scenarios", "episodes", "turns", "llm_calls", "schema_migrations"} <= tables
+
+
+def test_a_store_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    Store.open(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', now())")
+    con.close()
+    with pytest.raises(StoreError, match=r"newer dramaturg \(schema migrations \[999\]\)"):
+        Store.open(path)
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.duckdb"
+    path.write_text("hello")
+    with pytest.raises(StoreError, match="cannot open the store"):
+        Store.open(path)
+
+
+def test_episode_rows_land_in_one_transaction(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.duckdb")
+    start = EpisodeStart("e1", "r", "sc", 0, 1, "P", "{}", utcnow())
+    store.start_episode(start)
+    turns = (TurnRecord(0, "user", "hi"), TurnRecord(1, "assistant", "hello"))
+    result = EpisodeResult("e1", "done", "terminal_stage", turns, utcnow())
+
+    def explode(con: duckdb.DuckDBPyConnection) -> None:
+        raise RuntimeError("crash inside the episode transaction")
+
+    with pytest.raises(RuntimeError):
+        store.finish_episode(result, extra=explode)
+    assert store.sql("SELECT status FROM episodes")[0][0] == "running"
+    assert store.sql("SELECT count(*) FROM turns")[0][0] == 0
+    store.finish_episode(result)
+    assert store.sql("SELECT status, n_turns FROM episodes")[0] == ("done", 2)
+    store.close()
+
+
+def test_writer_batches_call_records_and_makes_them_durable(tmp_path: Path) -> None:
+    from dramaturg.memory import CallRecord
+
+    store = Store.open(tmp_path / "s.duckdb")
+    writer = StoreWriter(store)
+
+    def record(i: int) -> CallRecord:
+        return CallRecord(
+            call_id=f"c{i}",
+            request_hash=f"h{i}",
+            run_id="r",
+            episode_id=None,
+            backend="sim",
+            model="sim",
+            role="assistant",
+            status="ok",
+            request_json="{}",
+            latency_ms=1.0,
+            created_at=utcnow(),
+            response_text=f"answer {i}",
+            finish_reason="stop",
+        )
+
+    async def main() -> None:
+        await asyncio.gather(*(writer.record_call(record(i)) for i in range(50)))
+        cached = await writer.cached_call("h7")
+        assert cached is not None and cached.response_text == "answer 7"
+        assert await writer.cached_call("missing") is None
+
+    asyncio.run(main())
+    writer.close()
+    assert store.sql("SELECT count(*) FROM llm_calls")[0][0] == 50
+    store.close()
