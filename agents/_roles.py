@@ -73,6 +73,20 @@ class RoleAgent:
             raise ReplyParseError(f"{self.role} replied with empty text", raw=content)
         return Reply(text=content.strip(), call_id=outcome.call_id, cached=outcome.cached)
 
+    async def revise(self, request: str) -> Reply:
+        """Ask for a revision of the latest reply; afterwards the context holds only the revision.
+
+        The exchange (original, revision request, revision) collapses to the revision, so the
+        conversation continues as if the assistant had answered well the first time.
+        """
+        before = await self._context.get_messages()
+        revision = await self.respond(("critic", request))
+        await self._context.clear()
+        for message in before[:-1]:
+            await self._context.add_message(message)
+        await self._context.add_message(AssistantMessage(content=revision.text, source=self.role))
+        return revision
+
     async def replace_last_reply(self, text: str) -> None:
         """Swap this agent's latest reply for ``text`` (a revision) in its own context."""
         history = await self._context.get_messages()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dramaturg._errors import DramaturgError, StoreError, UserError
-from dramaturg._run import RunConfig, RunSummary, run
+from dramaturg._export import ExportFormat, export
+from dramaturg._gateway import GatewayStats
+from dramaturg._run import RunConfig, RunSummary, load_run_config, run
 from dramaturg.scenarios import BUILTIN_SCENARIOS, load_scenario
 
 app = typer.Typer(
@@ -30,6 +33,23 @@ out = Console()
 err = Console(stderr=True)
 
 DbOption = Annotated[Path, typer.Option("--db", help="The DuckDB file to write (created if missing).")]
+_ROLE_MODEL = "BACKEND:MODEL for the {}; defaults to --model."
+BudgetOption = Annotated[
+    float | None,
+    typer.Option(
+        "--budget-usd",
+        min=0.0,
+        help="Stop cleanly before the run's model calls cost more than this (USD; see --prices).",
+    ),
+]
+RpmOption = Annotated[
+    float | None, typer.Option("--rpm", min=0.0, help="Requests per minute, paced evenly.")
+]
+TpmOption = Annotated[
+    float | None,
+    typer.Option("--tpm", min=0.0, help="Tokens per minute (estimated, then corrected by usage)."),
+]
+_TIMEOUT_HELP = "Seconds one model call may take before it counts as a timeout."
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -54,6 +74,38 @@ def run_command(
     sim_role_flip_rate: Annotated[
         float, typer.Option(help="sim backend: share of user turns that wrongly sound like the assistant.")
     ] = 0.0,
+    user_model: Annotated[
+        str | None, typer.Option("--user-model", help=_ROLE_MODEL.format("user simulator"))
+    ] = None,
+    assistant_model: Annotated[
+        str | None, typer.Option("--assistant-model", help=_ROLE_MODEL.format("assistant"))
+    ] = None,
+    critic_model: Annotated[
+        str | None, typer.Option("--critic-model", help=_ROLE_MODEL.format("critic"))
+    ] = None,
+    judge_model: Annotated[
+        str | None, typer.Option("--judge-model", help=_ROLE_MODEL.format("verifier (judge)"))
+    ] = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            help="openai backend endpoint, e.g. http://localhost:8000/v1 "
+            "(default: OPENAI_BASE_URL). Anthropic's comes from ANTHROPIC_BASE_URL.",
+        ),
+    ] = None,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    budget_usd: BudgetOption = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            "--prices",
+            help="JSON prices in USD per million tokens, e.g. "
+            '{"MODEL": {"input": 3, "output": 15}}; overrides the built-in table.',
+        ),
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.0, help=_TIMEOUT_HELP)] = 120.0,
 ) -> None:
     """Perform EPISODES episodes of each SCENARIO and store every turn and model call.
 
@@ -68,19 +120,81 @@ def run_command(
             model=model,
             run_id=run_id,
             sim_role_flip_rate=sim_role_flip_rate,
+            user_model=user_model,
+            assistant_model=assistant_model,
+            critic_model=critic_model,
+            judge_model=judge_model,
+            base_url=base_url,
+            rpm=rpm,
+            tpm=tpm,
+            budget_usd=budget_usd,
+            prices=str(prices) if prices else None,
+            timeout_s=timeout,
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise _fail(f"option '{first['loc'][0]}': {first['msg']}", 2) from exc
-    if model == "sim":
+    if model == "sim" and not any((user_model, assistant_model, critic_model, judge_model)):
         err.print(
             "note: using the offline [bold]sim[/] backend (simulated replies; pass --model for a real one)",
             soft_wrap=True,
         )
-    summary = _run_with_progress(config, db)
+    _finish(_run_with_progress(config, db))
+
+
+@app.command("resume")
+def resume_command(
+    run_id: Annotated[
+        str, typer.Argument(help="The run to finish (see `SELECT run_id FROM runs`).")
+    ],
+    db: DbOption = Path("dramaturg.duckdb"),
+    budget_usd: BudgetOption = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Episodes and model calls in flight at once.")
+    ] = None,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0.0, help=_TIMEOUT_HELP)] = None,
+) -> None:
+    """Finish a run that stopped or crashed, with the settings it was started with.
+
+    Done episodes are skipped; unfinished ones replay from their start through the call
+    cache, so no model call that completed before is paid for again. Limits, budget and
+    concurrency may be changed; what decides the episodes' content may not.
+
+    Example:  dramaturg resume run-20250101-120000-1a2b3c --db corpus.duckdb --budget-usd 20
+    """
+    try:
+        stored = load_run_config(db, run_id)
+    except UserError as exc:
+        raise _fail(str(exc), 2) from exc
+    except StoreError as exc:
+        raise _fail(str(exc), 1) from exc
+    changes = {
+        "budget_usd": budget_usd,
+        "concurrency": concurrency,
+        "rpm": rpm,
+        "tpm": tpm,
+        "timeout_s": timeout,
+    }
+    try:
+        config = RunConfig.model_validate(
+            {**stored.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise _fail(f"option '{first['loc'][0]}': {first['msg']}", 2) from exc
+    _finish(_run_with_progress(config, db))
+
+
+def _finish(summary: RunSummary) -> None:
     _print_summary(summary)
     if summary.stopped:
-        raise _fail(f"run stopped: {summary.stopped} (fix it, then `dramaturg run ... --run-id {summary.run_id}`)", 1)
+        raise _fail(
+            f"run stopped: {summary.stopped}. Fix that, then: "
+            f"dramaturg resume {summary.run_id} --db {summary.db}",
+            1,
+        )
 
 
 def _run_with_progress(config: RunConfig, db: Path) -> RunSummary:
@@ -129,16 +243,75 @@ def _print_summary(summary: RunSummary) -> None:
         ("run", f"{summary.run_id} -> {summary.db}"),
         ("episodes", f"{summary.done} done, {summary.failed} failed{skipped}"),
         ("turns", f"{summary.turns} ({summary.role_flips} role flips)"),
+        *_pair_rows(summary),
         (
             "calls",
             f"{calls.calls} model calls, {calls.cache_hits} from cache, "
-            f"{calls.retries} retries, {calls.failed_attempts} failed attempts",
+            f"{calls.retries} retries, {calls.failed_attempts} failed attempts"
+            + _by_kind(calls.errors_by_kind),
         ),
-        ("tokens", f"{calls.input_tokens:,} in / {calls.output_tokens:,} out"),
+        (
+            "tokens",
+            f"{calls.input_tokens:,} in / {calls.output_tokens:,} out" + _cache_tokens(calls),
+        ),
+        ("cost", _cost(calls)),
+        *_usage_rows(calls),
         ("elapsed", f"{summary.elapsed_s:.1f} s"),
     ]
     for label, value in rows:
         out.print(f"{label:<9} {value}", highlight=False, soft_wrap=True)
+
+
+def _pair_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    report = summary.pair_report
+    if report is None or not (report.pairs or report.outcomes):
+        return []
+    by_source = ", ".join(f"{source} {n}" for source, n in sorted(report.pairs.items())) or "none"
+    unpaired = {k: v for k, v in sorted(report.outcomes.items()) if k != "paired"}
+    rows = [
+        ("pairs", f"{sum(report.pairs.values())} ({by_source}); no pair: "
+         + (", ".join(f"{k} {v}" for k, v in unpaired.items()) or "none")),
+        ("judges", f"{report.agreeing}/{report.judged_both_orders} candidate pairs judged alike in both orders"),
+    ]
+    if report.correctness is not None:
+        rows.append(
+            ("correct", f"{report.correctness:.1%} of {report.with_ground_truth} pairs chose the side "
+             "without the planted mistake (sim ground truth)")
+        )
+    return rows
+
+
+def _by_kind(errors: Counter[str]) -> str:
+    return f" ({', '.join(f'{kind} {n}' for kind, n in errors.most_common())})" if errors else ""
+
+
+def _cache_tokens(calls: GatewayStats) -> str:
+    if not (calls.cache_read_tokens or calls.cache_write_tokens):
+        return ""
+    return f" (+ cache {calls.cache_read_tokens:,} read / {calls.cache_write_tokens:,} written)"
+
+
+def _cost(calls: GatewayStats) -> str:
+    text = f"${calls.cost_usd:.4f}"
+    if calls.prior_cost_usd:
+        text += f" (run total ${calls.prior_cost_usd + calls.cost_usd:.4f})"
+    if calls.unpriced:
+        text += f"; no price for {', '.join(sorted(calls.unpriced))} (counted as $0; see --prices)"
+    return text
+
+
+def _usage_rows(calls: GatewayStats) -> list[tuple[str, str]]:
+    """One row per (role, model) that paid for calls: the summary's tokens-and-cost table."""
+    rows = []
+    for (role, model), usage in sorted(calls.usage.items()):
+        rows.append(
+            (
+                "",
+                f"{role:<15} {model:<32} {usage.calls:>5} calls {usage.input_tokens:>10,} in "
+                f"{usage.output_tokens:>9,} out  ${usage.cost_usd:.4f}",
+            )
+        )
+    return rows
 
 
 @app.command("scenarios")
@@ -147,6 +320,60 @@ def scenarios_command() -> None:
     for name in BUILTIN_SCENARIOS:
         scenario = load_scenario(name).scenario
         out.print(f"{name:<16} {scenario.description}", highlight=False, soft_wrap=True)
+
+
+@app.command("export")
+def export_command(
+    db: Annotated[Path, typer.Option("--db", help="The DuckDB file to read (opened read-only).")],
+    export_format: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="dpo: TRL conversational preference rows; dpo-text: the same as plain strings; "
+            "sft: one messages list per finished episode.",
+        ),
+    ],
+    out_file: Annotated[Path, typer.Option("--out", help="The file to write: FILE.jsonl or FILE.parquet.")],
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Export only this run (default: all runs).")
+    ] = None,
+    min_margin: Annotated[
+        float | None,
+        typer.Option("--min-margin", help="Pairs only: keep pairs with at least this critic margin."),
+    ] = None,
+    only_verified: Annotated[
+        bool,
+        typer.Option(
+            "--only-verified",
+            help="Pairs only: keep pairs the judge agreed on in both orders and "
+            "whose chosen reply passed every check.",
+        ),
+    ] = False,
+) -> None:
+    """Write preference pairs (dpo, dpo-text) or dialogues (sft) to a JSONL or Parquet file.
+
+    Example:  dramaturg export --db corpus.duckdb --format dpo --out pairs.parquet
+    """
+    try:
+        summary = export(
+            db,
+            format=export_format,
+            out=out_file,
+            run_id=run_id,
+            min_margin=min_margin,
+            only_verified=only_verified,
+        )
+    except UserError as exc:
+        raise _fail(str(exc), 2) from exc
+    except DramaturgError as exc:
+        raise _fail(str(exc), 1) from exc
+    skipped = ", ".join(f"{name} {rows}" for name, rows in summary.skipped)
+    out.print(
+        f"exported {summary.rows} {summary.format} rows to {summary.path}"
+        + (f" (skipped: {skipped})" if skipped else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dramaturg import _markers as mk
 from dramaturg._gateway import Gateway
 from dramaturg._model import GenerationParams, ModelSpec, RoleName
 from dramaturg.agents import RoleAgent, director_note, user_simulator_prompt
-from dramaturg.evaluators import is_role_flip
-from dramaturg.memory import TurnRecord
-from dramaturg.scenarios import EpisodeSpec
+from dramaturg._review import EpisodeReviewer, ReviewSettings
+from dramaturg.evaluators import is_role_flip, user_consistency
+from dramaturg.memory import CheckRow, ReviewRows, TurnRecord
+from dramaturg.scenarios import Check, EpisodeSpec
 
 __all__ = ["EpisodeOutcome", "RoleModels", "perform_episode"]
 
@@ -37,6 +39,10 @@ class RoleModels:
 class EpisodeOutcome:
     turns: tuple[TurnRecord, ...]
     termination_reason: str  # terminal_stage | user_ended | max_turns
+    goal_met: bool | None = None
+    user_consistent: bool | None = None
+    consistency_detail: str | None = None
+    review: ReviewRows | None = None
 
 
 def strip_end_marker(text: str) -> tuple[str, bool]:
@@ -52,11 +58,16 @@ async def perform_episode(
     models: RoleModels,
     episode_id: str,
     params: GenerationParams | None = None,
+    review: ReviewSettings | None = None,
+    run_id: str = "",
+    checks: Sequence[Check] = (),
 ) -> EpisodeOutcome:
     """Stage ``spec`` once and return its turns (user first, strictly alternating).
 
     The episode ends after the assistant answers a terminal stage, when the user simulator
     writes the end marker, or when the stage path (at most ``max_turns`` user turns) runs out.
+    With ``review`` settings, every assistant turn is critiqued (and maybe revised) online,
+    pairs are built, and the verifier judges the goal and the simulator's consistency.
     """
 
     def agent(role: RoleName, prompt: str) -> RoleAgent:
@@ -70,6 +81,20 @@ async def perform_episode(
             params=params,
         )
 
+    reviewer = (
+        EpisodeReviewer(
+            spec=spec,
+            gateway=gateway,
+            models=models.for_role,
+            episode_id=episode_id,
+            run_id=run_id,
+            settings=review,
+            params=params or GenerationParams(),
+            checks=tuple(checks),
+        )
+        if review is not None
+        else None
+    )
     user = agent("user_simulator", user_simulator_prompt(spec))
     assistant = agent("assistant", spec.assistant_prompt)
     turns: list[TurnRecord] = []
@@ -93,20 +118,34 @@ async def perform_episode(
             )
         )
         answer = await assistant.respond(("user", text))
+        final_text, final_call = answer.text, answer.call_id
+        if reviewer is not None:
+            history = tuple((turn.role, turn.content) for turn in turns)
+            result = await reviewer.review_turn(history, answer.text, answer.call_id, len(turns), assistant)
+            final_text, final_call = result.text, result.call_id
         turns.append(
-            TurnRecord(
-                idx=len(turns),
-                role="assistant",
-                content=answer.text,
-                stage=stage.name,
-                call_id=answer.call_id,
-            )
+            TurnRecord(idx=len(turns), role="assistant", content=final_text, stage=stage.name, call_id=final_call)
         )
-        last_answer = answer.text
+        last_answer = final_text
         if ended:
             reason = "user_ended"
             break
         if stage.terminal:
             reason = "terminal_stage"
             break
-    return EpisodeOutcome(turns=tuple(turns), termination_reason=reason)
+    if reviewer is None:
+        return EpisodeOutcome(turns=tuple(turns), termination_reason=reason)
+    dialogue = tuple((turn.role, turn.content) for turn in turns)
+    goal_met = await reviewer.goal_met(dialogue)
+    consistency = user_consistency(spec, [(t.role, t.content, t.role_flip) for t in turns])
+    reviewer.rows.checks.append(
+        CheckRow(episode_id, None, "episode", "user_consistent", consistency.passed, consistency.detail)
+    )
+    return EpisodeOutcome(
+        turns=tuple(turns),
+        termination_reason=reason,
+        goal_met=goal_met,
+        user_consistent=consistency.passed,
+        consistency_detail=consistency.detail or None,
+        review=reviewer.rows,
+    )

@@ -72,6 +72,7 @@ BackendErrorKind = Literal[
     "auth",  # 401 / 403
     "bad_request",  # 400 / 404 / 422: the request itself is wrong
     "budget",  # the run's budget would be exceeded
+    "circuit_open",  # most recent calls failed even after a pause: stop, resume later
     "other",
 ]
 

@@ -1,8 +1,11 @@
 """The model gateway: the one place where call policy lives.
 
-cache lookup → (single flight) → concurrency bound → backend → retry with backoff → record.
+cache lookup → (single flight) → circuit breaker → concurrency bound → budget reservation →
+rate limit (RPM/TPM) → backend (with timeout) → retry with backoff → record with usage and cost.
 
-Backends never sleep, retry or count; they raise :class:`BackendError` with a ``kind``.
+Backends never sleep, retry or count; they raise :class:`BackendError` with a ``kind``. A
+retry goes back through the breaker, the budget and the rate limiter like a first attempt:
+retries that skip the limiter collide with paced traffic and burn attempts on 429s.
 """
 
 from __future__ import annotations
@@ -16,10 +19,16 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from dramaturg._errors import BackendError
+from dramaturg._limits import CircuitBreaker, Clock, MonotonicClock, RateLimiter, estimate_input_tokens
 from dramaturg._model import Backend, ModelRequest, ModelResponse
+from dramaturg._pricing import Budget, PriceTable
 from dramaturg.memory import CallRecord, StoreWriter, utcnow
 
-__all__ = ["CallOutcome", "Gateway", "GatewayStats", "RetryPolicy"]
+__all__ = ["CallOutcome", "Gateway", "GatewayStats", "RetryPolicy", "Usage"]
+
+# Errors after which every further call is known to fail the same way (a bad key, no quota):
+# the gateway answers later calls with the same error at once instead of asking the API again.
+_STICKY_KINDS = frozenset({"auth"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,26 @@ class RetryPolicy:
 
 
 @dataclass(slots=True)
+class Usage:
+    """Tokens and cost of the calls paid for under one heading (a role and model, say)."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def add(self, response: ModelResponse, cost_usd: float) -> None:
+        self.calls += 1
+        self.input_tokens += response.input_tokens
+        self.output_tokens += response.output_tokens
+        self.cache_read_tokens += response.cache_read_tokens
+        self.cache_write_tokens += response.cache_write_tokens
+        self.cost_usd += cost_usd
+
+
+@dataclass(slots=True)
 class GatewayStats:
     """Counters for the run summary."""
 
@@ -46,8 +75,30 @@ class GatewayStats:
     retries: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0  # spent by this process
+    prior_cost_usd: float = 0.0  # spent on this run by earlier invocations (before a resume)
     by_role: Counter[str] = field(default_factory=Counter)
     errors_by_kind: Counter[str] = field(default_factory=Counter)
+    # (role, "backend:model") -> what its calls used and cost in this process
+    usage: dict[tuple[str, str], Usage] = field(default_factory=dict)
+    unpriced: set[str] = field(default_factory=set)  # "backend:model"s without a price entry
+
+    def add(self, request: ModelRequest, response: ModelResponse, cost_usd: float | None) -> None:
+        """Count one paid call; ``cost_usd`` None means the model has no price entry."""
+        label = f"{request.backend}:{request.model}"
+        if cost_usd is None:
+            self.unpriced.add(label)
+        cost = cost_usd or 0.0
+        self.calls += 1
+        self.by_role[request.role] += 1
+        self.input_tokens += response.input_tokens
+        self.output_tokens += response.output_tokens
+        self.cache_read_tokens += response.cache_read_tokens
+        self.cache_write_tokens += response.cache_write_tokens
+        self.cost_usd += cost
+        self.usage.setdefault((request.role, label), Usage()).add(response, cost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +119,13 @@ class Gateway:
         run_id: recorded on each call.
         concurrency: most calls in flight at once.
         retry: the retry policy for retryable errors.
+        jitter_seed: seeds the backoff jitter, so a run's retry timing is reproducible.
+        limiter: paces attempts under the run's RPM and TPM limits; None for no limits.
+        breaker: pauses, then stops, calls when most recent attempts fail.
+        prices: prices each paid call into ``llm_calls.cost_usd``.
+        budget: refuses a call (``BackendError(kind="budget")``) that could overspend it.
+        timeout_s: the longest one attempt may take before it counts as a timeout.
+        clock: the time source for retry sleeps (tests pass a manual clock).
     """
 
     def __init__(
@@ -79,15 +137,28 @@ class Gateway:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         jitter_seed: int = 0,
+        limiter: RateLimiter | None = None,
+        breaker: CircuitBreaker | None = None,
+        prices: PriceTable | None = None,
+        budget: Budget | None = None,
+        timeout_s: float | None = None,
+        clock: Clock | None = None,
     ):
         self.backends = backends
         self.writer = writer
         self.run_id = run_id
         self.retry = retry or RetryPolicy()
         self.stats = GatewayStats()
+        self.limiter = limiter or RateLimiter()
+        self.breaker = breaker or CircuitBreaker(clock=clock)
+        self.prices = prices or PriceTable()
+        self.budget = budget
+        self.timeout_s = timeout_s
+        self._clock = clock or MonotonicClock()
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[str, asyncio.Future[CallOutcome]] = {}
         self._jitter = random.Random(jitter_seed)
+        self._sticky: BackendError | None = None
 
     async def complete(self, request: ModelRequest, *, episode_id: str | None = None) -> CallOutcome:
         """The response to ``request``, from the cache when it was ever answered before."""
@@ -102,6 +173,7 @@ class Gateway:
                 finish_reason=cached.finish_reason,
                 cache_read_tokens=cached.cache_read_tokens,
                 cache_write_tokens=cached.cache_write_tokens,
+                annotations=cached.annotations,
             )
             return CallOutcome(response, cached.call_id, cached=True)
         # Identical requests in flight at once are paid for once.
@@ -126,30 +198,78 @@ class Gateway:
         self, request: ModelRequest, key: str, episode_id: str | None
     ) -> CallOutcome:
         backend = self.backends[request.backend]
+        price = self.prices.lookup(request.backend, request.model)
+        # Estimating costs a tokenizer pass: only when a token limit or the budget needs it.
+        needs_estimate = self.limiter.limits_tokens or (self.budget is not None and price is not None)
+        input_estimate = estimate_input_tokens(request) if needs_estimate else 0
+        # Reserve what the provider itself counts against the limit when a call starts: the
+        # input plus max_tokens of output. settle() gives back what the reply did not use.
+        tokens = input_estimate + request.params.max_tokens if self.limiter.limits_tokens else 0
+        ceiling = price.ceiling(input_estimate, request.params.max_tokens) if price else 0.0
         attempt = 0
         while True:
             attempt += 1
+            if self._sticky is not None:
+                raise self._sticky
+            await self.breaker.admit()
             started = time.perf_counter()
-            try:
-                async with self._slots:
-                    response = await backend.complete(request)
-            except BackendError as exc:
-                await self._record_failure(request, key, episode_id, exc, attempt, started)
-                if not exc.retryable or attempt >= self.retry.max_attempts:
+            async with self._slots:
+                # Reserved inside the slot, so only calls about to start hold budget.
+                held = self.budget.reserve(ceiling) if self.budget is not None else 0.0
+                try:
+                    await self.limiter.acquire(tokens)
+                    started = time.perf_counter()
+                    response = await self._send(backend, request)
+                except BackendError as exc:
+                    failure: BackendError | None = exc
+                    self._release(held, tokens, input_estimate)
+                except BaseException:
+                    self._release(held, tokens, input_estimate)
                     raise
+                else:
+                    failure = None
+                    cost = price.cost(response) if price is not None else None
+                    if self.budget is not None:
+                        self.budget.settle(held, cost or 0.0)
+                    used = response.input_tokens + response.output_tokens
+                    used += response.cache_read_tokens + response.cache_write_tokens
+                    self.limiter.settle(tokens, used or tokens)
+            if failure is not None:
+                await self._record_failure(request, key, episode_id, failure, attempt, started)
+                if failure.retryable:
+                    self.breaker.record(failure.kind)
+                if failure.kind in _STICKY_KINDS:
+                    self._sticky = failure
+                if not failure.retryable or attempt >= self.retry.max_attempts:
+                    raise failure
                 self.stats.retries += 1
-                await asyncio.sleep(self.retry.delay(attempt, exc.retry_after, self._jitter))
+                await self._clock.sleep(self.retry.delay(attempt, failure.retry_after, self._jitter))
                 continue
+            self.breaker.record(None)
             latency_ms = (time.perf_counter() - started) * 1000
             call_id = uuid.uuid4().hex
             await self.writer.record_call(
-                self._record(request, key, episode_id, call_id, latency_ms, attempt, response)
+                self._record(request, key, episode_id, call_id, latency_ms, attempt, response, cost)
             )
-            self.stats.calls += 1
-            self.stats.by_role[request.role] += 1
-            self.stats.input_tokens += response.input_tokens
-            self.stats.output_tokens += response.output_tokens
+            self.stats.add(request, response, cost)
             return CallOutcome(response, call_id, cached=False)
+
+    def _release(self, held_usd: float, tokens: int, input_estimate: int) -> None:
+        """Undo a failed attempt's reservations: providers bill no output for a failed call."""
+        if self.budget is not None:
+            self.budget.settle(held_usd, 0.0)
+        self.limiter.settle(tokens, input_estimate)
+
+    async def _send(self, backend: Backend, request: ModelRequest) -> ModelResponse:
+        if self.timeout_s is None:
+            return await backend.complete(request)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return await backend.complete(request)
+        except TimeoutError as exc:
+            raise BackendError(
+                f"{request.backend}: no reply within {self.timeout_s:g} s", kind="timeout"
+            ) from exc
 
     def _record(
         self,
@@ -160,6 +280,7 @@ class Gateway:
         latency_ms: float,
         attempt: int,
         response: ModelResponse,
+        cost_usd: float | None = None,
     ) -> CallRecord:
         return CallRecord(
             call_id=call_id,
@@ -179,6 +300,8 @@ class Gateway:
             output_tokens=response.output_tokens,
             cache_read_tokens=response.cache_read_tokens,
             cache_write_tokens=response.cache_write_tokens,
+            cost_usd=cost_usd or 0.0,
+            annotations=dict(response.annotations) or None,
             attempt=attempt,
         )
 

@@ -103,6 +103,9 @@ class ModelResponse:
     finish_reason: str = "stop"
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    # Backend notes stored with the call, never shown to models: the sim records the
+    # mistakes it planted here, so pair correctness can be measured against ground truth.
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 @runtime_checkable

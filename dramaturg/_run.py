@@ -11,20 +11,28 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dramaturg._episode import RoleModels, perform_episode
 from dramaturg._errors import BackendError, ConfigError, RunError
 from dramaturg._gateway import Gateway, GatewayStats
+from dramaturg._limits import CircuitBreaker, RateLimiter
 from dramaturg._model import Backend, GenerationParams, ModelSpec
+from dramaturg._pricing import Budget, PriceTable
+from dramaturg._review import PairReport, ReviewSettings, pair_report
 from dramaturg.backends import BACKEND_FACTORIES, SimOptions
 from dramaturg.memory import EpisodeResult, EpisodeStart, RunRecord, Store, StoreWriter, utcnow
 from dramaturg.scenarios import LoadedScenario, load_scenario
 
-__all__ = ["RunConfig", "RunSummary", "episode_seed", "run"]
+__all__ = ["RunConfig", "RunSummary", "episode_seed", "load_run_config", "run"]
 
 # Errors that will recur on every call: stop the run instead of failing a thousand episodes.
-_FATAL_KINDS = frozenset({"auth", "bad_request", "budget"})
+_FATAL_KINDS = frozenset({"auth", "bad_request", "budget", "circuit_open"})
+# What a rerun of an existing run id may change: how it runs, not what its episodes say.
+# Every other field must match the stored config, so a newly added field is protected too.
+_OPERATIONAL_FIELDS = frozenset(
+    {"run_id", "concurrency", "base_url", "rpm", "tpm", "budget_usd", "prices", "timeout_s"}
+)
 
 
 class RunConfig(BaseModel):
@@ -49,6 +57,26 @@ class RunConfig(BaseModel):
     temperature: float = Field(default=0.8, ge=0, le=2)
     max_tokens: int = Field(default=1024, ge=1)
     sim_role_flip_rate: float = Field(default=0.0, ge=0, le=1)
+    sim_mistake_rate: float = Field(default=0.25, ge=0, le=1)
+    critique: bool = Field(default=True, description="critique and revise assistant turns online")
+    revise_below: float = Field(default=7.0, ge=1, le=10)
+    min_margin: float = Field(default=1.0, ge=0)
+    best_of_n: int = Field(default=3, ge=0, le=16)
+    best_of_n_turns: int = Field(default=1, ge=0)
+    base_url: str | None = Field(default=None, description="openai backend endpoint")
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute")
+    tpm: float | None = Field(default=None, gt=0, description="tokens per minute")
+    budget_usd: float | None = Field(default=None, gt=0)
+    prices: str | None = Field(default=None, description="JSON file of prices per model")
+    timeout_s: float = Field(default=120.0, gt=0, description="per model call")
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        # The config is stored in runs.config; a key in the URL would be written down.
+        if value and "@" in value.partition("://")[2].partition("/")[0]:
+            raise ValueError("put credentials in OPENAI_API_KEY, not in the base URL")
+        return value
 
     def role_models(self) -> RoleModels:
         known = frozenset(BACKEND_FACTORIES)
@@ -76,6 +104,8 @@ class RunSummary:
     role_flips: int = 0
     elapsed_s: float = 0.0
     stopped: str | None = None  # why the run stopped early, if it did
+    pairs: int = 0  # preference pairs built by this invocation
+    pair_report: PairReport | None = None  # over the whole run, from the store
     calls: GatewayStats = field(default_factory=GatewayStats)
 
 
@@ -98,6 +128,19 @@ class _Job:
     index: int
     seed: int
     episode_id: str
+    review: ReviewSettings | None
+
+
+def _review_settings(config: RunConfig, item: LoadedScenario) -> ReviewSettings | None:
+    if not config.critique and config.best_of_n < 2:
+        return None
+    return ReviewSettings(
+        critique=config.critique,
+        revise_below=item.scenario.revise_below or config.revise_below,
+        min_margin=config.min_margin,
+        best_of_n=config.best_of_n,
+        best_of_n_turns=config.best_of_n_turns,
+    )
 
 
 def prepare(config: RunConfig) -> tuple[list[LoadedScenario], RoleModels]:
@@ -115,8 +158,49 @@ def prepare(config: RunConfig) -> tuple[list[LoadedScenario], RoleModels]:
 
 def _backends(models: RoleModels, config: RunConfig) -> dict[str, Backend]:
     names = {models.for_role(role).backend for role in ("user_simulator", "assistant", "critic", "verifier")}
-    options = SimOptions(role_flip_rate=config.sim_role_flip_rate)
-    return {name: BACKEND_FACTORIES[name](sim_options=options) for name in names}
+    options = SimOptions(role_flip_rate=config.sim_role_flip_rate, mistake_rate=config.sim_mistake_rate)
+    return {
+        name: BACKEND_FACTORIES[name](
+            sim_options=options, base_url=config.base_url, timeout_s=config.timeout_s
+        )
+        for name in names
+    }
+
+
+def _price_table(config: RunConfig, models: RoleModels) -> PriceTable:
+    """The run's prices; with a budget, every model must have one (else it cannot be kept)."""
+    table = PriceTable.from_file(config.prices)
+    if config.budget_usd is not None:
+        specs = (models.user_simulator, models.assistant, models.critic, models.verifier)
+        unpriced = sorted({str(s) for s in specs if table.lookup(s.backend, s.model) is None})
+        if unpriced:
+            raise ConfigError(
+                f"--budget-usd needs a price for {', '.join(unpriced)}: pass --prices FILE.json "
+                'with e.g. {"MODEL": {"input": 3.0, "output": 15.0}} (USD per million tokens)'
+            )
+    return table
+
+
+def load_run_config(db: str | Path, run_id: str) -> RunConfig:
+    """The configuration a run was started with, as stored in ``runs.config``.
+
+    Raises:
+        StoreError: ``db`` cannot be opened.
+        ConfigError: no run ``run_id`` in ``db``, or its stored config no longer validates.
+    """
+    with Store.open(db, read_only=True) as store:
+        rows = store.sql("SELECT config FROM runs WHERE run_id = ?", [run_id])
+        recent = store.sql("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 5")
+    known = [row[0] for row in recent]
+    if not rows:
+        hint = f"recent runs: {', '.join(known)}" if known else "it holds no runs"
+        raise ConfigError(f"{db}: no run '{run_id}' ({hint})")
+    try:
+        return RunConfig.model_validate_json(rows[0][0])
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{db}: run '{run_id}' has a config this version cannot read: {exc}"
+        ) from exc
 
 
 async def run(
@@ -138,16 +222,24 @@ async def run(
         backends: override the backends built from the model specs (tests use this).
     """
     loaded, models = prepare(config)
+    prices = _price_table(config, models)
+    # Built before the store opens: a missing API key is a one-line error that writes nothing.
+    backends = backends or _backends(models, config)
     run_id = config.run_id or f"run-{utcnow():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    store = Store.open(db)
+    try:
+        store = Store.open(db)
+    except BaseException:
+        await _close_backends(backends)
+        raise
     writer = StoreWriter(store)
     summary = RunSummary(run_id=run_id, db=str(db))
     started = time.perf_counter()
     try:
         statuses = await _register_run(writer, config, run_id, loaded)
+        prior_cost = await writer.run(_run_cost, store, run_id)
         jobs = [
             _Job(item, index, episode_seed(config.seed, item.scenario.name, index),
-                 f"{run_id}/{item.scenario.name}/{index:05d}")
+                 f"{run_id}/{item.scenario.name}/{index:05d}", _review_settings(config, item))
             for item in loaded
             for index in range(config.episodes)
         ]
@@ -156,12 +248,18 @@ async def run(
         if on_start:
             on_start(len(todo), summary.skipped)
         gateway = Gateway(
-            backends or _backends(models, config),
+            backends,
             writer,
             run_id=run_id,
             concurrency=config.concurrency,
             jitter_seed=config.seed,
+            limiter=RateLimiter(rpm=config.rpm, tpm=config.tpm),
+            breaker=CircuitBreaker(),
+            prices=prices,
+            budget=Budget(config.budget_usd, spent_usd=prior_cost) if config.budget_usd else None,
+            timeout_s=config.timeout_s,
         )
+        gateway.stats.prior_cost_usd = prior_cost
         summary.calls = gateway.stats
         params = GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens)
         slots = asyncio.Semaphore(config.concurrency)
@@ -181,11 +279,28 @@ async def run(
         finally:
             for task in tasks:
                 task.cancel()
+        summary.pair_report = await writer.run(pair_report, writer.store, run_id)
     finally:
         summary.elapsed_s = time.perf_counter() - started
+        await _close_backends(backends)
         writer.close()
         store.close()
     return summary
+
+
+async def _close_backends(backends: dict[str, Backend]) -> None:
+    # SDK backends hold connection pools; closing them here keeps sockets from outliving
+    # the event loop. The Backend protocol leaves aclose optional.
+    for backend in backends.values():
+        aclose = getattr(backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _run_cost(store: Store, run_id: str) -> float:
+    """What the run's completed calls cost so far, over all its invocations."""
+    rows = store.sql("SELECT coalesce(sum(cost_usd), 0) FROM llm_calls WHERE run_id = ?", [run_id])
+    return float(rows[0][0])
 
 
 async def _register_run(
@@ -193,7 +308,9 @@ async def _register_run(
 ) -> dict[str, str]:
     def register() -> dict[str, str]:
         store = writer.store
-        if not store.run_exists(run_id):
+        if store.run_exists(run_id):
+            _check_same_run(store, config, run_id)
+        else:
             with store.transaction():
                 store.insert_run(
                     RunRecord(
@@ -209,6 +326,26 @@ async def _register_run(
         return store.episode_statuses(run_id)
 
     return await writer.run(register)
+
+
+def _check_same_run(store: Store, config: RunConfig, run_id: str) -> None:
+    """Refuse to resume ``run_id`` with settings that would change what its episodes say."""
+    stored = RunConfig.model_validate_json(
+        store.sql("SELECT config FROM runs WHERE run_id = ?", [run_id])[0][0]
+    )
+    changed = [
+        name
+        for name in RunConfig.model_fields
+        if name not in _OPERATIONAL_FIELDS and getattr(stored, name) != getattr(config, name)
+    ]
+    if changed:
+        details = ", ".join(
+            f"{name} {getattr(stored, name)!r} -> {getattr(config, name)!r}" for name in changed
+        )
+        raise ConfigError(
+            f"run '{run_id}' already exists with other settings ({details}); resume it with "
+            f"`dramaturg resume {run_id} --db {store.path}`, or pick a new --run-id"
+        )
 
 
 async def _episode(
@@ -235,7 +372,16 @@ async def _episode(
         )
     )
     try:
-        outcome = await perform_episode(spec, gateway=gateway, models=models, episode_id=job.episode_id, params=params)
+        outcome = await perform_episode(
+            spec,
+            gateway=gateway,
+            models=models,
+            episode_id=job.episode_id,
+            params=params,
+            review=job.review,
+            run_id=run_id,
+            checks=job.loaded.scenario.checks,
+        )
     except BackendError as exc:
         if exc.kind in _FATAL_KINDS:
             # Leave the episode 'running': the run stops and a resume replays it.
@@ -254,8 +400,13 @@ async def _episode(
         termination_reason=outcome.termination_reason,
         turns=outcome.turns,
         finished_at=utcnow(),
+        goal_met=outcome.goal_met,
+        user_consistent=outcome.user_consistent,
+        consistency_detail=outcome.consistency_detail,
+        review=outcome.review,
     )
     await writer.finish_episode(result)
+    summary.pairs += len(outcome.review.pairs) if outcome.review else 0
     summary.done += 1
     summary.turns += len(outcome.turns)
     summary.role_flips += result.role_flips

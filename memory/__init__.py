@@ -1,13 +1,33 @@
 """What dramaturg remembers: the DuckDB store (corpus, call cache, migrations)."""
 
 from dramaturg.memory._migrations import MIGRATIONS, Migration
-from dramaturg.memory._records import CallRecord, EpisodeResult, EpisodeStart, RunRecord, TurnRecord
+from dramaturg.memory._records import (
+    CallRecord,
+    CheckRow,
+    CritiqueRow,
+    EpisodeResult,
+    EpisodeStart,
+    JudgmentRow,
+    PairOutcomeRow,
+    PairRow,
+    ReviewRows,
+    RevisionRow,
+    RunRecord,
+    TurnRecord,
+)
 from dramaturg.memory._store import CachedCall, Store, StoreWriter, utcnow
 
 __all__ = [
     "MIGRATIONS",
     "CachedCall",
     "CallRecord",
+    "CheckRow",
+    "CritiqueRow",
+    "JudgmentRow",
+    "PairOutcomeRow",
+    "PairRow",
+    "ReviewRows",
+    "RevisionRow",
     "EpisodeResult",
     "EpisodeStart",
     "Migration",

@@ -90,4 +90,109 @@ CREATE TABLE llm_calls (
 CREATE INDEX llm_calls_request_hash ON llm_calls (request_hash);
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial", M001_INITIAL),)
+M002_CRITIQUE_AND_PAIRS = """
+ALTER TABLE llm_calls ADD COLUMN annotations JSON;  -- backend notes, e.g. the sim's planted mistakes
+
+ALTER TABLE episodes ADD COLUMN goal_met BOOLEAN;          -- the verifier's verdict
+ALTER TABLE episodes ADD COLUMN user_consistent BOOLEAN;   -- simulator stayed in character
+ALTER TABLE episodes ADD COLUMN consistency_detail VARCHAR;
+
+CREATE TABLE critiques (
+    critique_id VARCHAR PRIMARY KEY,
+    episode_id  VARCHAR NOT NULL,
+    turn_idx    INTEGER NOT NULL,              -- the assistant turn critiqued
+    target      VARCHAR NOT NULL CHECK (target IN ('original', 'revision', 'candidate')),
+    status      VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+    overall     DOUBLE,                        -- 1..10; NULL only when status = 'failed'
+    scores      JSON,                          -- criterion -> 1..10
+    feedback    VARCHAR,
+    raw         VARCHAR NOT NULL,              -- the critic's reply exactly as given
+    attempts    INTEGER NOT NULL,
+    call_id     VARCHAR
+);
+
+CREATE TABLE revisions (
+    revision_id         VARCHAR PRIMARY KEY,
+    episode_id          VARCHAR NOT NULL,
+    turn_idx            INTEGER NOT NULL,
+    original            VARCHAR NOT NULL,
+    revised             VARCHAR NOT NULL,
+    critique_id         VARCHAR NOT NULL,      -- the critique that asked for it
+    revision_critique_id VARCHAR,              -- the critique of the revision
+    original_call_id    VARCHAR,
+    revised_call_id     VARCHAR
+);
+
+CREATE TABLE judgments (
+    judgment_id VARCHAR PRIMARY KEY,
+    episode_id  VARCHAR NOT NULL,
+    turn_idx    INTEGER NOT NULL,
+    source      VARCHAR NOT NULL CHECK (source IN ('revision', 'best_of_n')),
+    first_text  VARCHAR NOT NULL,              -- shown as response A
+    second_text VARCHAR NOT NULL,              -- shown as response B
+    orientation VARCHAR NOT NULL CHECK (orientation IN ('ab', 'ba')),
+    status      VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+    winner      VARCHAR CHECK (winner IN ('A', 'B', 'tie')),
+    reason      VARCHAR,
+    raw         VARCHAR NOT NULL,
+    attempts    INTEGER NOT NULL,
+    call_id     VARCHAR
+);
+
+CREATE TABLE checks (
+    episode_id VARCHAR NOT NULL,
+    turn_idx   INTEGER,                        -- NULL for whole-episode checks
+    target     VARCHAR NOT NULL,               -- original | revision | candidate | episode
+    name       VARCHAR NOT NULL,
+    passed     BOOLEAN NOT NULL,
+    detail     VARCHAR
+);
+
+CREATE TABLE preference_pairs (
+    pair_id          VARCHAR PRIMARY KEY,
+    run_id           VARCHAR NOT NULL,
+    episode_id       VARCHAR NOT NULL,
+    scenario         VARCHAR NOT NULL,
+    turn_idx         INTEGER NOT NULL,          -- the assistant turn the pair is about
+    prompt           JSON NOT NULL,             -- [{role, content}], system first, ends with user
+    chosen           VARCHAR NOT NULL,
+    rejected         VARCHAR NOT NULL,
+    source           VARCHAR NOT NULL CHECK (source IN ('revision', 'best_of_n')),
+    margin           DOUBLE NOT NULL,           -- critic score of chosen minus rejected
+    judge_agreement  BOOLEAN NOT NULL,          -- both orders preferred chosen
+    checks_passed    BOOLEAN NOT NULL,          -- chosen passes every programmatic check
+    chosen_call_id   VARCHAR,
+    rejected_call_id VARCHAR,
+    judgment_ids     JSON NOT NULL,
+    critique_ids     JSON NOT NULL,
+    created_at       TIMESTAMP NOT NULL
+);
+
+-- Every candidate pair that was judged, including those that made no pair, and why.
+CREATE TABLE pair_outcomes (
+    episode_id VARCHAR NOT NULL,
+    turn_idx   INTEGER NOT NULL,
+    source     VARCHAR NOT NULL,
+    outcome    VARCHAR NOT NULL CHECK (outcome IN
+        ('paired', 'tie', 'inconsistent', 'judge_rejected', 'judge_failed', 'critique_failed',
+         'low_margin', 'identical', 'chosen_below_threshold')),
+    pair_id    VARCHAR
+);
+"""
+
+M003_METRICS = """
+CREATE TABLE metrics (
+    run_id      VARCHAR NOT NULL,
+    scenario    VARCHAR,                    -- NULL for run-wide metrics
+    name        VARCHAR NOT NULL,           -- e.g. distinct_2_user, sim_pair_correctness
+    value       DOUBLE,
+    detail      JSON,                       -- counts behind the value, distributions
+    computed_at TIMESTAMP NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", M001_INITIAL),
+    Migration(2, "critique_and_pairs", M002_CRITIQUE_AND_PAIRS),
+    Migration(3, "metrics", M003_METRICS),
+)

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-__all__ = ["CallRecord", "EpisodeResult", "EpisodeStart", "RunRecord", "TurnRecord"]
+__all__ = [
+    "CallRecord",
+    "CheckRow",
+    "CritiqueRow",
+    "EpisodeResult",
+    "EpisodeStart",
+    "JudgmentRow",
+    "PairOutcomeRow",
+    "PairRow",
+    "ReviewRows",
+    "RevisionRow",
+    "RunRecord",
+    "TurnRecord",
+]
 
 EpisodeStatus = Literal["running", "done", "failed"]
 
@@ -50,6 +63,10 @@ class EpisodeResult:
     turns: tuple[TurnRecord, ...]
     finished_at: datetime
     error: str | None = None
+    goal_met: bool | None = None
+    user_consistent: bool | None = None
+    consistency_detail: str | None = None
+    review: ReviewRows | None = None
 
     @property
     def role_flips(self) -> int:
@@ -79,3 +96,101 @@ class CallRecord:
     attempt: int = 1
     error_kind: str | None = None
     error: str | None = None
+    annotations: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CritiqueRow:
+    critique_id: str
+    episode_id: str
+    turn_idx: int
+    target: Literal["original", "revision", "candidate"]
+    status: Literal["ok", "failed"]
+    overall: float | None
+    scores_json: str | None
+    feedback: str | None
+    raw: str
+    attempts: int
+    call_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionRow:
+    revision_id: str
+    episode_id: str
+    turn_idx: int
+    original: str
+    revised: str
+    critique_id: str
+    revision_critique_id: str | None
+    original_call_id: str | None
+    revised_call_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JudgmentRow:
+    judgment_id: str
+    episode_id: str
+    turn_idx: int
+    source: Literal["revision", "best_of_n"]
+    first_text: str
+    second_text: str
+    orientation: Literal["ab", "ba"]
+    status: Literal["ok", "failed"]
+    winner: Literal["A", "B", "tie"] | None
+    reason: str | None
+    raw: str
+    attempts: int
+    call_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRow:
+    episode_id: str
+    turn_idx: int | None
+    target: str
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PairRow:
+    pair_id: str
+    run_id: str
+    episode_id: str
+    scenario: str
+    turn_idx: int
+    prompt_json: str
+    chosen: str
+    rejected: str
+    source: Literal["revision", "best_of_n"]
+    margin: float
+    judge_agreement: bool
+    checks_passed: bool
+    chosen_call_id: str | None
+    rejected_call_id: str | None
+    judgment_ids_json: str
+    critique_ids_json: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PairOutcomeRow:
+    episode_id: str
+    turn_idx: int
+    source: str
+    outcome: str
+    pair_id: str | None = None
+
+
+@dataclass(slots=True)
+class ReviewRows:
+    """Everything the critic and verifier produced for one episode, written with it."""
+
+    critiques: list[CritiqueRow] = field(default_factory=list)
+    revisions: list[RevisionRow] = field(default_factory=list)
+    judgments: list[JudgmentRow] = field(default_factory=list)
+    checks: list[CheckRow] = field(default_factory=list)
+    pairs: list[PairRow] = field(default_factory=list)
+    outcomes: list[PairOutcomeRow] = field(default_factory=list)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import duckdb
 from dramaturg.memory._migrations import MIGRATIONS, Migration
-from dramaturg.memory._records import CallRecord, EpisodeResult, EpisodeStart, RunRecord
+from dramaturg.memory._records import CallRecord, EpisodeResult, EpisodeStart, ReviewRows, RunRecord
 
 from dramaturg._errors import StoreError
 
@@ -31,7 +31,7 @@ T = TypeVar("T")
 _CALL_COLUMNS = (
     "call_id, request_hash, run_id, episode_id, backend, model, role, status, request, "
     "latency_ms, created_at, response_text, finish_reason, input_tokens, output_tokens, "
-    "cache_read_tokens, cache_write_tokens, cost_usd, attempt, error_kind, error"
+    "cache_read_tokens, cache_write_tokens, cost_usd, attempt, error_kind, error, annotations"
 )
 
 
@@ -46,6 +46,7 @@ class CachedCall:
     output_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 def utcnow() -> datetime:
@@ -171,11 +172,15 @@ class Store:
     def cached_call(self, request_hash: str) -> CachedCall | None:
         rows = self.sql(
             "SELECT call_id, response_text, finish_reason, input_tokens, output_tokens, "
-            "cache_read_tokens, cache_write_tokens FROM llm_calls "
+            "cache_read_tokens, cache_write_tokens, annotations FROM llm_calls "
             "WHERE request_hash = ? AND status = 'ok' ORDER BY created_at LIMIT 1",
             [request_hash],
         )
-        return CachedCall(*rows[0]) if rows else None
+        if not rows:
+            return None
+        *values, annotations = rows[0]
+        notes = tuple(sorted(json.loads(annotations).items())) if annotations else ()
+        return CachedCall(*values, annotations=notes)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -191,8 +196,8 @@ class Store:
     def start_episode(self, start: EpisodeStart) -> None:
         """Mark an episode running, discarding any rows a crashed attempt left behind."""
         with self.transaction() as con:
-            con.execute("DELETE FROM turns WHERE episode_id = ?", [start.episode_id])
-            con.execute("DELETE FROM episodes WHERE episode_id = ?", [start.episode_id])
+            for table in _EPISODE_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE episode_id = ?", [start.episode_id])
             con.execute(
                 "INSERT INTO episodes (episode_id, run_id, scenario, idx, seed, status, persona, "
                 "spec, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
@@ -228,7 +233,8 @@ class Store:
                 )
             con.execute(
                 "UPDATE episodes SET status = ?, termination_reason = ?, n_turns = ?, role_flips = ?, "
-                "error = ?, finished_at = ? WHERE episode_id = ?",
+                "error = ?, finished_at = ?, goal_met = ?, user_consistent = ?, consistency_detail = ? "
+                "WHERE episode_id = ?",
                 [
                     result.status,
                     result.termination_reason,
@@ -236,18 +242,58 @@ class Store:
                     result.role_flips,
                     result.error,
                     result.finished_at,
+                    result.goal_met,
+                    result.user_consistent,
+                    result.consistency_detail,
                     result.episode_id,
                 ],
             )
+            _write_review(con, result.episode_id, result.review or ReviewRows())
             if extra is not None:
                 extra(con)
 
     def insert_calls(self, calls: Sequence[CallRecord]) -> None:
         with self.transaction() as con:
             con.executemany(
-                f"INSERT INTO llm_calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 21)})",
-                [list(astuple(call)) for call in calls],
+                f"INSERT INTO llm_calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 22)})",
+                [_call_row(call) for call in calls],
             )
+
+
+# Tables whose rows belong to one episode: cleared when an episode (re)starts.
+_EPISODE_TABLES = (
+    "turns",
+    "critiques",
+    "revisions",
+    "judgments",
+    "checks",
+    "preference_pairs",
+    "pair_outcomes",
+    "episodes",
+)
+_REVIEW_TABLES = (
+    ("critiques", "critiques"),
+    ("revisions", "revisions"),
+    ("judgments", "judgments"),
+    ("checks", "checks"),
+    ("preference_pairs", "pairs"),
+    ("pair_outcomes", "outcomes"),
+)
+
+
+def _write_review(con: duckdb.DuckDBPyConnection, episode_id: str, review: ReviewRows) -> None:
+    for table, attribute in _REVIEW_TABLES:
+        con.execute(f"DELETE FROM {table} WHERE episode_id = ?", [episode_id])
+        rows = [list(astuple(row)) for row in getattr(review, attribute)]
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+
+
+def _call_row(call: CallRecord) -> list[object]:
+    row: list[object] = list(astuple(call))
+    row[-1] = json.dumps(call.annotations, sort_keys=True) if call.annotations else None
+    return row
 
 
 class StoreWriter:

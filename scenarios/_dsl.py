@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dramaturg.scenarios._checks import Check
+
 __all__ = ["EpisodeSpec", "Persona", "PlannedStage", "Scenario", "Stage", "Transition"]
 
 VariableValue = str | int | float
@@ -83,6 +85,9 @@ class Scenario(_Strict):
         max_turns: the most user turns an episode may take.
         rubric: criteria the critic scores assistant turns against.
         principles: rules every assistant turn must respect.
+        checks: typed functions ``(CheckContext) -> bool | CheckResult`` run on assistant
+            replies by the verifier (the math is right, the policy is respected, ...).
+        revise_below: critic score under which a reply is revised; the run's setting if None.
     """
 
     name: Annotated[str, Field(pattern=_NAME)]
@@ -97,6 +102,8 @@ class Scenario(_Strict):
     max_turns: int = Field(default=8, ge=1, le=200)
     rubric: list[str] = Field(default_factory=lambda: ["helpfulness", "correctness", "concision"])
     principles: list[str] = Field(default_factory=list)
+    checks: list[Check] = Field(default_factory=list)
+    revise_below: float | None = Field(default=None, ge=1, le=10)
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
@@ -200,8 +207,9 @@ class Scenario(_Strict):
 
     def definition(self) -> dict[str, Any]:
         """The scenario as JSON-ready data, for the store (functions by qualified name)."""
-        data = self.model_dump(exclude={"derive"})
+        data = self.model_dump(exclude={"derive", "checks"})
         data["derive"] = _qualified_name(self.derive) if self.derive else None
+        data["checks"] = [_qualified_name(check) for check in self.checks]
         return data
 
 

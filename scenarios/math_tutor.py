@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
-from dramaturg.scenarios import Persona, Scenario, Stage, Transition
+import re
+
+from dramaturg.scenarios import CheckContext, CheckResult, Persona, Scenario, Stage, Transition
 
 _RANGES = {"easy": (2, 5, 1, 10), "medium": (3, 9, 5, 30), "hard": (6, 15, 10, 90)}
 
@@ -22,6 +24,32 @@ def _equation(values: Mapping[str, str | int | float], rng: random.Random) -> di
         "answer": x,
         "attempt": attempt,
     }
+
+
+_PRAISE = re.compile(r"(?<!not )(?<!n't )\b(?:correct|that's right|exactly right|well done|nice work)\b", re.I)
+_OFFERED = re.compile(r"\bx\s*=\s*(-?\d+)")
+
+
+def answer_not_revealed_early(ctx: CheckContext) -> CheckResult:
+    """The tutor never states the answer before the student has."""
+    answer = str(ctx.spec.variable("answer"))
+    leaked = re.search(rf"(?:answer is|x\s*=)\s*{re.escape(answer)}\b", ctx.reply)
+    if leaked and not ctx.user_said(f"x = {answer}"):
+        return CheckResult(False, f"revealed the answer: {leaked.group(0)!r}")
+    return CheckResult(True)
+
+
+def praise_only_for_the_right_answer(ctx: CheckContext) -> CheckResult:
+    """If the student just offered an answer, the tutor calls it correct exactly when it is."""
+    last_user = next((text for role, text in reversed(ctx.history) if role == "user"), "")
+    offered = _OFFERED.findall(last_user)
+    if not offered:
+        return CheckResult(True)
+    right = offered[-1] == str(ctx.spec.variable("answer"))
+    praised = _PRAISE.search(ctx.reply) is not None
+    if praised and not right:
+        return CheckResult(False, f"praised the wrong answer x = {offered[-1]}")
+    return CheckResult(True)
 
 
 scenario = Scenario(
@@ -94,4 +122,5 @@ scenario = Scenario(
     max_turns=7,
     rubric=["mathematically correct", "guides without giving the answer away", "encouraging", "concise"],
     principles=["Never state the final answer before the student does."],
+    checks=[answer_not_revealed_early, praise_only_for_the_right_answer],
 )

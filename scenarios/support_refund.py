@@ -6,7 +6,9 @@ import random
 from collections.abc import Mapping
 from datetime import date, timedelta
 
-from dramaturg.scenarios import Persona, Scenario, Stage, Transition
+import re
+
+from dramaturg.scenarios import CheckContext, CheckResult, Persona, Scenario, Stage, Transition
 
 TODAY = date(2026, 11, 2)  # fixed, so episodes are reproducible whatever day they run
 
@@ -30,6 +32,32 @@ def _order_facts(values: Mapping[str, str | int | float], rng: random.Random) ->
         "today": TODAY.isoformat(),
         "eligible": "yes" if days <= 30 else "no",
     }
+
+
+_PROMISE = re.compile(
+    r"\b(?:i can promise|i'll (?:issue|process|send) (?:you )?(?:a|your) (?:full )?refund|"
+    r"promise (?:you )?a (?:full )?refund|you will (?:get|receive) a (?:full )?refund)",
+    re.I,
+)
+
+
+def no_refund_promised_before_verification(ctx: CheckContext) -> CheckResult:
+    """The policy: never promise a refund before the customer has given the order id."""
+    verified = ctx.user_said(str(ctx.spec.variable("order_id")))
+    promised = _PROMISE.search(ctx.reply)
+    if promised and not verified:
+        return CheckResult(False, f"promised a refund before verification: {promised.group(0)!r}")
+    return CheckResult(True)
+
+
+def no_cash_refund_after_30_days(ctx: CheckContext) -> CheckResult:
+    """After 30 days only store credit: the reply must not promise money back."""
+    if ctx.spec.variable("eligible") == "yes":
+        return CheckResult(True)
+    promised = _PROMISE.search(ctx.reply)
+    return CheckResult(
+        promised is None, f"promised a refund after 30 days: {promised.group(0)!r}" if promised else ""
+    )
 
 
 scenario = Scenario(
@@ -160,4 +188,5 @@ scenario = Scenario(
         "Never promise a cash refund after 30 days.",
         "Never promise a refund before the order is verified.",
     ],
+    checks=[no_refund_promised_before_verification, no_cash_refund_after_30_days],
 )

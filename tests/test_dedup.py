@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
-
 from dramaturg.evaluators._dedup import (
     DedupResult,
     exact_key,
@@ -128,259 +127,268 @@ class _Template:
     closing: tuple[_Turn, ...]
 
 
-_U, _A = "User", "Assistant"
+def _turns(script: str) -> tuple[_Turn, ...]:
+    """Parse turns: "U:" / "A:" starts a turn, "|" an alternative, other lines continue."""
+    turns: list[tuple[str, list[str]]] = []
+    for line in filter(None, (raw.strip() for raw in script.splitlines())):
+        if line[:2] in ("U:", "A:"):
+            turns.append(("User" if line[0] == "U" else "Assistant", [line[2:].strip()]))
+        elif line.startswith("|"):
+            turns[-1][1].append(line[1:].strip())
+        else:
+            turns[-1][1][-1] += " " + line
+    return tuple((who, tuple(options)) for who, options in turns)
+
+
+def _exchanges(script: str) -> tuple[tuple[_Turn, _Turn], ...]:
+    turns = _turns(script)
+    return tuple(zip(turns[::2], turns[1::2], strict=True))
+
+
+def _template(
+    facts: Callable[[random.Random], dict[str, str]], *, opening: str, extras: str, closing: str
+) -> _Template:
+    return _Template(facts, _turns(opening), _exchanges(extras), _turns(closing))
+
 
 _TEMPLATES = (
-    _Template(
-        facts=_order_facts,
-        opening=(
-            (_U, (
-                "Hi, my name is {name} and my order {order} for a {product} still has not "
-                "arrived. It was supposed to be here by {date}.",
-                "Hello, I am {name}. I ordered a {product}, order number {order}, and it was "
-                "due on {date} but nothing came.",
-            )),
-            (_A, (
-                "I am sorry about the delay, {name}. I can see order {order} for the {product}. "
-                "It shipped with {carrier} and the last scan was in {city}.",
-                "Thanks for reaching out, {name}. Order {order} left our warehouse with "
-                "{carrier}; the tracking shows it was last scanned in {city}.",
-            )),
-            (_U, (
-                "That is strange, I do not live anywhere near {city}. Can you tell me when the "
-                "{product} will get here?",
-                "Why would it be in {city}? I need the {product} soon, so when will it arrive?",
-            )),
-            (_A, (
-                "{carrier} estimates another {days} days. If it does not arrive by then I can "
-                "refund the full {amount} or send a replacement {product}.",
-                "The carrier expects it within {days} days. Otherwise I will either refund "
-                "{amount} or ship a new {product} right away.",
-            )),
-        ),
-        extras=(
-            ((_U, ("Could you send me the {carrier} tracking link for order {order}?",
-                   "Please email me the tracking link for {order}.")),
-             (_A, ("Of course. I have emailed the {carrier} tracking link for order {order} to "
-                   "the address on your account.",
-                   "Done, the tracking link for {order} is in your inbox now.")),),
-            ((_U, ("Is the {amount} charge already final on my card?",
-                   "Have you charged me the {amount} yet?")),
-             (_A, ("Yes, the {amount} was captured on {date} when the {product} shipped.",
-                   "The {amount} was charged on {date}, the day the order shipped.")),),
-            ((_U, ("Can I change the delivery address to my office instead?",
-                   "Could the {product} be delivered to my office instead?")),
-             (_A, ("Once a parcel is with {carrier} we cannot change the address, but you can "
-                   "redirect it on their website using order {order}.",
-                   "{carrier} allows redirects online; use order {order} and your postcode.")),),
-            ((_U, ("What happens if the {product} arrives damaged?",
-                   "And if the box is damaged when it arrives?")),
-             (_A, ("Take a photo, refuse the parcel if you can, and we will replace the "
-                   "{product} at no cost within {days} days.",
-                   "Send us a photo and we will replace it free of charge.")),),
-            ((_U, ("Do you have the {product} in stock in case I need a replacement?",
-                   "Is there stock for another {product}?")),
-             (_A, ("We have several units in our {city} warehouse, so a replacement would ship "
-                   "the same day.",
-                   "Yes, there is stock, and a replacement ships the same day.")),),
-            ((_U, ("Will I get a discount for the trouble with order {order}?",
-                   "Can you offer anything for the inconvenience?")),
-             (_A, ("I have added a ten percent voucher to your account, {name}. It applies to "
-                   "your next order.",
-                   "I added a voucher worth ten percent to your account for next time.")),),
-        ),
-        closing=(
-            (_U, ("Okay, I will wait {days} days then. Thanks for your help.",
-                  "Fine, I will give it {days} more days. Thank you.")),
-            (_A, ("You are welcome, {name}. I have added a note to order {order} so anyone you "
-                  "speak to will see this conversation.",
-                  "Happy to help, {name}. Order {order} now has a note about this chat.")),
-        ),
+    _template(
+        _order_facts,
+        opening="""
+    U: Hi, my name is {name} and my order {order} for a {product} still has not arrived. It was
+        supposed to be here by {date}.
+      | Hello, I am {name}. I ordered a {product}, order number {order}, and it was due on
+        {date} but nothing came.
+    A: I am sorry about the delay, {name}. I can see order {order} for the {product}. It
+        shipped with {carrier} and the last scan was in {city}.
+      | Thanks for reaching out, {name}. Order {order} left our warehouse with {carrier}; the
+        tracking shows it was last scanned in {city}.
+    U: That is strange, I do not live anywhere near {city}. Can you tell me when the {product}
+        will get here?
+      | Why would it be in {city}? I need the {product} soon, so when will it arrive?
+    A: {carrier} estimates another {days} days. If it does not arrive by then I can refund the
+        full {amount} or send a replacement {product}.
+      | The carrier expects it within {days} days. Otherwise I will either refund {amount} or
+        ship a new {product} right away.
+""",
+        extras="""
+    U: Could you send me the {carrier} tracking link for order {order}?
+      | Please email me the tracking link for {order}.
+    A: Of course. I have emailed the {carrier} tracking link for order {order} to the address
+        on your account.
+      | Done, the tracking link for {order} is in your inbox now.
+
+    U: Is the {amount} charge already final on my card?
+      | Have you charged me the {amount} yet?
+    A: Yes, the {amount} was captured on {date} when the {product} shipped.
+      | The {amount} was charged on {date}, the day the order shipped.
+
+    U: Can I change the delivery address to my office instead?
+      | Could the {product} be delivered to my office instead?
+    A: Once a parcel is with {carrier} we cannot change the address, but you can redirect it on
+        their website using order {order}.
+      | {carrier} allows redirects online; use order {order} and your postcode.
+
+    U: What happens if the {product} arrives damaged?
+      | And if the box is damaged when it arrives?
+    A: Take a photo, refuse the parcel if you can, and we will replace the {product} at no cost
+        within {days} days.
+      | Send us a photo and we will replace it free of charge.
+
+    U: Do you have the {product} in stock in case I need a replacement?
+      | Is there stock for another {product}?
+    A: We have several units in our {city} warehouse, so a replacement would ship the same day.
+      | Yes, there is stock, and a replacement ships the same day.
+
+    U: Will I get a discount for the trouble with order {order}?
+      | Can you offer anything for the inconvenience?
+    A: I have added a ten percent voucher to your account, {name}. It applies to your next
+        order.
+      | I added a voucher worth ten percent to your account for next time.
+""",
+        closing="""
+    U: Okay, I will wait {days} days then. Thanks for your help.
+      | Fine, I will give it {days} more days. Thank you.
+    A: You are welcome, {name}. I have added a note to order {order} so anyone you speak to
+        will see this conversation.
+      | Happy to help, {name}. Order {order} now has a note about this chat.
+""",
     ),
-    _Template(
-        facts=_flight_facts,
-        opening=(
-            (_U, (
-                "Hello, this is {name}. My flight {flight} from {origin} to {destination} on "
-                "{date} was cancelled. Can you rebook me?",
-                "Hi, I am {name} and {flight} from {origin} to {destination} on {date} just "
-                "got cancelled. I need another flight.",
-            )),
-            (_A, (
-                "I am sorry, {name}. The next available flight from {origin} to {destination} "
-                "leaves on {date} at {time}. Shall I move you to it?",
-                "Let me check, {name}. There is a seat on a later departure from {origin} at "
-                "{time} on {date}. Would that work?",
-            )),
-            (_U, (
-                "Yes, {time} is fine. Can I keep an aisle seat, ideally {seat}?",
-                "That works. I would like seat {seat} if it is free.",
-            )),
-            (_A, (
-                "Seat {seat} is available and I have assigned it. There is no change fee "
-                "because the cancellation was on our side.",
-                "Done, you are in {seat}. The usual {fee} change fee is waived since we "
-                "cancelled {flight}.",
-            )),
-        ),
-        extras=(
-            ((_U, ("Will my checked bag be moved to the new flight automatically?",
-                   "What about my suitcase?")),
-             (_A, ("Yes, your bag is rebooked to {destination} with you; no need to collect it "
-                   "in {origin}.",
-                   "Your bag follows you to {destination} automatically.")),),
-            ((_U, ("Can I get a meal voucher while I wait at {origin}?",
-                   "Is there any food voucher for the wait?")),
-             (_A, ("Yes, a voucher has been added to your booking; show it at any cafe in the "
-                   "{origin} terminal.",
-                   "I have added a meal voucher to your booking for the {origin} airport.")),),
-            ((_U, ("If the {time} flight is also delayed, what are my options?",
-                   "What if that one is late too?")),
-             (_A, ("Then you can choose a refund of the {fee} fare difference or a hotel night "
-                   "in {origin}.",
-                   "You could take a refund or a hotel in {origin} on us.")),),
-            ((_U, ("Could you send the new itinerary to my email?",
-                   "Please email me the updated booking.")),
-             (_A, ("Sent. The itinerary shows {flight} replaced by the {time} departure on "
-                   "{date}, seat {seat}.",
-                   "The new itinerary with seat {seat} is in your inbox.")),),
-            ((_U, ("Do I keep my lounge access in {origin}?",
-                   "Can I still use the lounge?")),
-             (_A, ("Yes, lounge access carries over to the new flight to {destination}.",
-                   "Your lounge access still applies, {name}.")),),
-        ),
-        closing=(
-            (_U, ("Great, thank you for sorting this out so quickly.",
-                  "Perfect, thanks a lot for the help.")),
-            (_A, ("You are welcome, {name}. Have a good trip to {destination} on {date}.",
-                  "Safe travels to {destination}, {name}. Seat {seat} is confirmed.")),
-        ),
+    _template(
+        _flight_facts,
+        opening="""
+    U: Hello, this is {name}. My flight {flight} from {origin} to {destination} on {date} was
+        cancelled. Can you rebook me?
+      | Hi, I am {name} and {flight} from {origin} to {destination} on {date} just got
+        cancelled. I need another flight.
+    A: I am sorry, {name}. The next available flight from {origin} to {destination} leaves on
+        {date} at {time}. Shall I move you to it?
+      | Let me check, {name}. There is a seat on a later departure from {origin} at {time} on
+        {date}. Would that work?
+    U: Yes, {time} is fine. Can I keep an aisle seat, ideally {seat}?
+      | That works. I would like seat {seat} if it is free.
+    A: Seat {seat} is available and I have assigned it. There is no change fee because the
+        cancellation was on our side.
+      | Done, you are in {seat}. The usual {fee} change fee is waived since we cancelled
+        {flight}.
+""",
+        extras="""
+    U: Will my checked bag be moved to the new flight automatically?
+      | What about my suitcase?
+    A: Yes, your bag is rebooked to {destination} with you; no need to collect it in {origin}.
+      | Your bag follows you to {destination} automatically.
+
+    U: Can I get a meal voucher while I wait at {origin}?
+      | Is there any food voucher for the wait?
+    A: Yes, a voucher has been added to your booking; show it at any cafe in the {origin}
+        terminal.
+      | I have added a meal voucher to your booking for the {origin} airport.
+
+    U: If the {time} flight is also delayed, what are my options?
+      | What if that one is late too?
+    A: Then you can choose a refund of the {fee} fare difference or a hotel night in {origin}.
+      | You could take a refund or a hotel in {origin} on us.
+
+    U: Could you send the new itinerary to my email?
+      | Please email me the updated booking.
+    A: Sent. The itinerary shows {flight} replaced by the {time} departure on {date}, seat
+        {seat}.
+      | The new itinerary with seat {seat} is in your inbox.
+
+    U: Do I keep my lounge access in {origin}?
+      | Can I still use the lounge?
+    A: Yes, lounge access carries over to the new flight to {destination}.
+      | Your lounge access still applies, {name}.
+""",
+        closing="""
+    U: Great, thank you for sorting this out so quickly.
+      | Perfect, thanks a lot for the help.
+    A: You are welcome, {name}. Have a good trip to {destination} on {date}.
+      | Safe travels to {destination}, {name}. Seat {seat} is confirmed.
+""",
     ),
-    _Template(
-        facts=_tech_facts,
-        opening=(
-            (_U, (
-                "Hi, I am {name}. Since updating my {device} to version {version} the {app} app "
-                "crashes with error {code} every time I open it.",
-                "Hello, {name} here. After the {version} update, {app} on my {device} shows "
-                "error {code} and closes immediately.",
-            )),
-            (_A, (
-                "Thanks, {name}. Error {code} usually means the {app} cache is corrupted after "
-                "the {version} update. Let us clear it first.",
-                "Sorry about that, {name}. {code} in {app} on version {version} is normally a "
-                "broken cache, so we will start there.",
-            )),
-            (_U, (
-                "How do I clear the cache on the {device}?",
-                "Okay, where do I find the cache setting for {app}?",
-            )),
-            (_A, (
-                "Open Settings, then Apps, choose {app}, tap Storage and then Clear cache. It "
-                "frees about {gigabytes} GB and keeps your data.",
-                "Go to Settings, Apps, {app}, Storage, Clear cache. Your files stay, and you "
-                "should get back around {gigabytes} GB.",
-            )),
-        ),
-        extras=(
-            ((_U, ("I cleared it but {app} still shows {code}.",
-                   "Still getting error {code}.")),
-             (_A, ("Then please restart the {device} and install the {app} update that fixes "
-                   "{code}; it takes about {minutes} minutes.",
-                   "Restart the {device} and update {app}; the fix for {code} shipped this "
-                   "week.")),),
-            ((_U, ("Will I lose my {app} data if I reinstall?",
-                   "Is reinstalling {app} safe for my files?")),
-             (_A, ("No, your {app} data is synced, so a reinstall on the {device} keeps it.",
-                   "Your data is backed up, so reinstalling is safe.")),),
-            ((_U, ("Can I roll back to the version before {version}?",
-                   "Is there a way to undo the {version} update?")),
-             (_A, ("Rolling back {version} is not supported on the {device}, but the patch "
-                   "arrives within {minutes} minutes of checking for updates.",
-                   "A rollback is not possible, but a patch is available now.")),),
-            ((_U, ("My {device} also feels slow since the update.",
-                   "Is it normal that everything is slower?")),
-             (_A, ("That is indexing after {version}; it finishes in about {minutes} minutes "
-                   "if the {device} stays plugged in.",
-                   "It is re-indexing and should settle within {minutes} minutes.")),),
-            ((_U, ("Can you open a ticket in case it happens again?",
-                   "Please log this somewhere.")),
-             (_A, ("I opened ticket {ticket} for error {code} on {app} {version}.",
-                   "Ticket {ticket} is open; mention it if {code} comes back.")),),
-        ),
-        closing=(
-            (_U, ("It works now, thank you!", "That fixed it, thanks.")),
-            (_A, ("Glad to hear it, {name}. Ticket {ticket} stays open for {minutes} days in "
-                  "case {code} returns.",
-                  "Great, {name}. If {app} shows {code} again, reply to ticket {ticket}.")),
-        ),
+    _template(
+        _tech_facts,
+        opening="""
+    U: Hi, I am {name}. Since updating my {device} to version {version} the {app} app crashes
+        with error {code} every time I open it.
+      | Hello, {name} here. After the {version} update, {app} on my {device} shows error {code}
+        and closes immediately.
+    A: Thanks, {name}. Error {code} usually means the {app} cache is corrupted after the
+        {version} update. Let us clear it first.
+      | Sorry about that, {name}. {code} in {app} on version {version} is normally a broken
+        cache, so we will start there.
+    U: How do I clear the cache on the {device}?
+      | Okay, where do I find the cache setting for {app}?
+    A: Open Settings, then Apps, choose {app}, tap Storage and then Clear cache. It frees about
+        {gigabytes} GB and keeps your data.
+      | Go to Settings, Apps, {app}, Storage, Clear cache. Your files stay, and you should get
+        back around {gigabytes} GB.
+""",
+        extras="""
+    U: I cleared it but {app} still shows {code}.
+      | Still getting error {code}.
+    A: Then please restart the {device} and install the {app} update that fixes {code}; it
+        takes about {minutes} minutes.
+      | Restart the {device} and update {app}; the fix for {code} shipped this week.
+
+    U: Will I lose my {app} data if I reinstall?
+      | Is reinstalling {app} safe for my files?
+    A: No, your {app} data is synced, so a reinstall on the {device} keeps it.
+      | Your data is backed up, so reinstalling is safe.
+
+    U: Can I roll back to the version before {version}?
+      | Is there a way to undo the {version} update?
+    A: Rolling back {version} is not supported on the {device}, but the patch arrives within
+        {minutes} minutes of checking for updates.
+      | A rollback is not possible, but a patch is available now.
+
+    U: My {device} also feels slow since the update.
+      | Is it normal that everything is slower?
+    A: That is indexing after {version}; it finishes in about {minutes} minutes if the {device}
+        stays plugged in.
+      | It is re-indexing and should settle within {minutes} minutes.
+
+    U: Can you open a ticket in case it happens again?
+      | Please log this somewhere.
+    A: I opened ticket {ticket} for error {code} on {app} {version}.
+      | Ticket {ticket} is open; mention it if {code} comes back.
+""",
+        closing="""
+    U: It works now, thank you!
+      | That fixed it, thanks.
+    A: Glad to hear it, {name}. Ticket {ticket} stays open for {minutes} days in case {code}
+        returns.
+      | Great, {name}. If {app} shows {code} again, reply to ticket {ticket}.
+""",
     ),
-    _Template(
-        facts=_bank_facts,
-        opening=(
-            (_U, (
-                "Hello, I am {name}. There is a charge of {amount} from {merchant} on my card "
-                "ending {last4} dated {date} that I did not make.",
-                "Hi, this is {name}. I see {amount} from {merchant} on {date} on the card "
-                "ending in {last4}, and it was not me.",
-            )),
-            (_A, (
-                "I am sorry to hear that, {name}. I have frozen the card ending {last4} so no "
-                "further charges can go through.",
-                "Thank you, {name}. First I have blocked card {last4} to stop any new "
-                "payments.",
-            )),
-            (_U, (
-                "Thank you. Will I get the {amount} back?",
-                "Good. What about the {amount} from {merchant}?",
-            )),
-            (_A, (
-                "I have opened dispute {case} for the {amount} charge from {merchant}. You "
-                "will see a temporary credit within {days} business days.",
-                "Dispute {case} is now open for {amount}. A provisional refund should appear "
-                "in {days} business days.",
-            )),
-        ),
-        extras=(
-            ((_U, ("Do I need to contact {merchant} myself?",
-                   "Should I call {merchant}?")),
-             (_A, ("No, we contact {merchant} directly as part of dispute {case}.",
-                   "There is no need; dispute {case} covers that.")),),
-            ((_U, ("When will I receive a new card to replace {last4}?",
-                   "How long until the new card arrives?")),
-             (_A, ("A new card is on its way to your address in {city} and should arrive in "
-                   "{days} business days.",
-                   "Your replacement card ships today and arrives within {days} days.")),),
-            ((_U, ("Were there any other suspicious payments around {date}?",
-                   "Can you check for other strange charges?")),
-             (_A, ("I checked the last thirty days on card {last4}; the {amount} charge is the "
-                   "only one that looks unusual.",
-                   "Only the {merchant} charge looks unusual in the past month.")),),
-            ((_U, ("Can I still use online banking while the card is frozen?",
-                   "Does the freeze affect my account?")),
-             (_A, ("Yes, transfers and online banking work as usual; only card {last4} is "
-                   "frozen.",
-                   "Only the card is blocked; the account itself works normally.")),),
-            ((_U, ("What if {merchant} disputes the dispute?",
-                   "What if they say the charge was valid?")),
-             (_A, ("Then we will ask you to sign a statement, and case {case} usually still "
-                   "resolves in your favour within {days} weeks.",
-                   "We would ask for a signed statement; that rarely changes the outcome.")),),
-        ),
-        closing=(
-            (_U, ("Okay, that is reassuring. Thanks.", "Great, thank you for the quick help.")),
-            (_A, ("You are welcome, {name}. Keep the dispute number {case} for reference.",
-                  "Any time, {name}. Your reference is {case}.")),
-        ),
+    _template(
+        _bank_facts,
+        opening="""
+    U: Hello, I am {name}. There is a charge of {amount} from {merchant} on my card ending
+        {last4} dated {date} that I did not make.
+      | Hi, this is {name}. I see {amount} from {merchant} on {date} on the card ending in
+        {last4}, and it was not me.
+    A: I am sorry to hear that, {name}. I have frozen the card ending {last4} so no further
+        charges can go through.
+      | Thank you, {name}. First I have blocked card {last4} to stop any new payments.
+    U: Thank you. Will I get the {amount} back?
+      | Good. What about the {amount} from {merchant}?
+    A: I have opened dispute {case} for the {amount} charge from {merchant}. You will see a
+        temporary credit within {days} business days.
+      | Dispute {case} is now open for {amount}. A provisional refund should appear in {days}
+        business days.
+""",
+        extras="""
+    U: Do I need to contact {merchant} myself?
+      | Should I call {merchant}?
+    A: No, we contact {merchant} directly as part of dispute {case}.
+      | There is no need; dispute {case} covers that.
+
+    U: When will I receive a new card to replace {last4}?
+      | How long until the new card arrives?
+    A: A new card is on its way to your address in {city} and should arrive in {days} business
+        days.
+      | Your replacement card ships today and arrives within {days} days.
+
+    U: Were there any other suspicious payments around {date}?
+      | Can you check for other strange charges?
+    A: I checked the last thirty days on card {last4}; the {amount} charge is the only one that
+        looks unusual.
+      | Only the {merchant} charge looks unusual in the past month.
+
+    U: Can I still use online banking while the card is frozen?
+      | Does the freeze affect my account?
+    A: Yes, transfers and online banking work as usual; only card {last4} is frozen.
+      | Only the card is blocked; the account itself works normally.
+
+    U: What if {merchant} disputes the dispute?
+      | What if they say the charge was valid?
+    A: Then we will ask you to sign a statement, and case {case} usually still resolves in your
+        favour within {days} weeks.
+      | We would ask for a signed statement; that rarely changes the outcome.
+""",
+        closing="""
+    U: Okay, that is reassuring. Thanks.
+      | Great, thank you for the quick help.
+    A: You are welcome, {name}. Keep the dispute number {case} for reference.
+      | Any time, {name}. Your reference is {case}.
+""",
     ),
 )
 
-_GENERIC_EXTRAS: tuple[tuple[_Turn, _Turn], ...] = (
-    ((_U, ("Sorry, one more thing before you go.", "Actually, I have another question.")),
-     (_A, ("Of course, {name}, take your time.", "Sure, what else can I do for you?")),),
-    ((_U, ("Can I get a written summary of this chat?", "Could you email me this transcript?")),
-     (_A, ("Yes, a summary will be sent to your email within the hour.",
-           "I will email you the transcript as soon as we finish.")),),
+_GENERIC_EXTRAS = _exchanges(
+    """
+    U: Sorry, one more thing before you go.
+      | Actually, I have another question.
+    A: Of course, {name}, take your time.
+      | Sure, what else can I do for you?
+
+    U: Can I get a written summary of this chat?
+      | Could you email me this transcript?
+    A: Yes, a summary will be sent to your email within the hour.
+      | I will email you the transcript as soon as we finish.
+"""
 )
 
 
@@ -511,7 +519,7 @@ def corpus() -> _Corpus:
 def test_corpus_has_the_intended_shape(corpus: _Corpus) -> None:
     lengths = [len(text.split()) for item_id, text in corpus.items if item_id.startswith("base")]
     assert len(lengths) == 300
-    assert 80 <= min(lengths)
+    assert min(lengths) >= 80
     assert max(lengths) <= 340
     assert len(corpus.items) == 400
 
@@ -582,9 +590,7 @@ def test_exact_key_is_tagged_and_ignores_cosmetics() -> None:
     assert key == exact_key("  WHERE is   order a-1234 ")
     assert key != exact_key("Where is order A-1235?")
     # Pinned: stored keys must stay comparable across releases.
-    assert exact_key("") == (
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    )
+    assert exact_key("") == ("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 
 
 # --- find_duplicates: edge cases and semantics ---------------------------------------------
@@ -626,7 +632,7 @@ def test_short_texts_are_compared() -> None:
 
 def test_input_order_decides_what_is_kept() -> None:
     base = _dialogue(1).split()
-    edited = " ".join(base[:60] + ["changed"] + base[61:])
+    edited = " ".join([*base[:60], "changed", *base[61:]])
     assert find_duplicates([("x", edited), ("y", " ".join(base))]).near == {"y": "x"}
     assert find_duplicates([("y", " ".join(base)), ("x", edited)]).near == {"x": "y"}
 
@@ -678,7 +684,7 @@ def test_threshold_one_needs_identical_shingle_sets() -> None:
 )
 def test_rejects_invalid_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=r"threshold|num_perm|bands"):
-        find_duplicates([("a", "text")], **kwargs)  # type: ignore[arg-type]
+        find_duplicates([("a", "text")], **kwargs)
 
 
 def test_rejects_repeated_ids() -> None:

@@ -18,7 +18,7 @@ from dramaturg import _markers as mk
 from dramaturg._model import ModelRequest, ModelResponse
 from dramaturg._tokens import count_tokens
 
-__all__ = ["SimBackend", "SimOptions", "respond_text"]
+__all__ = ["SimBackend", "SimOptions", "expected_guidance", "is_goodbye", "respond", "respond_text"]
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'\-]*")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
@@ -117,9 +117,13 @@ class SimOptions:
     Attributes:
         role_flip_rate: share of user-simulator turns where it wrongly talks like the
             assistant (a real failure mode, planted so the detector has work to do).
+        mistake_rate: share of assistant replies with one planted, identifiable mistake
+            (padding, an omitted required fact, or a broken constraint), recorded in the
+            call's annotations so pair correctness can be measured.
     """
 
     role_flip_rate: float = 0.0
+    mistake_rate: float = 0.25
 
 
 class SimBackend:
@@ -132,12 +136,13 @@ class SimBackend:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         messages = [(message.role, message.content) for message in request.messages]
-        text = respond_text(request.system, messages, request.seed, options=self.options)
+        text, notes = respond(request.system, messages, request.seed, options=self.options)
         prompt = request.system + "\n".join(content for _, content in messages)
         return ModelResponse(
             text=text,
             input_tokens=count_tokens(prompt),
             output_tokens=count_tokens(text),
+            annotations=tuple(sorted(notes.items())),
         )
 
 
@@ -152,12 +157,33 @@ def respond_text(
 
     Also used by the fake HTTP API so the real SDKs receive the same plausible replies.
     """
+    return respond(system, messages, seed, options=options)[0]
+
+
+def respond(
+    system: str,
+    messages: Sequence[tuple[str, str]],
+    seed: int,
+    *,
+    options: SimOptions | None = None,
+) -> tuple[str, dict[str, str]]:
+    """The sim's reply and its annotations (ground truth about what it did, e.g. planted mistakes)."""
+    from dramaturg.backends import _sim_review as review
+
     options = options or SimOptions()
     digest = hashlib.sha256(repr((system, list(messages), seed)).encode()).hexdigest()
     rng = random.Random(digest)
     if system.startswith(mk.USER_SIMULATOR_HEADER):
-        return _UserSimulator(system, messages, rng, options).reply()
-    return _Assistant(system, messages, rng).reply()
+        return _UserSimulator(system, messages, rng, options).reply(), {}
+    if system.startswith(mk.CRITIC_HEADER):
+        return review.critique(system, messages[-1][1] if messages else "", rng), {}
+    if system.startswith(mk.JUDGE_HEADER):
+        return review.judge(system, messages[-1][1] if messages else ""), {}
+    if system.startswith(mk.VERIFIER_HEADER):
+        return review.verify_goal(messages[-1][1] if messages else ""), {}
+    if messages and messages[-1][1].startswith(mk.REVISION_REQUEST):
+        return review.revise(messages), {"planted": "none", "revision": "yes"}
+    return _Assistant(system, messages, rng, options).reply()
 
 
 # -- text helpers ---------------------------------------------------------------------------------
@@ -524,24 +550,35 @@ _GOODBYES = [
 
 
 class _Assistant:
-    def __init__(self, system: str, messages: Sequence[tuple[str, str]], rng: random.Random):
+    def __init__(
+        self,
+        system: str,
+        messages: Sequence[tuple[str, str]],
+        rng: random.Random,
+        options: SimOptions | None = None,
+    ):
         self.system = system
         self.rng = rng
+        self.options = options or SimOptions()
         self.user_said = messages[-1][1] if messages else ""
         self.history = " ".join(content for role, content in messages if role == "assistant")
         self.first_turn = not any(role == "assistant" for role, _ in messages)
 
-    def reply(self) -> str:
+    def reply(self) -> tuple[str, dict[str, str]]:
+        from dramaturg.backends import _sim_review as review
+
         rng = self.rng
-        user_words = _content_words(self.user_said)
-        if self._is_goodbye() and not self.first_turn:
-            return rng.choice(_GOODBYES)
+        if is_goodbye(self.user_said) and not self.first_turn:
+            return rng.choice(_GOODBYES), {"planted": "none"}
         parts = ["Hello!" if self.first_turn and rng.random() < 0.5 else "", rng.choice(_ACKS)]
         verdict = self._check_answer()
         if verdict:
             parts.append(verdict)
-        guidance = self._most_relevant_guidance(user_words)
-        if guidance:
+        guidance = expected_guidance(self.system, self.user_said, self.history)
+        mistake = "none"
+        if rng.random() < self.options.mistake_rate:
+            mistake = review.choose_mistake(self.system, guidance, rng)
+        if guidance and mistake != "omission":
             frame = rng.choice(_CITE_FRAMES)
             parts.append(
                 frame.format(
@@ -550,9 +587,13 @@ class _Assistant:
             )
         if "?" in self.user_said and not guidance:
             parts.append(self.rng.choice(_FOLLOW_UPS))
+        if mistake == "violation":
+            parts.append(review.violating_sentence(self.system, rng))
         question = self._pending_question()
         parts.append(question or rng.choice(_NEXT_STEPS))
-        return " ".join(p for p in parts if p)
+        if mistake == "padding":
+            parts[1:1] = rng.sample(review.FILLERS, 2)
+        return " ".join(p for p in parts if p), {"planted": mistake}
 
     def _pending_question(self) -> str:
         """The first thing the prompt says to ask for that has not been asked yet."""
@@ -566,10 +607,6 @@ class _Assistant:
             return self.rng.choice(_ASK_FORMS).format(wanted=wanted)
         return ""
 
-    def _is_goodbye(self) -> bool:
-        lowered = self.user_said.lower()
-        return any(word in lowered for word in _GOODBYE_CUES)
-
     def _check_answer(self) -> str:
         """Compare a number the user offers with an answer key in the prompt, if there is one."""
         key = re.search(
@@ -580,12 +617,25 @@ class _Assistant:
             return ""
         return self.rng.choice(_CORRECT if key.group(1) in offered else _INCORRECT)
 
-    def _most_relevant_guidance(self, user_words: set[str]) -> str:
-        best, best_score = "", 0
-        for sentence in _sentences(self.system):
-            if sentence in self.history or _NOT_CITABLE.search(sentence):
-                continue
-            score = len(_content_words(sentence) & user_words)
-            if score > best_score:
-                best, best_score = sentence, score
-        return best
+
+def is_goodbye(user_said: str) -> bool:
+    lowered = user_said.lower()
+    return any(word in lowered for word in _GOODBYE_CUES)
+
+
+def expected_guidance(system: str, user_said: str, history: str) -> str:
+    """The instruction sentence most relevant to the user's message, not yet cited.
+
+    A good sim reply always includes it; the sim critic flags its absence as an omission.
+    """
+    if is_goodbye(user_said):
+        return ""
+    user_words = _content_words(user_said)
+    best, best_score = "", 0
+    for sentence in _sentences(system):
+        if sentence.lower().rstrip(".") in history.lower() or _NOT_CITABLE.search(sentence):
+            continue
+        score = len(_content_words(sentence) & user_words)
+        if score > best_score:
+            best, best_score = sentence, score
+    return best

@@ -1,0 +1,408 @@
+"""Export the corpus for training: DPO preference pairs and SFT dialogues, as JSONL or Parquet.
+
+DuckDB builds every row and writes the file itself (``COPY ... TO``), so exporting needs
+neither pyarrow nor pandas, and nested columns get one fixed type for the whole file.
+
+Formats:
+
+- ``dpo``: Hugging Face TRL's *conversational* preference format with an explicit prompt
+  (https://huggingface.co/docs/trl/dataset_formats#preference): ``prompt`` is a list of
+  ``{role, content}`` messages (an optional system message, then user and assistant
+  alternating, ending with a user message); ``chosen`` and ``rejected`` are each a list holding
+  one assistant message.
+- ``dpo-text``: TRL's *standard* preference format: ``prompt``, ``chosen`` and ``rejected`` are
+  plain strings. The prompt is the conversation as a transcript (see :func:`export`).
+- ``sft``: one ``messages`` list per finished episode: the assistant's system prompt, then
+  the dialogue as it was finally performed (revisions in place of the originals).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import duckdb
+
+from dramaturg._errors import ConfigError, StoreError
+from dramaturg.memory import Store
+
+__all__ = ["EXPORT_FORMATS", "ExportFormat", "ExportSummary", "export"]
+
+ExportFormat = Literal["dpo", "dpo-text", "sft"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+
+# File extension -> DuckDB COPY format. DuckDB's FORMAT json writes newline-delimited JSON.
+_FILE_FORMATS = {".jsonl": "json", ".parquet": "parquet"}
+
+# The one message type of every conversational column, so every row has the same types.
+_MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR"}]'
+
+# The role labels of the dpo-text transcript.
+_SPEAKER = "CASE m.role WHEN 'system' THEN 'System' WHEN 'user' THEN 'User' ELSE 'Assistant' END"
+
+# How many bad rows an error message quotes.
+_QUOTED_PROBLEMS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    """What an export wrote.
+
+    Attributes:
+        format: the export format.
+        path: the file written.
+        rows: rows written.
+        skipped: ``(filter, rows)`` for each filter in the order applied; ``rows`` counts the
+            rows that filter removed from what the filters before it kept.
+    """
+
+    format: ExportFormat
+    path: Path
+    rows: int
+    skipped: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(rows for _, rows in self.skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class _Filter:
+    """One named WHERE fragment over the exported table's own columns."""
+
+    name: str
+    where: str
+    params: tuple[object, ...] = ()
+
+
+def export(
+    db: str | Path,
+    *,
+    format: ExportFormat,
+    out: Path,
+    run_id: str | None = None,
+    min_margin: float | None = None,
+    only_verified: bool = False,
+) -> ExportSummary:
+    """Write the store's preference pairs or dialogues to a training file.
+
+    The file type follows ``out``'s extension: ``.jsonl`` (one JSON object per line) or
+    ``.parquet``. Rows are ordered by episode, turn and pair id, so the same store always
+    gives the same file. The file is written under a temporary name and renamed at the end:
+    a failed export never leaves a partial file behind.
+
+    Every pair row is validated before anything is written: the prompt is a non-empty list
+    of messages, an optional system message first, then user and assistant alternating,
+    ending with a user message; chosen and rejected are non-empty and differ. A store that
+    holds a bad row is an error, never a silently broken training file.
+
+    ``dpo-text`` renders the prompt as a transcript, one message per paragraph, each labelled
+    with its speaker, ending with the last user message::
+
+        System: You are a patient math tutor.
+
+        User: How do I solve 2x + 3 = 7?
+
+        Assistant: Subtract 3 from both sides first.
+
+        User: Then what?
+
+    ``chosen`` and ``rejected`` are the replies exactly as generated. A trainer wraps the
+    prompt in its own chat template; one that concatenates prompt and completion directly
+    should append its own cue such as ``"\\n\\nAssistant: "``.
+
+    Args:
+        db: the DuckDB store; opened read-only.
+        format: ``dpo``, ``dpo-text`` or ``sft`` (see the module docstring).
+        out: the file to write; ``.jsonl`` or ``.parquet``. Replaced if it exists.
+        run_id: export only this run (default: every run in the store).
+        min_margin: pairs only: keep pairs whose critic margin is at least this.
+        only_verified: pairs only: keep pairs whose judgment agreed in both orders and whose
+            chosen reply passed every programmatic check.
+
+    Returns:
+        What was written and how many rows each filter removed.
+
+    Raises:
+        ConfigError: an unknown extension, format or run id, a missing store or output
+            folder, or a pair filter with ``sft``.
+        StoreError: the store cannot be read, or holds a row that breaks the format.
+
+    Example:
+        >>> summary = export("corpus.duckdb", format="dpo", out=Path("pairs.parquet"))  # doctest: +SKIP
+        >>> summary.rows, dict(summary.skipped)  # doctest: +SKIP
+        (57, {})
+        >>> from datasets import load_dataset  # doctest: +SKIP
+        >>> load_dataset("parquet", data_files="pairs.parquet", split="train")[0]["chosen"]  # doctest: +SKIP
+        [{'role': 'assistant', 'content': 'Subtract 3 from both sides: 2x = 4.'}]
+    """
+    out = Path(out)
+    copy_format = _check_options(out, format, min_margin=min_margin, only_verified=only_verified)
+    if not Path(db).exists():
+        raise ConfigError(f"{db}: no such store (run `dramaturg run ... --db {db}` first)")
+    with Store.open(db, read_only=True) as store:
+        if run_id is not None and not store.run_exists(run_id):
+            raise ConfigError(f"{db}: unknown run id '{run_id}' (runs in this store: {_run_ids(store)})")
+        if format == "sft":
+            table, filters = "episodes", _episode_filters(run_id)
+        else:
+            table, filters = "preference_pairs", _pair_filters(run_id, min_margin, only_verified)
+            if not _has_table(store, table):
+                raise ConfigError(
+                    f"{db}: the store has no {table} table: it was written by an older dramaturg. "
+                    "Open it once with this version (e.g. `dramaturg run`) to migrate it, or export sft."
+                )
+        try:
+            kept, skipped = _apply_filters(store, table, filters)
+            where, params = _where(filters)
+            query, check = _QUERIES[format]
+            _validate(store, db, check(where), params)
+            _write(store, query(where), params, out, copy_format, expected_rows=kept)
+        except duckdb.Error as exc:
+            raise StoreError(f"{db}: cannot export {format}: {exc}") from exc
+    return ExportSummary(format=format, path=out, rows=kept, skipped=skipped)
+
+
+def _check_options(out: Path, format: str, *, min_margin: float | None, only_verified: bool) -> str:
+    """Check everything that needs no store; return the DuckDB COPY format for ``out``."""
+    if format not in EXPORT_FORMATS:
+        raise ConfigError(f"unknown export format '{format}' (expected one of: {', '.join(EXPORT_FORMATS)})")
+    copy_format = _FILE_FORMATS.get(out.suffix.lower())
+    if copy_format is None:
+        expected = " or ".join(_FILE_FORMATS)
+        raise ConfigError(f"{out}: unknown file type '{out.suffix}' (expected a file ending in {expected})")
+    if format == "sft" and (min_margin is not None or only_verified):
+        raise ConfigError(
+            "--min-margin and --only-verified filter preference pairs: use them with dpo or dpo-text"
+        )
+    if not out.parent.is_dir():
+        raise ConfigError(f"{out}: the folder {out.parent} does not exist")
+    return copy_format
+
+
+# -- filters -----------------------------------------------------------------------------------
+
+
+def _pair_filters(run_id: str | None, min_margin: float | None, only_verified: bool) -> list[_Filter]:
+    """The WHERE fragments over ``preference_pairs``, in the order their skips are counted.
+
+    A new filter is one more line here (e.g. skipping near-duplicate prompts:
+    ``_Filter("duplicates", "pair_id NOT IN (SELECT pair_id FROM pair_duplicates)")``).
+    """
+    filters: list[_Filter] = []
+    if run_id is not None:
+        filters.append(_Filter("run_id", "run_id = ?", (run_id,)))
+    if min_margin is not None:
+        filters.append(_Filter("min_margin", "margin >= ?", (min_margin,)))
+    if only_verified:
+        filters.append(_Filter("only_verified", "judge_agreement AND checks_passed"))
+    return filters
+
+
+def _episode_filters(run_id: str | None) -> list[_Filter]:
+    """The WHERE fragments over ``episodes`` for SFT: only finished episodes are dialogues."""
+    filters = [_Filter("done", "status = 'done'")]
+    if run_id is not None:
+        filters.append(_Filter("run_id", "run_id = ?", (run_id,)))
+    return filters
+
+
+def _where(filters: Sequence[_Filter]) -> tuple[str, list[object]]:
+    where = " AND ".join(f"({f.where})" for f in filters) or "true"
+    return where, [param for f in filters for param in f.params]
+
+
+def _apply_filters(
+    store: Store, table: str, filters: Sequence[_Filter]
+) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """Rows kept by all filters, and the rows each filter removed, counted in one scan."""
+    counts = ["count(*)"]
+    params: list[object] = []
+    for i in range(1, len(filters) + 1):
+        where, where_params = _where(filters[:i])
+        counts.append(f"count(*) FILTER (WHERE {where})")
+        params += where_params
+    totals = store.sql(f"SELECT {', '.join(counts)} FROM {table}", params)[0]
+    skipped = tuple((f.name, totals[i] - totals[i + 1]) for i, f in enumerate(filters))
+    return totals[-1], skipped
+
+
+# -- queries -----------------------------------------------------------------------------------
+# Each format has a query for the rows to write and a validation query that returns
+# (row id, problem) for every row that breaks the format. Both take the same WHERE fragment
+# and parameters, so they read the same rows.
+
+
+def _pairs(where: str) -> str:
+    return f"""
+    WITH export_rows AS (
+        SELECT pair_id, episode_id, turn_idx, source, margin, chosen, rejected,
+               from_json(prompt, '{_MESSAGES_TYPE}') AS prompt
+        FROM preference_pairs WHERE {where}
+    )
+    """
+
+
+def _dpo(where: str) -> str:
+    return f"""
+    {_pairs(where)}
+    SELECT prompt,
+           [{{'role': 'assistant', 'content': chosen}}] AS chosen,
+           [{{'role': 'assistant', 'content': rejected}}] AS rejected,
+           pair_id, episode_id, turn_idx, source, margin
+    FROM export_rows ORDER BY episode_id, turn_idx, pair_id
+    """
+
+
+def _dpo_text(where: str) -> str:
+    # unnest, not a list lambda: DuckDB changed its lambda syntax in 1.3 (the old arrow form
+    # is an error in 2.0); this works with every supported version.
+    return f"""
+    {_pairs(where)}
+    SELECT (SELECT string_agg({_SPEAKER} || ': ' || m.content, chr(10) || chr(10) ORDER BY i)
+            FROM (SELECT unnest(prompt) AS m, generate_subscripts(prompt, 1) AS i)) AS prompt,
+           chosen, rejected, pair_id, episode_id, turn_idx, source, margin
+    FROM export_rows ORDER BY episode_id, turn_idx, pair_id
+    """
+
+
+def _dialogues(where: str) -> str:
+    return f"""
+    WITH selected AS (SELECT episode_id, scenario FROM episodes WHERE {where}),
+    dialogue AS (
+        SELECT episode_id, list({{'role': role, 'content': content}} ORDER BY idx) AS turns
+        FROM turns WHERE episode_id IN (SELECT episode_id FROM selected) GROUP BY episode_id
+    ),
+    -- The assistant's system prompt, from the request of its first turn. Joined via
+    -- turns.call_id, not llm_calls.episode_id: a cached call's row belongs to the episode
+    -- that first made it. A revision is asked under the same system prompt.
+    system AS (
+        SELECT t.episode_id, arg_min(c.request ->> '$.system', t.idx) AS system
+        FROM turns t JOIN llm_calls c ON c.call_id = t.call_id
+        WHERE t.role = 'assistant' AND c.role = 'assistant' AND c.request ->> '$.system' IS NOT NULL
+          AND t.episode_id IN (SELECT episode_id FROM selected)
+        GROUP BY t.episode_id
+    ),
+    export_rows AS (
+        SELECT CASE WHEN s.system IS NULL OR d.turns[1].role = 'system' THEN d.turns
+                    ELSE list_prepend({{'role': 'system', 'content': s.system}}, d.turns) END AS messages,
+               e.episode_id, e.scenario
+        FROM selected e LEFT JOIN dialogue d USING (episode_id) LEFT JOIN system s USING (episode_id)
+    )
+    """
+
+
+def _sft(where: str) -> str:
+    return f"{_dialogues(where)} SELECT messages, episode_id, scenario FROM export_rows ORDER BY episode_id"
+
+
+def _message_checks(rows: str, key: str, column: str, row_checks: Sequence[str] = ()) -> str:
+    """Validation SQL: each row's ``column`` is a non-empty list of messages, an optional
+    system message first, then user and assistant alternating, starting with the user.
+
+    ``rows`` defines the ``export_rows`` CTE; ``row_checks`` are more
+    ``WHEN condition THEN 'problem'`` clauses over a whole row.
+    """
+    return f"""
+    {rows},
+    messages AS (
+        SELECT {key}, unnest({column}) AS m, generate_subscripts({column}, 1) AS i,
+               ({column}[1].role = 'system')::INTEGER AS offset_
+        FROM export_rows
+    )
+    SELECT {key}, problem FROM (
+        SELECT {key}, CASE
+            WHEN {column} IS NULL THEN '{column} is missing or not a list of {{role, content}} messages'
+            WHEN len({column}) = 0 THEN '{column} has no messages'
+            {" ".join(row_checks)}
+        END AS problem FROM export_rows
+        UNION ALL
+        SELECT {key}, CASE
+            WHEN m.role IS NULL OR m.content IS NULL
+                THEN format('{column} message {{}} has no role or no content', i)
+            WHEN m.role IS DISTINCT FROM expected
+                THEN format('{column} message {{}} is ''{{}}'', expected ''{{}}''', i, m.role, expected)
+        END FROM (
+            SELECT *, CASE WHEN offset_ = 1 AND i = 1 THEN 'system'
+                           WHEN (i - offset_) % 2 = 1 THEN 'user' ELSE 'assistant' END AS expected
+            FROM messages
+        )
+    ) WHERE problem IS NOT NULL ORDER BY {key}, problem
+    """
+
+
+def _pair_checks(where: str) -> str:
+    return _message_checks(
+        _pairs(where),
+        "pair_id",
+        "prompt",
+        [
+            "WHEN prompt[-1].role IS DISTINCT FROM 'user' THEN 'prompt does not end with a user message'",
+            "WHEN chosen = rejected THEN 'chosen and rejected are identical'",
+            "WHEN trim(chosen) = '' OR trim(rejected) = '' THEN 'chosen or rejected is empty'",
+        ],
+    )
+
+
+def _sft_checks(where: str) -> str:
+    return _message_checks(_dialogues(where), "episode_id", "messages")
+
+
+# format -> (rows to write, validation)
+_QUERIES: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
+    "dpo": (_dpo, _pair_checks),
+    "dpo-text": (_dpo_text, _pair_checks),
+    "sft": (_sft, _sft_checks),
+}
+
+
+# -- validate and write ------------------------------------------------------------------------
+
+
+def _validate(store: Store, db: str | Path, check: str, params: list[object]) -> None:
+    problems = store.sql(check, params)
+    if not problems:
+        return
+    quoted = "; ".join(f"{key}: {problem}" for key, problem in problems[:_QUOTED_PROBLEMS])
+    more = f" (and {len(problems) - _QUOTED_PROBLEMS} more)" if len(problems) > _QUOTED_PROBLEMS else ""
+    raise StoreError(f"{db}: nothing exported: {len(problems)} rows break the format: {quoted}{more}")
+
+
+def _write(
+    store: Store, query: str, params: list[object], out: Path, copy_format: str, *, expected_rows: int
+) -> None:
+    # Write under a temporary name in the same folder, then rename: a reader never sees a
+    # partial file, and a failed export leaves the previous file (if any) untouched.
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        copied = store.sql(f"COPY ({query}) TO '{_quote(partial)}' (FORMAT {copy_format})", params)[0][0]
+        # The filter counts and the export read the same rows: a join that drops or repeats
+        # rows would be a bug, so it must not produce a file.
+        if copied != expected_rows:
+            raise StoreError(
+                f"{store.path}: the export wrote {copied} rows, the filters kept {expected_rows}"
+            )
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _quote(path: Path) -> str:
+    # COPY takes its target as a literal, not a parameter.
+    return str(path).replace("'", "''")
+
+
+def _has_table(store: Store, table: str) -> bool:
+    return bool(
+        store.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])[0][0]
+    )
+
+
+def _run_ids(store: Store) -> str:
+    ids = [run_id for (run_id,) in store.sql("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 6")]
+    if not ids:
+        return "none"
+    return ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")

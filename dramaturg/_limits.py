@@ -1,0 +1,219 @@
+"""Call pacing for the gateway: request and token rate limits, and a circuit breaker.
+
+Everything here takes a :class:`Clock`, so tests drive time by hand instead of sleeping.
+
+The rate limiter is a generic cell rate algorithm (GCRA): every permit reserves the next slot
+on a schedule, so permits come out evenly spaced at exactly the configured rate. A token
+bucket would let a full minute's worth of requests out at once; providers that enforce their
+per-minute limits over shorter windows answer such bursts with 429s, and every 429 costs an
+attempt and a retry-after pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from dramaturg._errors import BackendError
+from dramaturg._model import ModelRequest
+
+__all__ = [
+    "BreakerSettings",
+    "CircuitBreaker",
+    "Clock",
+    "MonotonicClock",
+    "RateLimiter",
+    "estimate_input_tokens",
+]
+
+
+class Clock(Protocol):
+    """Where the gateway reads the time and sleeps; tests substitute a manual clock."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic scale."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (at least until ``now()`` has advanced by that much)."""
+        ...
+
+
+class MonotonicClock:
+    """The real clock: ``time.monotonic`` and ``asyncio.sleep``."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class RateLimiter:
+    """Evenly spaced permits under a requests-per-minute and a tokens-per-minute limit.
+
+    A permit for a call estimated at ``tokens`` tokens is granted at the first instant that
+    both schedules allow; it then moves the request schedule on by ``60 / rpm`` seconds and
+    the token schedule by ``tokens * 60 / tpm`` seconds. When the provider reports the real
+    usage, :meth:`settle` moves the token schedule by the difference, so a run is paced by
+    what it really spends rather than by its estimates.
+
+    Time a schedule left unused is not banked: after an idle spell the next permit is
+    immediate, but the one after it is a full interval later. That keeps traffic smooth.
+
+    Args:
+        rpm: requests per minute, or None for no request limit.
+        tpm: tokens per minute, or None for no token limit.
+        clock: the time source (tests pass a manual clock).
+
+    Example:
+        >>> limiter = RateLimiter(rpm=600)
+        >>> # await limiter.acquire()  # permits 0.1 s apart
+    """
+
+    def __init__(self, *, rpm: float | None = None, tpm: float | None = None, clock: Clock | None = None):
+        if rpm is not None and not (math.isfinite(rpm) and rpm > 0):
+            raise ValueError(f"rpm must be a positive number, not {rpm!r}")
+        if tpm is not None and not (math.isfinite(tpm) and tpm > 0):
+            raise ValueError(f"tpm must be a positive number, not {tpm!r}")
+        self.rpm = rpm
+        self.tpm = tpm
+        self._clock = clock or MonotonicClock()
+        self._request_interval = 60.0 / rpm if rpm else 0.0
+        self._seconds_per_token = 60.0 / tpm if tpm else 0.0
+        self._next_request = -math.inf
+        self._next_token = -math.inf
+
+    @property
+    def limits_tokens(self) -> bool:
+        """Whether callers need to estimate tokens at all."""
+        return self.tpm is not None
+
+    async def acquire(self, tokens: int = 0) -> None:
+        """Wait for the permit of one call estimated at ``tokens`` tokens.
+
+        The slot is reserved before waiting (there is no await between reading and moving
+        the schedules), so concurrent callers get consecutive slots in arrival order and a
+        late wake-up never shifts later slots.
+        """
+        if self.rpm is None and self.tpm is None:
+            return
+        now = self._clock.now()
+        slot = max(now, self._next_request, self._next_token)
+        self._next_request = slot + self._request_interval
+        self._next_token = slot + max(tokens, 0) * self._seconds_per_token
+        if slot > now:
+            await self._clock.sleep(slot - now)
+
+    def settle(self, reserved: int, actual: int) -> None:
+        """Correct the token schedule once the provider has reported a call's real usage."""
+        if self.tpm is None:
+            return
+        self._next_token += (actual - reserved) * self._seconds_per_token
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """When the circuit breaker trips, and what it does then.
+
+    Attributes:
+        window: how many recent attempts are judged together.
+        failure_ratio: the share of failed attempts in a full window that trips it.
+        cooldown_s: how long every call pauses after a trip.
+        max_pauses: trips answered with a pause; the next trip (before the window has been
+            healthy again) stops the run.
+    """
+
+    window: int = 20
+    failure_ratio: float = 0.8
+    cooldown_s: float = 30.0
+    max_pauses: int = 1
+
+
+class CircuitBreaker:
+    """Pauses all calls when most recent attempts failed; stops the run if that persists.
+
+    Only transient failures count (the kinds the gateway retries): a bad key or a bad
+    request is already fatal on its own. A tripped breaker clears its window, pauses for
+    ``cooldown_s`` and lets calls through again. If the next full window trips it again, and
+    the pause budget is spent, every call from then on raises
+    ``BackendError(kind="circuit_open")``, which stops the run with its unfinished episodes
+    left resumable.
+
+    Args:
+        settings: thresholds; the defaults suit real APIs.
+        clock: the time source.
+    """
+
+    def __init__(self, settings: BreakerSettings | None = None, *, clock: Clock | None = None):
+        self.settings = settings or BreakerSettings()
+        self._clock = clock or MonotonicClock()
+        self._recent: deque[str | None] = deque(maxlen=self.settings.window)
+        self._open_until = -math.inf
+        self._pauses = 0
+        self._stopped: BackendError | None = None
+        self.trips = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped is not None
+
+    async def admit(self) -> None:
+        """Return when a call may start; raise once the breaker has given up."""
+        while True:
+            if self._stopped is not None:
+                raise self._stopped
+            wait = self._open_until - self._clock.now()
+            if wait <= 0:
+                return
+            await self._clock.sleep(wait)
+
+    def record(self, failure_kind: str | None) -> None:
+        """Record one attempt: ``None`` for a success, else the kind of its transient failure."""
+        self._recent.append(failure_kind)
+        if len(self._recent) < self.settings.window:
+            return
+        failures = Counter(kind for kind in self._recent if kind is not None)
+        failed = sum(failures.values())
+        if failed < self.settings.failure_ratio * self.settings.window:
+            self._pauses = 0  # a healthy full window earns the pauses back
+            return
+        self.trips += 1
+        self._recent.clear()
+        kinds = ", ".join(f"{kind} {count}" for kind, count in failures.most_common())
+        if self._pauses >= self.settings.max_pauses:
+            self._stopped = BackendError(
+                f"{failed} of the last {self.settings.window} model calls failed ({kinds}), "
+                f"also after pausing {self.settings.cooldown_s:g} s",
+                kind="circuit_open",
+            )
+            return
+        self._pauses += 1
+        self._open_until = self._clock.now() + self.settings.cooldown_s
+
+
+def estimate_input_tokens(request: ModelRequest) -> int:
+    """Input tokens of ``request`` as tiktoken counts them, plus chat-format overhead.
+
+    For OpenAI models this is close to exact; for Claude it is an estimate (Anthropic's
+    tokenizer is not public). The estimate only paces and budgets a call before it is made:
+    the usage the API reports is what gets recorded and charged.
+    """
+    from dramaturg._tokens import count_tokens
+
+    encoding = _encoding_for(request.backend, request.model)
+    # ~4 tokens of framing per message and 3 to prime the reply, as in OpenAI's cookbook.
+    total = count_tokens(request.system, encoding) + 3
+    for message in request.messages:
+        total += count_tokens(message.content, encoding) + 4
+    return total
+
+
+def _encoding_for(backend: str, model: str) -> str:
+    if backend == "openai" and model.startswith(("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4")):
+        return "o200k_base"
+    return "cl100k_base"

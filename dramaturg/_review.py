@@ -1,0 +1,491 @@
+"""Online critique, revision, verification and pair building for one episode.
+
+After each assistant turn the critic scores it; below the threshold the assistant revises,
+and the dialogue continues from the revision. A (original, revision) becomes a preference
+pair only when the judge prefers the revision in both orders. At selected turns, best-of-n
+sampling adds a second pair source: the best and worst of n candidates, judged both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Literal, TypeVar
+
+from dramaturg._errors import ReplyParseError
+from dramaturg._gateway import Gateway
+from dramaturg._model import GenerationParams, Message, ModelRequest, ModelSpec, RoleName
+from dramaturg.agents import (
+    RoleAgent,
+    critic_prompt,
+    critique_request,
+    goal_request,
+    judge_prompt,
+    judge_request,
+    revision_request,
+    verifier_prompt,
+)
+from dramaturg.evaluators import (
+    CritiqueReply,
+    JudgeReply,
+    parse_critique,
+    parse_goal,
+    parse_judgment,
+    run_checks,
+)
+from dramaturg.memory import (
+    CheckRow,
+    CritiqueRow,
+    JudgmentRow,
+    PairOutcomeRow,
+    PairRow,
+    ReviewRows,
+    RevisionRow,
+    Store,
+    utcnow,
+)
+from dramaturg.scenarios import Check, CheckContext, EpisodeSpec
+
+__all__ = ["EpisodeReviewer", "PairReport", "ReviewSettings", "pair_report"]
+
+T = TypeVar("T")
+History = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewSettings:
+    """How much reviewing a run does.
+
+    Attributes:
+        critique: critique every assistant turn online (revise below ``revise_below``).
+        revise_below: critic overall score (1..10) under which a reply is revised.
+        min_margin: smallest critic-score margin a pair needs.
+        best_of_n: candidates sampled at best-of-n turns (0 or 1 turns it off).
+        best_of_n_turns: how many of an episode's first assistant turns get best-of-n.
+        parse_attempts: how often a critic/judge/verifier is asked before its reply is
+            recorded as a failure.
+    """
+
+    critique: bool = True
+    revise_below: float = 7.0
+    min_margin: float = 1.0
+    best_of_n: int = 3
+    best_of_n_turns: int = 1
+    parse_attempts: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class _Structured(Generic[T]):
+    value: T | None
+    raw: str
+    attempts: int
+    call_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    text: str
+    call_id: str | None
+    critique: CritiqueRow
+
+
+@dataclass(slots=True)
+class TurnResult:
+    text: str
+    call_id: str | None
+
+
+@dataclass(slots=True)
+class EpisodeReviewer:
+    """Reviews the assistant turns of one episode. Build one per episode."""
+
+    spec: EpisodeSpec
+    gateway: Gateway
+    models: Callable[[RoleName], ModelSpec]
+    episode_id: str
+    run_id: str
+    settings: ReviewSettings
+    params: GenerationParams
+    checks: Sequence[Check] = ()
+    rows: ReviewRows = field(default_factory=ReviewRows)
+    _assistant_turns: int = 0
+
+    # -- structured calls --------------------------------------------------------------------
+
+    def _agent(self, role: RoleName, prompt: str) -> RoleAgent:
+        return RoleAgent(
+            role,
+            prompt,
+            self.gateway,
+            spec=self.models(role),
+            episode_id=self.episode_id,
+            seed=self.spec.seed,
+            params=self.params,
+        )
+
+    async def _ask(
+        self, role: RoleName, prompt: str, request: str, parse: Callable[[str], T]
+    ) -> _Structured[T]:
+        """Ask, and re-ask (bounded) while the reply does not parse."""
+        agent = self._agent(role, prompt)
+        message = request
+        raw, call_id = "", None
+        for attempt in range(1, self.settings.parse_attempts + 1):
+            try:
+                reply = await agent.respond(("dramaturg", message))
+                raw, call_id = reply.text, reply.call_id
+                return _Structured(parse(reply.text), raw, attempt, call_id)
+            except ReplyParseError as exc:
+                raw = exc.raw or raw
+                message = (
+                    f"Your reply could not be used ({exc}). Reply again with JSON only, "
+                    "exactly in the format asked for."
+                )
+        return _Structured(None, raw, self.settings.parse_attempts, call_id)
+
+    async def _critique(
+        self, history: History, reply: str, turn_idx: int, target: Literal["original", "revision", "candidate"]
+    ) -> CritiqueRow:
+        rubric = self.spec.rubric
+        result = await self._ask(
+            "critic",
+            critic_prompt(self.spec),
+            critique_request(history, reply),
+            lambda text: parse_critique(text, rubric),
+        )
+        parsed: CritiqueReply | None = result.value
+        row = CritiqueRow(
+            critique_id=uuid.uuid4().hex,
+            episode_id=self.episode_id,
+            turn_idx=turn_idx,
+            target=target,
+            status="ok" if parsed else "failed",
+            overall=parsed.overall if parsed else None,
+            scores_json=json.dumps(parsed.scores, sort_keys=True) if parsed else None,
+            feedback=parsed.feedback if parsed else None,
+            raw=result.raw,
+            attempts=result.attempts,
+            call_id=result.call_id,
+        )
+        self.rows.critiques.append(row)
+        return row
+
+    async def _judge_both_orders(
+        self, history: History, better: str, worse: str, turn_idx: int, source: Literal["revision", "best_of_n"]
+    ) -> tuple[str, list[str]]:
+        """Judge (better, worse) in both orders. Returns an outcome and the judgment ids.
+
+        The outcome is 'paired' only when both orders prefer ``better``.
+        """
+        verdicts: list[Literal["better", "worse", "tie"] | None] = []
+        ids = []
+        for orientation, first, second in (("ab", better, worse), ("ba", worse, better)):
+            result = await self._ask(
+                "verifier", judge_prompt(self.spec), judge_request(history, first, second), parse_judgment
+            )
+            parsed: JudgeReply | None = result.value
+            row = JudgmentRow(
+                judgment_id=uuid.uuid4().hex,
+                episode_id=self.episode_id,
+                turn_idx=turn_idx,
+                source=source,
+                first_text=first,
+                second_text=second,
+                orientation="ab" if orientation == "ab" else "ba",
+                status="ok" if parsed else "failed",
+                winner=parsed.winner if parsed else None,
+                reason=parsed.reason if parsed else None,
+                raw=result.raw,
+                attempts=result.attempts,
+                call_id=result.call_id,
+            )
+            self.rows.judgments.append(row)
+            ids.append(row.judgment_id)
+            if parsed is None:
+                verdicts.append(None)
+            elif parsed.winner == "tie":
+                verdicts.append("tie")
+            else:
+                better_letter = "A" if orientation == "ab" else "B"
+                verdicts.append("better" if parsed.winner == better_letter else "worse")
+        if None in verdicts:
+            return "judge_failed", ids
+        if verdicts == ["better", "better"]:
+            return "paired", ids
+        if verdicts == ["worse", "worse"]:
+            return "judge_rejected", ids
+        if verdicts == ["tie", "tie"]:
+            return "tie", ids
+        return "inconsistent", ids
+
+    def _checks(self, history: History, reply: str, turn_idx: int, target: str) -> bool:
+        results = run_checks(self.checks, CheckContext(self.spec, history, reply))
+        for result in results:
+            self.rows.checks.append(
+                CheckRow(self.episode_id, turn_idx, target, result.name, result.passed, result.detail)
+            )
+        return all(result.passed for result in results)
+
+    def _pair(
+        self,
+        history: History,
+        turn_idx: int,
+        source: Literal["revision", "best_of_n"],
+        chosen: tuple[str, str | None],
+        rejected: tuple[str, str | None],
+        margin: float,
+        checks_passed: bool,
+        judgment_ids: list[str],
+        critique_ids: list[str],
+    ) -> str:
+        prompt = [{"role": "system", "content": self.spec.assistant_prompt}]
+        prompt += [{"role": role, "content": content} for role, content in history]
+        pair_id = uuid.uuid4().hex
+        self.rows.pairs.append(
+            PairRow(
+                pair_id=pair_id,
+                run_id=self.run_id,
+                episode_id=self.episode_id,
+                scenario=self.spec.scenario,
+                turn_idx=turn_idx,
+                prompt_json=json.dumps(prompt),
+                chosen=chosen[0],
+                rejected=rejected[0],
+                source=source,
+                margin=margin,
+                judge_agreement=True,
+                checks_passed=checks_passed,
+                chosen_call_id=chosen[1],
+                rejected_call_id=rejected[1],
+                judgment_ids_json=json.dumps(judgment_ids),
+                critique_ids_json=json.dumps(critique_ids),
+                created_at=utcnow(),
+            )
+        )
+        return pair_id
+
+    def _outcome(self, turn_idx: int, source: str, outcome: str, pair_id: str | None = None) -> None:
+        self.rows.outcomes.append(PairOutcomeRow(self.episode_id, turn_idx, source, outcome, pair_id))
+
+    # -- the turn ------------------------------------------------------------------------------
+
+    async def review_turn(
+        self, history: History, answer: str, answer_call_id: str | None, turn_idx: int, assistant: RoleAgent
+    ) -> TurnResult:
+        """Critique (and maybe revise) the assistant's ``answer`` to the last user turn in ``history``.
+
+        Returns the text the dialogue continues with. The assistant's own context is updated
+        to hold the revision, so it never sees its original again.
+        """
+        self._assistant_turns += 1
+        if self._assistant_turns <= self.settings.best_of_n_turns and self.settings.best_of_n > 1:
+            await self._best_of_n(history, answer, answer_call_id, turn_idx)
+        if not self.settings.critique:
+            return TurnResult(answer, answer_call_id)
+        critique = await self._critique(history, answer, turn_idx, "original")
+        if critique.overall is None:
+            self._outcome(turn_idx, "revision", "critique_failed")
+            return TurnResult(answer, answer_call_id)
+        original_ok = self._checks(history, answer, turn_idx, "original")
+        threshold = self.settings.revise_below
+        if critique.overall >= threshold and original_ok:
+            return TurnResult(answer, answer_call_id)
+        failed_checks = [
+            f"- check {row.name} failed: {row.detail}"
+            for row in self.rows.checks
+            if row.turn_idx == turn_idx and row.target == "original" and not row.passed
+        ]
+        feedback = "\n".join([critique.feedback or "", *failed_checks]).strip()
+        revision = await assistant.revise(revision_request(feedback))
+        revised_critique = await self._critique(history, revision.text, turn_idx, "revision")
+        self.rows.revisions.append(
+            RevisionRow(
+                revision_id=uuid.uuid4().hex,
+                episode_id=self.episode_id,
+                turn_idx=turn_idx,
+                original=answer,
+                revised=revision.text,
+                critique_id=critique.critique_id,
+                revision_critique_id=revised_critique.critique_id,
+                original_call_id=answer_call_id,
+                revised_call_id=revision.call_id,
+            )
+        )
+        continued = TurnResult(revision.text, revision.call_id)
+        if revision.text.strip() == answer.strip():
+            self._outcome(turn_idx, "revision", "identical")
+            return continued
+        if revised_critique.overall is None:
+            self._outcome(turn_idx, "revision", "critique_failed")
+            return continued
+        revised_ok = self._checks(history, revision.text, turn_idx, "revision")
+        margin = revised_critique.overall - critique.overall
+        outcome, judgment_ids = await self._judge_both_orders(history, revision.text, answer, turn_idx, "revision")
+        if outcome == "paired" and margin < self.settings.min_margin:
+            outcome = "low_margin"
+        elif outcome == "paired" and revised_critique.overall < self.settings.revise_below:
+            outcome = "chosen_below_threshold"
+        pair_id = None
+        if outcome == "paired":
+            pair_id = self._pair(
+                history,
+                turn_idx,
+                "revision",
+                (revision.text, revision.call_id),
+                (answer, answer_call_id),
+                margin,
+                revised_ok,
+                judgment_ids,
+                [critique.critique_id, revised_critique.critique_id],
+            )
+        self._outcome(turn_idx, "revision", outcome, pair_id)
+        return continued
+
+    async def _best_of_n(self, history: History, answer: str, answer_call_id: str | None, turn_idx: int) -> None:
+        spec = self.models("assistant")
+        candidates = [(answer, answer_call_id)]
+        messages = tuple(Message("user" if role == "user" else "assistant", text) for role, text in history)
+        for k in range(1, self.settings.best_of_n):
+            request = ModelRequest(
+                backend=spec.backend,
+                model=spec.model,
+                role="assistant",
+                system=self.spec.assistant_prompt,
+                messages=messages,
+                params=self.params,
+                seed=self.spec.seed + k,
+            )
+            outcome = await self.gateway.complete(request, episode_id=self.episode_id)
+            candidates.append((outcome.response.text.strip(), outcome.call_id))
+        scored = [
+            _Candidate(text, call_id, await self._critique(history, text, turn_idx, "candidate"))
+            for text, call_id in candidates
+        ]
+        usable = [c for c in scored if c.critique.overall is not None]
+        if len(usable) < 2:
+            self._outcome(turn_idx, "best_of_n", "critique_failed")
+            return
+        usable.sort(key=lambda c: -(c.critique.overall or 0.0))
+        best, worst = usable[0], usable[-1]
+        margin = (best.critique.overall or 0.0) - (worst.critique.overall or 0.0)
+        if best.text == worst.text:
+            self._outcome(turn_idx, "best_of_n", "identical")
+            return
+        if margin < self.settings.min_margin:
+            self._outcome(turn_idx, "best_of_n", "low_margin")
+            return
+        if (best.critique.overall or 0.0) < self.settings.revise_below:
+            # Both sides flawed: a pair would teach "less bad", not "good".
+            self._outcome(turn_idx, "best_of_n", "chosen_below_threshold")
+            return
+        outcome, judgment_ids = await self._judge_both_orders(history, best.text, worst.text, turn_idx, "best_of_n")
+        pair_id = None
+        if outcome == "paired":
+            best_ok = self._checks(history, best.text, turn_idx, "candidate")
+            pair_id = self._pair(
+                history,
+                turn_idx,
+                "best_of_n",
+                (best.text, best.call_id),
+                (worst.text, worst.call_id),
+                margin,
+                best_ok,
+                judgment_ids,
+                [best.critique.critique_id, worst.critique.critique_id],
+            )
+        self._outcome(turn_idx, "best_of_n", outcome, pair_id)
+
+    # -- the episode ---------------------------------------------------------------------------
+
+    async def goal_met(self, dialogue: History) -> bool | None:
+        """The verifier's verdict on the episode's goal; None if it never answered usably."""
+        result = await self._ask("verifier", verifier_prompt(), goal_request(self.spec.goal, dialogue), parse_goal)
+        self.rows.checks.append(
+            CheckRow(
+                self.episode_id,
+                None,
+                "episode",
+                "goal_met",
+                bool(result.value and result.value.goal_met),
+                (result.value.reason if result.value else f"verifier reply did not parse: {result.raw[:200]}"),
+            )
+        )
+        return result.value.goal_met if result.value else None
+
+
+@dataclass(frozen=True, slots=True)
+class PairReport:
+    """Pair statistics of a run, read back from the store.
+
+    Attributes:
+        outcomes: candidate pairs by outcome ('paired', 'tie', 'inconsistent', ...).
+        judged_both_orders: candidate pairs whose two judgments both parsed.
+        agreeing: of those, how many had both orders prefer the same side.
+        with_ground_truth: pairs whose two sides carry the sim's planted-mistake notes.
+        correct: of those, pairs whose chosen side has no planted mistake and whose
+            rejected side has one.
+    """
+
+    pairs: dict[str, int]
+    outcomes: dict[str, int]
+    judged_both_orders: int
+    agreeing: int
+    with_ground_truth: int
+    correct: int
+
+    @property
+    def correctness(self) -> float | None:
+        return self.correct / self.with_ground_truth if self.with_ground_truth else None
+
+
+def pair_report(store: Store, run_id: str) -> PairReport:
+    """Summarise a run's pairs and judgments; records sim pair correctness in ``metrics``."""
+    pairs = dict(store.sql("SELECT source, count(*) FROM preference_pairs WHERE run_id = ? GROUP BY 1", [run_id]))
+    outcomes = dict(
+        store.sql(
+            "SELECT o.outcome, count(*) FROM pair_outcomes o JOIN episodes e USING (episode_id) "
+            "WHERE e.run_id = ? GROUP BY 1",
+            [run_id],
+        )
+    )
+    judged, agreeing = store.sql(
+        """
+        WITH j AS (
+            SELECT j.episode_id, j.turn_idx, j.source,
+                   max(CASE WHEN j.orientation = 'ab' THEN j.winner END) AS ab,
+                   max(CASE WHEN j.orientation = 'ba' THEN j.winner END) AS ba
+            FROM judgments j JOIN episodes e USING (episode_id)
+            WHERE e.run_id = ? AND j.status = 'ok'
+            GROUP BY ALL
+        )
+        SELECT count(*) FILTER (WHERE ab IS NOT NULL AND ba IS NOT NULL),
+               count(*) FILTER (WHERE (ab = 'A' AND ba = 'B') OR (ab = 'B' AND ba = 'A')
+                                   OR (ab = 'tie' AND ba = 'tie'))
+        FROM j
+        """,
+        [run_id],
+    )[0]
+    known, correct = store.sql(
+        """
+        SELECT count(*) FILTER (WHERE c.annotations->>'planted' IS NOT NULL
+                                  AND r.annotations->>'planted' IS NOT NULL),
+               count(*) FILTER (WHERE c.annotations->>'planted' = 'none'
+                                  AND r.annotations->>'planted' <> 'none')
+        FROM preference_pairs p
+        LEFT JOIN llm_calls c ON c.call_id = p.chosen_call_id
+        LEFT JOIN llm_calls r ON r.call_id = p.rejected_call_id
+        WHERE p.run_id = ?
+        """,
+        [run_id],
+    )[0]
+    report = PairReport(pairs, outcomes, judged, agreeing, known, correct)
+    if report.correctness is not None:
+        with store.transaction() as con:
+            con.execute("DELETE FROM metrics WHERE run_id = ? AND name = 'sim_pair_correctness'", [run_id])
+            con.execute(
+                "INSERT INTO metrics VALUES (?, NULL, 'sim_pair_correctness', ?, ?, ?)",
+                [run_id, report.correctness, json.dumps({"pairs": known, "correct": correct}), utcnow()],
+            )
+    return report

@@ -1,0 +1,158 @@
+"""The ``anthropic`` backend: Claude through the Messages API of the ``anthropic`` SDK.
+
+The SDK is imported when the backend is built, not when dramaturg is imported (it adds about
+a second to import time). SDK retries are off: the gateway retries, paced by its limiter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from dramaturg._errors import BackendError, ConfigError
+from dramaturg._model import Message, ModelRequest, ModelResponse
+from dramaturg.backends._sdk import body_message, kind_for_status, parse_retry_after, scrub, transport_error
+
+if TYPE_CHECKING:
+    import anthropic
+    from anthropic.types import MessageParam
+
+__all__ = ["AnthropicBackend", "anthropic_messages"]
+
+_KEY_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+_OPENING = "(The conversation begins.)"
+_EMPTY = "(empty message)"
+
+
+class AnthropicBackend:
+    """Claude via ``AsyncAnthropic``. The key comes from ``ANTHROPIC_API_KEY`` only.
+
+    The base URL is the SDK's: ``ANTHROPIC_BASE_URL`` when set (without ``/v1``), else
+    Anthropic's API.
+
+    Args:
+        timeout_s: per-request timeout handed to the SDK; None keeps the SDK's default.
+
+    Raises:
+        ConfigError: no key in the environment.
+    """
+
+    name = "anthropic"
+
+    def __init__(self, *, timeout_s: float | None = None):
+        if not any(os.environ.get(name) for name in _KEY_VARS):
+            raise ConfigError(
+                "backend 'anthropic': ANTHROPIC_API_KEY is not set (keys are read from the "
+                "environment only, never from options or files)"
+            )
+        import anthropic
+        import httpx2
+
+        self._sdk = anthropic
+        # What a call can raise besides our own errors: the SDK's tree, the transport's own
+        # exceptions (not always wrapped) and the bare JSONDecodeError of a truncated 200.
+        self._catch: tuple[type[BaseException], ...] = (
+            anthropic.AnthropicError,
+            httpx2.HTTPError,
+            OSError,
+            json.JSONDecodeError,
+        )
+        timeout: Any = timeout_s if timeout_s is not None else anthropic.NOT_GIVEN
+        self._client: anthropic.AsyncAnthropic = anthropic.AsyncAnthropic(max_retries=0, timeout=timeout)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Send ``request`` once; raise :class:`BackendError` with the right kind on failure."""
+        try:
+            message = await self._client.messages.create(
+                model=request.model,
+                max_tokens=request.params.max_tokens,
+                messages=anthropic_messages(request.messages),
+                # anthropic >= 2 dropped the `temperature` argument; the API still takes it.
+                extra_body={"temperature": request.params.temperature},
+                system=request.system or self._sdk.omit,
+            )
+        except self._catch as exc:
+            raise self._translate(exc) from exc
+        return _response(message)
+
+    async def aclose(self) -> None:
+        """Close the SDK's connection pool."""
+        await self._client.close()
+
+    def _translate(self, exc: BaseException) -> BackendError:
+        sdk = self._sdk
+        if isinstance(exc, sdk.APIStatusError):
+            status = exc.status_code
+            kind = kind_for_status(status)
+            detail = body_message(exc.body) or exc.message
+            hint = " (check ANTHROPIC_API_KEY)" if kind == "auth" else ""
+            return BackendError(
+                scrub(f"anthropic: HTTP {status} {detail}{hint}", *_KEY_VARS),
+                kind=kind,
+                retry_after=parse_retry_after(exc.response.headers),
+                status=status,
+            )
+        if isinstance(exc, sdk.APITimeoutError):
+            return BackendError("anthropic: request timed out", kind="timeout")
+        if isinstance(exc, sdk.APIConnectionError):
+            cause = exc.__cause__
+            detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+            return BackendError(
+                scrub(f"anthropic: connection failed ({detail})", *_KEY_VARS), kind="connection"
+            )
+        if isinstance(exc, sdk.APIResponseValidationError):
+            return BackendError(f"anthropic: unexpected response shape ({exc})", kind="malformed")
+        mapped = transport_error(exc, "anthropic")
+        if mapped is not None:
+            return mapped
+        return BackendError(scrub(f"anthropic: {type(exc).__name__}: {exc}", *_KEY_VARS), kind="other")
+
+
+def anthropic_messages(messages: tuple[Message, ...]) -> list[MessageParam]:
+    """The Messages API form of a conversation, made valid if it is not already.
+
+    The API requires a user message first, strictly alternating roles and non-empty text.
+    dramaturg's agents already send that shape; this guard merges same-role neighbours and
+    fills the gaps, so a request built some other way is still one the API accepts.
+    """
+    merged: list[Message] = []
+    for message in messages:
+        content = message.content if message.content.strip() else _EMPTY
+        if merged and merged[-1].role == message.role:
+            merged[-1] = Message(message.role, merged[-1].content + "\n\n" + content)
+        else:
+            merged.append(Message(message.role, content))
+    if not merged or merged[0].role != "user":
+        merged.insert(0, Message("user", _OPENING))
+    params: list[MessageParam] = []
+    for message in merged:
+        if message.role == "user":
+            params.append({"role": "user", "content": message.content})
+        else:
+            params.append({"role": "assistant", "content": message.content})
+    return params
+
+
+def _response(message: anthropic.types.Message) -> ModelResponse:
+    # Without strict validation the SDK builds the model without checking it, so a 200
+    # whose JSON has the wrong shape surfaces here as a missing attribute.
+    try:
+        text = "".join(block.text for block in message.content if block.type == "text")
+        usage = message.usage
+        response = ModelResponse(
+            text=text,
+            input_tokens=int(usage.input_tokens),
+            output_tokens=int(usage.output_tokens),
+            finish_reason=_FINISH.get(str(message.stop_reason), str(message.stop_reason)),
+            cache_read_tokens=int(usage.cache_read_input_tokens or 0),
+            cache_write_tokens=int(usage.cache_creation_input_tokens or 0),
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise BackendError(f"anthropic: malformed reply ({exc})", kind="malformed") from exc
+    if not text.strip():
+        raise BackendError(
+            f"anthropic: the reply has no text (stop_reason {message.stop_reason})", kind="malformed"
+        )
+    return response

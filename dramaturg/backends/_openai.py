@@ -1,0 +1,153 @@
+"""The ``openai`` backend: any OpenAI-compatible Chat Completions endpoint.
+
+OpenAI itself, or vLLM, Ollama, llama.cpp server and the like through a base URL (which, unlike
+Anthropic's, includes ``/v1``). The SDK is imported when the backend is built; its retries are
+off because the gateway retries.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+from typing import TYPE_CHECKING, Any
+
+from dramaturg._errors import BackendError, ConfigError
+from dramaturg._model import ModelRequest, ModelResponse
+from dramaturg.backends._sdk import body_message, kind_for_status, parse_retry_after, scrub, transport_error
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+
+__all__ = ["OpenAIBackend"]
+
+_KEY_VAR = "OPENAI_API_KEY"
+# Local servers ignore the key, but the SDK refuses to start without one.
+_NO_KEY = "no-key-needed"
+
+
+class OpenAIBackend:
+    """A Chat Completions endpoint via ``AsyncOpenAI``; the key comes from ``OPENAI_API_KEY``.
+
+    Args:
+        base_url: the endpoint, e.g. ``http://localhost:8000/v1`` for vLLM; defaults to
+            ``OPENAI_BASE_URL``, then to OpenAI's API.
+        timeout_s: per-request timeout handed to the SDK; None keeps the SDK's default.
+
+    Raises:
+        ConfigError: OpenAI's own API is the target and ``OPENAI_API_KEY`` is not set.
+    """
+
+    name = "openai"
+
+    def __init__(self, *, base_url: str | None = None, timeout_s: float | None = None):
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self._official = base_url is None or urllib.parse.urlsplit(base_url).hostname == "api.openai.com"
+        has_key = bool(os.environ.get(_KEY_VAR))
+        if not has_key and self._official:
+            raise ConfigError(
+                "backend 'openai': OPENAI_API_KEY is not set (keys are read from the environment "
+                "only; for a local server without keys pass --base-url)"
+            )
+        import httpx2
+        import openai
+
+        self._sdk = openai
+        self._catch: tuple[type[BaseException], ...] = (
+            openai.OpenAIError,
+            httpx2.HTTPError,
+            OSError,
+            json.JSONDecodeError,
+        )
+        timeout: Any = timeout_s if timeout_s is not None else openai.NOT_GIVEN
+        self._client: openai.AsyncOpenAI = openai.AsyncOpenAI(
+            api_key=None if has_key else _NO_KEY,  # None: the SDK reads OPENAI_API_KEY itself
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+        )
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Send ``request`` once; raise :class:`BackendError` with the right kind on failure."""
+        messages: list[ChatCompletionMessageParam] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        for message in request.messages:
+            if message.role == "user":
+                messages.append({"role": "user", "content": message.content})
+            else:
+                messages.append({"role": "assistant", "content": message.content})
+        # OpenAI's newer models only accept max_completion_tokens; many compatible servers
+        # only know max_tokens.
+        limit, omit = request.params.max_tokens, self._sdk.omit
+        try:
+            completion = await self._client.chat.completions.create(
+                model=request.model,
+                messages=messages,
+                temperature=request.params.temperature,
+                seed=request.seed,
+                max_completion_tokens=limit if self._official else omit,
+                max_tokens=omit if self._official else limit,
+            )
+        except self._catch as exc:
+            raise self._translate(exc) from exc
+        return _response(completion)
+
+    async def aclose(self) -> None:
+        """Close the SDK's connection pool."""
+        await self._client.close()
+
+    def _translate(self, exc: BaseException) -> BackendError:
+        sdk = self._sdk
+        if isinstance(exc, sdk.APIStatusError):
+            status = exc.status_code
+            kind = kind_for_status(status)
+            detail = body_message(exc.body) or exc.message
+            hint = " (check OPENAI_API_KEY)" if kind == "auth" else ""
+            if status == 429 and exc.code == "insufficient_quota":
+                # Not a rate limit: the account has no credit left, and waiting will not help.
+                kind, hint = "auth", " (the account has no quota left; check billing)"
+            return BackendError(
+                scrub(f"openai: HTTP {status} {detail}{hint}", _KEY_VAR),
+                kind=kind,
+                retry_after=parse_retry_after(exc.response.headers),
+                status=status,
+            )
+        if isinstance(exc, sdk.APITimeoutError):
+            return BackendError("openai: request timed out", kind="timeout")
+        if isinstance(exc, sdk.APIConnectionError):
+            cause = exc.__cause__
+            detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+            return BackendError(scrub(f"openai: connection failed ({detail})", _KEY_VAR), kind="connection")
+        if isinstance(exc, sdk.APIResponseValidationError):
+            return BackendError(f"openai: unexpected response shape ({exc})", kind="malformed")
+        mapped = transport_error(exc, "openai")
+        if mapped is not None:
+            return mapped
+        return BackendError(scrub(f"openai: {type(exc).__name__}: {exc}", _KEY_VAR), kind="other")
+
+
+def _response(completion: ChatCompletion) -> ModelResponse:
+    try:
+        choice = completion.choices[0]
+        text = choice.message.content or ""
+        usage = completion.usage
+        prompt = int(usage.prompt_tokens) if usage else 0
+        details = usage.prompt_tokens_details if usage else None
+        cached = int(details.cached_tokens or 0) if details else 0
+        response = ModelResponse(
+            text=text,
+            # Cached prompt tokens are billed at their own rate; count them once, there.
+            input_tokens=prompt - cached,
+            output_tokens=int(usage.completion_tokens) if usage else 0,
+            finish_reason=str(choice.finish_reason or "stop"),
+            cache_read_tokens=cached,
+        )
+    except (AttributeError, IndexError, TypeError, ValueError) as exc:
+        raise BackendError(f"openai: malformed reply ({exc})", kind="malformed") from exc
+    if not text.strip():
+        raise BackendError(
+            f"openai: the reply has no text (finish_reason {choice.finish_reason})", kind="malformed"
+        )
+    return response

@@ -1,0 +1,86 @@
+"""Structured replies of the critic, judge and verifier, and their strict parsing.
+
+A reply that does not parse raises :class:`ReplyParseError` carrying the raw text; callers
+ask again (bounded) and then record a failure. A parse never yields a row of ``None``s.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dramaturg._errors import ReplyParseError
+
+__all__ = ["CritiqueReply", "GoalReply", "JudgeReply", "parse_critique", "parse_goal", "parse_judgment"]
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Reply(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CritiqueReply(_Reply):
+    scores: dict[str, int]
+    overall: float = Field(ge=1, le=10)
+    feedback: str = Field(min_length=1)
+
+
+class JudgeReply(_Reply):
+    winner: Literal["A", "B", "tie"]
+    reason: str = ""
+
+
+class GoalReply(_Reply):
+    goal_met: bool
+    reason: str = ""
+
+
+def _json_object(text: str) -> object:
+    """The JSON object in a reply: bare, fenced, or the outermost {...} in prose."""
+    candidates = [text.strip()]
+    candidates += [match.strip() for match in _FENCE.findall(text)]
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:
+        candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            return json.loads(candidate)
+        except json.JSONDecodeError:
+            continue
+    raise ReplyParseError("the reply holds no JSON object", raw=text)
+
+
+def _parse(model: type[M], text: str) -> M:
+    data = _json_object(text)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "reply"
+        raise ReplyParseError(f"field '{where}': {first['msg']}", raw=text) from exc
+
+
+def parse_critique(text: str, rubric: Sequence[str]) -> CritiqueReply:
+    """Parse a critic reply; every rubric criterion must be scored 1..10."""
+    reply = _parse(CritiqueReply, text)
+    missing = [criterion for criterion in rubric if criterion not in reply.scores]
+    if missing:
+        raise ReplyParseError(f"field 'scores': no score for {missing}", raw=text)
+    out_of_range = {k: v for k, v in reply.scores.items() if not 1 <= v <= 10}
+    if out_of_range:
+        raise ReplyParseError(f"field 'scores': scores must be 1..10, got {out_of_range}", raw=text)
+    return reply
+
+
+def parse_judgment(text: str) -> JudgeReply:
+    return _parse(JudgeReply, text)
+
+
+def parse_goal(text: str) -> GoalReply:
+    return _parse(GoalReply, text)

@@ -1,0 +1,206 @@
+"""Diversity metrics: distinct-n, self-BLEU and length statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+from dramaturg.evaluators._dedup import normalize_text
+from dramaturg.evaluators._diversity import (
+    LengthStats,
+    distinct_n,
+    distinct_ns,
+    length_stats,
+    self_bleu,
+)
+
+# --- distinct-n ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (1, 4 / 6),  # the cat sat the cat ran: 4 unique of 6
+        (2, 3 / 4),  # "the cat" twice, "cat sat", "cat ran"
+        (3, 2 / 2),
+        (4, 0.0),  # no text has four words
+    ],
+)
+def test_distinct_n_hand_computed(n: int, expected: float) -> None:
+    assert distinct_n(["the cat sat", "the cat ran"], n) == expected
+
+
+def test_distinct_n_normalises_before_counting() -> None:
+    assert distinct_n(["Hello, world!", "hello   WORLD"], 1) == 0.5
+
+
+def test_ngrams_never_span_two_texts() -> None:
+    # Across the boundary "b c" would be a third bigram.
+    assert distinct_n(["a b", "c d"], 2) == 1.0
+    assert distinct_n(["a", "a"], 2) == 0.0
+    assert distinct_n(["a b", "a b"], 2) == 0.5
+
+
+@pytest.mark.parametrize("texts", [[], [""], ["  ", "?!"]])
+def test_distinct_n_without_ngrams_is_zero(texts: list[str]) -> None:
+    assert distinct_n(texts, 1) == 0.0
+
+
+def test_distinct_n_rejects_order_below_one() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        distinct_n(["a b"], 0)
+
+
+def _reference_distinct(texts: Sequence[str], n: int) -> float:
+    grams = [
+        tuple(words[i : i + n])
+        for words in (normalize_text(t).split() for t in texts)
+        for i in range(len(words) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def test_distinct_ns_matches_a_reference_including_wide_codes() -> None:
+    rng = random.Random(3)
+    # 3000 word types need 12 bits, so orders above 5 take the renumbering path.
+    vocabulary = [f"w{i}" for i in range(3000)] + ["the"] * 3000
+    texts = [" ".join(rng.choices(vocabulary, k=rng.randrange(0, 40))) for _ in range(300)]
+    texts += texts[:50]  # repeated n-grams of every order
+    orders = (1, 2, 3, 5, 6, 8)
+    result = distinct_ns(texts, orders)
+    for n in orders:
+        assert result[n] == pytest.approx(_reference_distinct(texts, n), abs=1e-12)
+        assert distinct_n(texts, n) == result[n]
+
+
+# --- self-BLEU ----------------------------------------------------------------------------
+
+
+def test_self_bleu_hand_computed() -> None:
+    # Each text against the other: p1 = 3/4, p2 = (2+1)/(3+1), p3 = (1+1)/(2+1),
+    # p4 = (0+1)/(1+1) with add-one smoothing above unigrams; equal lengths, so no penalty.
+    expected = (0.75 * 0.75 * (2 / 3) * 0.5) ** 0.25
+    assert self_bleu(["a b c d", "A b c e."]) == pytest.approx(expected)
+
+
+def test_self_bleu_of_identical_texts_is_one() -> None:
+    assert self_bleu(["the cat sat on the mat"] * 5) == pytest.approx(1.0)
+
+
+def test_self_bleu_applies_the_brevity_penalty() -> None:
+    # The short text matches perfectly but is half the length of its reference.
+    short, long = "a b c d", "a b c d e f g h"
+    score = self_bleu([short, long], max_n=1)
+    long_score = 4 / 8  # half its unigrams appear in the short reference; longer: no penalty
+    short_score = 1.0 * math.exp(1 - 8 / 4)
+    assert score == pytest.approx((short_score + long_score) / 2)
+
+
+def _corpus(seed: int, size: int, repetitive: bool) -> list[str]:
+    rng = random.Random(seed)
+    openings = ["i need help with my order", "my order has not arrived yet"]
+    words = [f"word{i}" for i in range(5000)]
+    texts = []
+    for _ in range(size):
+        if repetitive:
+            tail = " ".join(rng.choices(words[:20], k=5))
+            texts.append(f"{rng.choice(openings)} and the tracking says {tail}")
+        else:
+            texts.append(" ".join(rng.choices(words, k=15)))
+    return texts
+
+
+def test_self_bleu_is_higher_for_a_repetitive_corpus() -> None:
+    repetitive = self_bleu(_corpus(1, 300, repetitive=True))
+    varied = self_bleu(_corpus(1, 300, repetitive=False))
+    assert repetitive > 0.5
+    assert varied < 0.2
+    assert repetitive > varied
+
+
+def test_self_bleu_is_deterministic_by_seed_and_leaves_global_random_alone() -> None:
+    texts = _corpus(2, 1000, repetitive=True)
+    state = random.getstate()
+    first = self_bleu(texts, sample=50, seed=11)
+    assert random.getstate() == state
+    assert self_bleu(texts, sample=50, seed=11) == first
+    assert self_bleu(texts, sample=50, seed=12) != first
+
+
+def _reference_self_bleu(texts: Sequence[str], max_n: int = 4) -> float:
+    """Direct O(k²) definition: every text against every other text's n-gram counts."""
+    tokens = [normalize_text(t).split() for t in texts]
+
+    def grams(words: list[str], n: int) -> Counter[tuple[str, ...]]:
+        return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+
+    scores = []
+    for i, hyp in enumerate(tokens):
+        refs = [r for j, r in enumerate(tokens) if j != i]
+        orders = min(max_n, len(hyp))
+        if orders == 0:
+            scores.append(0.0)
+            continue
+        logs = []
+        for n in range(1, orders + 1):
+            hyp_counts = grams(hyp, n)
+            ref_counts = [grams(r, n) for r in refs]
+            clipped = sum(min(c, max(rc[g] for rc in ref_counts)) for g, c in hyp_counts.items())
+            total = len(hyp) - n + 1
+            logs.append(
+                (math.log(clipped / total) if clipped else -math.inf)
+                if n == 1
+                else math.log((clipped + 1) / (total + 1))
+            )
+        if logs[0] == -math.inf:
+            scores.append(0.0)
+            continue
+        ref_len = min((len(r) for r in refs), key=lambda m: (abs(m - len(hyp)), m))
+        brevity = 1.0 if len(hyp) > ref_len else math.exp(1 - ref_len / len(hyp))
+        scores.append(brevity * math.exp(sum(logs) / orders))
+    return sum(scores) / len(scores)
+
+
+def test_self_bleu_matches_the_direct_definition() -> None:
+    rng = random.Random(5)
+    words = ["a", "b", "c", "d", "e", "f", "g"]
+    texts = [" ".join(rng.choices(words, k=rng.randrange(0, 12))) for _ in range(40)]
+    assert self_bleu(texts, sample=40) == pytest.approx(_reference_self_bleu(texts))
+
+
+@pytest.mark.parametrize("texts", [[], ["only one"]])
+def test_self_bleu_needs_two_texts(texts: list[str]) -> None:
+    assert self_bleu(texts) == 0.0
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"sample": 1}, "sample"), ({"max_n": 0}, "max_n")])
+def test_self_bleu_rejects_invalid_parameters(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        self_bleu(["a", "b"], **kwargs)
+
+
+# --- length statistics ------------------------------------------------------------------------
+
+
+def test_length_stats() -> None:
+    assert length_stats([4, 1, 3, 2]) == LengthStats(
+        count=4, mean=2.5, p50=2.5, p90=pytest.approx(3.7), min=1.0, max=4.0
+    )
+
+
+def test_length_stats_of_one_value() -> None:
+    assert length_stats([7]) == LengthStats(count=1, mean=7.0, p50=7.0, p90=7.0, min=7.0, max=7.0)
+
+
+def test_length_stats_of_nothing_is_zero() -> None:
+    assert length_stats([]) == LengthStats(count=0, mean=0.0, p50=0.0, p90=0.0, min=0.0, max=0.0)
+
+
+def test_length_stats_is_frozen() -> None:
+    stats = length_stats([1.0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.count = 2
