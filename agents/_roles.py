@@ -79,7 +79,8 @@ class RoleAgent:
         The exchange (original, revision request, revision) collapses to the revision, so the
         conversation continues as if the assistant had answered well the first time.
         """
-        before = await self._context.get_messages()
+        # A copy: the context may hand out its live list, which the next exchange extends.
+        before = list(await self._context.get_messages())
         revision = await self.respond(("critic", request))
         await self._context.clear()
         for message in before[:-1]:
@@ -89,7 +90,7 @@ class RoleAgent:
 
     async def replace_last_reply(self, text: str) -> None:
         """Swap this agent's latest reply for ``text`` (a revision) in its own context."""
-        history = await self._context.get_messages()
+        history = list(await self._context.get_messages())
         for index in range(len(history) - 1, -1, -1):
             if isinstance(history[index], AssistantMessage):
                 history[index] = AssistantMessage(content=text, source=self.role)

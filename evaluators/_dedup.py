@@ -56,8 +56,8 @@ _I64 = npt.NDArray[np.int64]
 # words, like a handful of edits. Facts are what make a dialogue distinct, and the ones with
 # digits (order ids, dates, amounts, flight numbers, versions) are cheap to recognise, so
 # their bigrams weigh more. Edits rarely hit them, so near-duplicates barely move.
-# Bigrams rather than char shingles also keep the permutation kernel (linear in the shingle count)
-# ~6x cheaper.
+# Word rather than char shingles also keep the permutation kernel, which is linear in the
+# shingle count, ~6x cheaper.
 _SHINGLE_WORDS = 2
 _FACT_WEIGHT = 4
 

@@ -22,7 +22,7 @@ __all__ = ["LengthStats", "distinct_n", "distinct_ns", "length_stats", "self_ble
 
 _I64 = npt.NDArray[np.int64]
 
-# Texts tokenised per numpy conversion: bounds the transient Python list of token ids.
+# Texts tokenised per numpy conversion: bounds the token lists held as Python strings.
 _TOKEN_CHUNK = 2048
 
 
@@ -84,9 +84,15 @@ def _count_distinct(ids: _I64, lengths: _I64, vocabulary: int, n: int) -> tuple[
             # fits an int64 for any corpus below ~3 billion tokens.
             codes = _dense_ranks(codes[: total - k] * np.int64(vocabulary) + ids[k:])
         codes = codes[:starts]
-    text_of_token = np.repeat(np.arange(len(lengths)), lengths)
-    inside = text_of_token[:starts] == text_of_token[n - 1 :]
-    valid = np.sort(codes[inside])
+    # The window at p crosses out of its text t when end_t - n < p < end_t. A boolean mask
+    # rather than a per-token text index: 1 byte per token instead of 8.
+    inside = np.ones(starts, dtype=bool)
+    ends = np.cumsum(lengths)
+    for back in range(1, n):
+        crossing = (ends - back)[lengths >= back]
+        inside[crossing[crossing < starts]] = False
+    valid = codes[inside]
+    valid.sort()
     return int(np.count_nonzero(valid[1:] != valid[:-1])) + min(len(valid), 1), len(valid)
 
 

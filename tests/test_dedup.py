@@ -20,6 +20,7 @@ from dramaturg.evaluators._dedup import (
     exact_key,
     find_duplicates,
     normalize_text,
+    normalized_tokens,
 )
 
 # --- the labelled corpus ---------------------------------------------------------------------
@@ -581,6 +582,21 @@ def test_is_deterministic(corpus: _Corpus) -> None:
 )
 def test_normalize_text(text: str, expected: str) -> None:
     assert normalize_text(text) == expected
+
+
+@pytest.mark.parametrize("marker", ["é", "🙂"])
+def test_ascii_fast_path_agrees_with_the_unicode_path(corpus: _Corpus, marker: str) -> None:
+    # ASCII texts take a shortcut; a non-ASCII (or astral) word sends the same text down the
+    # general path, which must tokenise everything else identically.
+    for _, text in corpus.items[:100]:
+        tokens = normalized_tokens(text)
+        assert tokens == normalize_text(text).split()
+        assert normalized_tokens(f"{text}\n{marker}") == [*tokens, marker]
+
+
+@pytest.mark.parametrize("space", ["\t", "\r\n", "\x0b", "\x0c", "\x1c", "\u00a0", "\u3000"])
+def test_every_whitespace_separates_words(space: str) -> None:
+    assert normalized_tokens(f"Hello,{space}world!{space}(-5)") == ["hello", "world", "-5"]
 
 
 def test_exact_key_is_tagged_and_ignores_cosmetics() -> None:

@@ -1,0 +1,142 @@
+"""Critique, revision, verification and pairs: failures are recorded, never passed on as data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Awaitable
+from pathlib import Path
+
+import pytest
+
+from dramaturg import FunctionBackend, ModelRequest, ModelResponse, RunConfig, SimBackend, Store, run
+
+GARBAGE = "Sure! I think this reply is pretty good overall, maybe a seven?"
+
+
+def _sim_except(*roles: str) -> tuple[FunctionBackend, Counter[str]]:
+    """The sim for every role but ``roles``, which answer garbage. Counts requests per role."""
+    sim = SimBackend()
+    seen: Counter[str] = Counter()
+
+    def answer(request: ModelRequest) -> str | Awaitable[ModelResponse]:
+        seen[request.role] += 1
+        if request.role in roles:
+            return GARBAGE
+        return sim.complete(request)
+
+    return FunctionBackend(answer), seen
+
+
+def _run(tmp_path: Path, backend: FunctionBackend, **config: object) -> Store:
+    settings = RunConfig(scenarios=["support-refund"], episodes=3, run_id="r", **config)  # type: ignore[arg-type]
+    asyncio.run(run(settings, tmp_path / "x.duckdb", backends={"sim": backend}))
+    return Store.open(tmp_path / "x.duckdb")
+
+
+def test_garbage_critic_is_asked_again_then_recorded_as_failed(tmp_path: Path) -> None:
+    backend, seen = _sim_except("critic")
+    store = _run(tmp_path, backend, best_of_n=0)
+    critiques = store.sql("SELECT status, overall, scores, raw, attempts FROM critiques")
+    assistant_turns = store.sql("SELECT count(*) FROM turns WHERE role = 'assistant'")[0][0]
+    outcomes = store.sql("SELECT DISTINCT outcome FROM pair_outcomes")
+    pairs = store.sql("SELECT count(*) FROM preference_pairs")[0][0]
+    revisions = store.sql("SELECT count(*) FROM revisions")[0][0]
+    store.close()
+    assert len(critiques) == assistant_turns > 0
+    assert {row[0] for row in critiques} == {"failed"}
+    assert all(row[1] is None and row[2] is None for row in critiques)  # no invented scores
+    assert all(row[3] == GARBAGE and row[4] == 3 for row in critiques)  # raw text kept
+    assert seen["critic"] == 3 * assistant_turns  # asked, then asked again twice
+    assert outcomes == [("critique_failed",)]
+    assert pairs == revisions == 0
+
+
+def test_garbage_judge_is_recorded_and_makes_no_pair(tmp_path: Path) -> None:
+    backend, _ = _sim_except("verifier")
+    store = _run(tmp_path, backend, sim_mistake_rate=0.6)
+    judgments = store.sql("SELECT status, winner, raw, attempts FROM judgments")
+    outcomes = Counter(o for (o,) in store.sql("SELECT outcome FROM pair_outcomes"))
+    pairs = store.sql("SELECT count(*) FROM preference_pairs")[0][0]
+    goals = store.sql("SELECT DISTINCT goal_met FROM episodes")
+    store.close()
+    assert judgments, "revisions happened, so judgments were asked for"
+    assert all(row == ("failed", None, GARBAGE, 3) for row in judgments)
+    assert outcomes["judge_failed"] > 0 and outcomes["paired"] == 0
+    assert pairs == 0
+    assert goals == [(None,)]
+
+
+def test_pairs_are_judged_in_both_orders_and_follow_the_prompt_format(tmp_path: Path) -> None:
+    store = _run(tmp_path, FunctionBackend(SimBackend().complete), sim_mistake_rate=0.5)
+    pairs = store.sql("SELECT prompt, chosen, rejected, judge_agreement, judgment_ids FROM preference_pairs")
+    orientations = store.sql(
+        "SELECT episode_id, turn_idx, source, list(orientation ORDER BY orientation) FROM judgments GROUP BY ALL"
+    )
+    store.close()
+    assert pairs
+    for prompt_json, chosen, rejected, agreement, judgment_ids in pairs:
+        prompt = json.loads(prompt_json)
+        assert prompt[0]["role"] == "system" and prompt[-1]["role"] == "user"
+        roles = [m["role"] for m in prompt[1:]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"]
+        assert chosen != rejected and agreement
+        assert len(json.loads(judgment_ids)) == 2
+    assert all(order == ["ab", "ba"] for *_, order in orientations)
+
+
+def test_dialogue_continues_from_the_revision(tmp_path: Path) -> None:
+    requests: list[ModelRequest] = []
+    sim = SimBackend()
+
+    def record(request: ModelRequest) -> Awaitable[ModelResponse]:
+        requests.append(request)
+        return sim.complete(request)
+
+    store = _run(tmp_path, FunctionBackend(record), sim_mistake_rate=0.8, best_of_n=0)
+    revisions = store.sql(
+        "SELECT episode_id, turn_idx, original, revised FROM revisions WHERE original <> revised"
+    )
+    turns = dict(
+        ((episode, idx), content)
+        for episode, idx, content in store.sql("SELECT episode_id, idx, content FROM turns")
+    )
+    store.close()
+    assert revisions
+    later_user_views = [
+        m.content for r in requests if r.role == "user_simulator" for m in r.messages if m.role == "user"
+    ]
+    dialogue_of: dict[str, list[str]] = {}
+    for (episode, idx), content in sorted(turns.items()):
+        dialogue_of.setdefault(episode, []).append(content)
+    for episode, idx, original, revised in revisions:
+        assert turns[(episode, idx)] == revised  # the stored dialogue holds the revision
+        before = dialogue_of[episode][:idx]
+        # Later requests of this conversation (same history up to the turn, then more):
+        later = [
+            r
+            for r in requests
+            if [m.content for m in r.messages[:idx]] == before
+            and len(r.messages) > idx + 1
+            and not r.messages[-1].content.startswith("[Revision request]")  # the reviser sees it
+        ]
+        assert later, "the conversation went on after the revision"
+        for request in later:
+            seen = request.messages[idx].content
+            assert original != seen  # the assistant's own context holds the revision
+        user_views = [m.content for r in requests if r.role == "user_simulator" for m in r.messages]
+        assert not any(original in text for text in user_views)
+
+
+@pytest.mark.slow
+def test_offline_pair_correctness_is_measured_and_high(tmp_path: Path) -> None:
+    config = RunConfig(scenarios=["math-tutor", "support-refund"], episodes=10, run_id="r")
+    summary = asyncio.run(run(config, tmp_path / "x.duckdb"))
+    report = summary.pair_report
+    assert report is not None and report.correctness is not None
+    assert sum(report.pairs.values()) >= 20
+    assert report.correctness >= 0.95
+    with Store.open(tmp_path / "x.duckdb") as store:
+        stored = store.sql("SELECT value FROM metrics WHERE name = 'sim_pair_correctness'")[0][0]
+    assert stored == pytest.approx(report.correctness)
