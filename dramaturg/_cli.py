@@ -106,6 +106,39 @@ def run_command(
         ),
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0.0, help=_TIMEOUT_HELP)] = 120.0,
+    critique: Annotated[
+        bool,
+        typer.Option(
+            "--critique/--no-critique",
+            help="Critique every assistant turn online and revise weak ones (pairs come from revisions).",
+            rich_help_panel="Critique and pairs",
+        ),
+    ] = True,
+    revise_below: Annotated[
+        float,
+        typer.Option(min=1, max=10, help="Revise replies the critic scores below this (1-10).",
+                     rich_help_panel="Critique and pairs"),
+    ] = 7.0,
+    min_margin: Annotated[
+        float,
+        typer.Option(min=0, help="Smallest critic-score margin a preference pair needs.",
+                     rich_help_panel="Critique and pairs"),
+    ] = 1.0,
+    best_of_n: Annotated[
+        int,
+        typer.Option(min=0, max=16, help="Candidates sampled at best-of-n turns (0 = off).",
+                     rich_help_panel="Critique and pairs"),
+    ] = 3,
+    best_of_n_turns: Annotated[
+        int,
+        typer.Option(min=0, help="How many of each episode's first assistant turns get best-of-n.",
+                     rich_help_panel="Critique and pairs"),
+    ] = 1,
+    sim_mistake_rate: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="sim backend: share of assistant replies with a planted mistake.",
+                     rich_help_panel="Critique and pairs"),
+    ] = 0.25,
 ) -> None:
     """Perform EPISODES episodes of each SCENARIO and store every turn and model call.
 
@@ -120,6 +153,12 @@ def run_command(
             model=model,
             run_id=run_id,
             sim_role_flip_rate=sim_role_flip_rate,
+            sim_mistake_rate=sim_mistake_rate,
+            critique=critique,
+            revise_below=revise_below,
+            min_margin=min_margin,
+            best_of_n=best_of_n,
+            best_of_n_turns=best_of_n_turns,
             user_model=user_model,
             assistant_model=assistant_model,
             critic_model=critic_model,

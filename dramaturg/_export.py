@@ -312,8 +312,9 @@ def _message_checks(rows: str, key: str, column: str, row_checks: Sequence[str] 
         SELECT {key}, unnest({column}) AS m, generate_subscripts({column}, 1) AS i,
                ({column}[1].role = 'system')::INTEGER AS offset_
         FROM export_rows
-    )
-    SELECT {key}, problem FROM (
+    ),
+    problems AS (
+        SELECT {key}, problem FROM (
         SELECT {key}, CASE
             WHEN {column} IS NULL THEN '{column} is missing or not a list of {{role, content}} messages'
             WHEN len({column}) = 0 THEN '{column} has no messages'
@@ -330,7 +331,11 @@ def _message_checks(rows: str, key: str, column: str, row_checks: Sequence[str] 
                            WHEN (i - offset_) % 2 = 1 THEN 'user' ELSE 'assistant' END AS expected
             FROM messages
         )
-    ) WHERE problem IS NOT NULL ORDER BY {key}, problem
+        ) WHERE problem IS NOT NULL
+    )
+    -- Every bad row is counted; only the first few problems are quoted.
+    SELECT (SELECT count(DISTINCT {key}) FROM problems), {key}, problem
+    FROM problems ORDER BY {key}, problem LIMIT {_QUOTED_PROBLEMS}
     """
 
 
@@ -366,9 +371,10 @@ def _validate(store: Store, db: str | Path, check: str, params: list[object]) ->
     problems = store.sql(check, params)
     if not problems:
         return
-    quoted = "; ".join(f"{key}: {problem}" for key, problem in problems[:_QUOTED_PROBLEMS])
-    more = f" (and {len(problems) - _QUOTED_PROBLEMS} more)" if len(problems) > _QUOTED_PROBLEMS else ""
-    raise StoreError(f"{db}: nothing exported: {len(problems)} rows break the format: {quoted}{more}")
+    bad_rows = problems[0][0]
+    quoted = "; ".join(f"{key}: {problem}" for _, key, problem in problems)
+    breaks = "row breaks" if bad_rows == 1 else "rows break"
+    raise StoreError(f"{db}: nothing exported: {bad_rows} {breaks} the format: {quoted}")
 
 
 def _write(
@@ -402,7 +408,9 @@ def _has_table(store: Store, table: str) -> bool:
 
 
 def _run_ids(store: Store) -> str:
-    ids = [run_id for (run_id,) in store.sql("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 6")]
+    ids = [
+        run_id for (run_id,) in store.sql("SELECT run_id FROM runs ORDER BY created_at DESC, run_id LIMIT 6")
+    ]
     if not ids:
         return "none"
     return ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "")

@@ -191,8 +191,33 @@ CREATE TABLE metrics (
 );
 """
 
+M004_CURATION = """
+-- Curation marks rows; it never deletes them. Both tables are rewritten for a run each time
+-- the run is curated (`dramaturg stats`, or dramaturg.evaluators.curate). No primary keys: the
+-- curation writes each (kind, item_id) once, and a key would slow the bulk insert.
+CREATE TABLE duplicates (
+    kind         VARCHAR NOT NULL CHECK (kind IN ('dialogue', 'pair')),
+    item_id      VARCHAR NOT NULL,          -- episode_id of a dialogue, pair_id of a pair
+    duplicate_of VARCHAR NOT NULL,          -- the kept item it repeats (never itself a duplicate)
+    method       VARCHAR NOT NULL CHECK (method IN ('exact', 'near')),
+    similarity   DOUBLE NOT NULL,           -- estimated Jaccard of word bigrams; 1 for exact copies
+    run_id       VARCHAR NOT NULL
+);
+
+-- One row per (item, reason): an item that fails two filters has two rows.
+CREATE TABLE filtered (
+    kind    VARCHAR NOT NULL CHECK (kind IN ('dialogue', 'pair')),
+    item_id VARCHAR NOT NULL,               -- episode_id of a dialogue, pair_id of a pair
+    reason  VARCHAR NOT NULL,               -- too_short | too_long | refusal | role_flip | failed_check
+                                            -- | goal_not_met | unverified | judge_disagreement | low_margin
+    run_id  VARCHAR NOT NULL,
+    detail  VARCHAR                         -- what tripped the filter, e.g. the failed check's name
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "critique_and_pairs", M002_CRITIQUE_AND_PAIRS),
     Migration(3, "metrics", M003_METRICS),
+    Migration(4, "curation", M004_CURATION),
 )

@@ -169,6 +169,11 @@ class Store:
         rows = self.sql("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 1")
         return rows[0][0] if rows else None
 
+    def answered_hashes(self) -> set[str]:
+        """Hashes of every request the store holds a completed answer for."""
+        rows = self._con.execute("SELECT DISTINCT request_hash FROM llm_calls WHERE status = 'ok'").fetchall()
+        return {request_hash for (request_hash,) in rows}
+
     def cached_call(self, request_hash: str) -> CachedCall | None:
         rows = self.sql(
             "SELECT call_id, response_text, finish_reason, input_tokens, output_tokens, "
@@ -309,12 +314,19 @@ class StoreWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dramaturg-store")
         self._pending: list[tuple[CallRecord, asyncio.Future[None]]] = []
         self._flushing = False
+        self._answered: set[str] | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._thread, fn, *args)
 
     async def cached_call(self, request_hash: str) -> CachedCall | None:
+        # Most lookups of a fresh run miss; answering those from an in-memory set of the
+        # store's answered hashes saves a round trip through the writer thread per call.
+        if self._answered is None:
+            self._answered = await self.run(self.store.answered_hashes)
+        if request_hash not in self._answered:
+            return None
         return await self.run(self.store.cached_call, request_hash)
 
     async def record_call(self, call: CallRecord) -> None:
@@ -338,7 +350,9 @@ class StoreWriter:
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for _, future in batch:
+                for call, future in batch:
+                    if call.status == "ok" and self._answered is not None:
+                        self._answered.add(call.request_hash)
                     if not future.done():
                         future.set_result(None)
         finally:

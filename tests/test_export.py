@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from tests.conftest import dialogues
 MESSAGE = {"role": Value("string"), "content": Value("string")}
 T0 = datetime(2026, 1, 1)
 SYSTEM = "You are a patient math tutor."
+CALL_ROLES = {"user": "user_simulator", "assistant": "assistant"}
 
 # (pair_id, run_id, episode_id, turn_idx, prompt, chosen, rejected, source, margin, agreed, checks)
 PAIRS: list[tuple[Any, ...]] = [
@@ -150,7 +152,7 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 store.sql(
                     "INSERT INTO llm_calls (call_id, request_hash, backend, model, role, status, request, "
                     "latency_ms, created_at) VALUES (?, 'h', 'sim', 'sim', ?, 'ok', ?, 1, ?)",
-                    [call_id, "assistant" if role == "assistant" else "user_simulator", json.dumps(request), T0],
+                    [call_id, CALL_ROLES[role], json.dumps(request), T0],
                 )
                 store.sql(
                     "INSERT INTO turns (episode_id, idx, role, content, call_id) VALUES (?, ?, ?, ?, ?)",
@@ -176,7 +178,8 @@ def _assert_trl_conversational_preference(row: dict[str, Any]) -> None:
     """TRL's conversational preference format with an explicit prompt (see dramaturg._export)."""
     prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
     for messages in (prompt, chosen, rejected):
-        assert isinstance(messages, list) and messages
+        assert isinstance(messages, list)
+        assert messages
         assert all(isinstance(m, dict) and set(m) == {"role", "content"} for m in messages)
         assert all(isinstance(m["content"], str) and m["content"] for m in messages)
     roles = [m["role"] for m in prompt]
@@ -221,7 +224,7 @@ def test_dpo_rows_are_the_stored_pairs_in_episode_turn_pair_order(db: Path, tmp_
     assert [row["pair_id"] for row in rows] == ["p-a", "p-b", "p-c", "p-d"]
     by_id = {pair[0]: pair for pair in PAIRS}
     for row in rows:
-        pair_id, _, episode_id, turn_idx, prompt, chosen, rejected, source, margin, _, _ = by_id[row["pair_id"]]
+        pair_id, _, episode_id, turn_idx, prompt, chosen, rejected, source, margin, *_ = by_id[row["pair_id"]]
         assert row == {
             "prompt": prompt,
             "chosen": [{"role": "assistant", "content": chosen}],
@@ -260,7 +263,7 @@ def test_string_and_message_formats_are_never_mixed(db: Path, tmp_path: Path, su
         described = f"DESCRIBE SELECT prompt, chosen, rejected FROM {reader}('{out}')"
         types = dict(con.execute(f"SELECT column_name, column_type FROM ({described})").fetchall())
         if expected == "STRUCT":
-            assert all(t == "STRUCT(\"role\" VARCHAR, \"content\" VARCHAR)[]" for t in types.values()), types
+            assert all(t == 'STRUCT("role" VARCHAR, "content" VARCHAR)[]' for t in types.values()), types
         else:
             assert set(types.values()) == {"VARCHAR"}, types
     con.close()
@@ -329,7 +332,7 @@ def test_an_unknown_extension_is_a_config_error(db: Path, tmp_path: Path, name: 
 
 
 def test_bad_options_are_config_errors(db: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown run id 'nope'.*r1"):
+    with pytest.raises(ConfigError, match=r"unknown run id 'nope' \(runs in this store: r1, r2\)"):
         export(db, format="dpo", out=tmp_path / "x.jsonl", run_id="nope")
     with pytest.raises(ConfigError, match="unknown export format 'kto'"):
         export(db, format="kto", out=tmp_path / "x.jsonl")  # type: ignore[arg-type]
@@ -342,17 +345,23 @@ def test_bad_options_are_config_errors(db: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.jsonl").exists()
 
 
+USER = {"role": "user", "content": "a"}
 BAD_PAIRS = [
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "x", "y", "does not end with a user"),
-    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "x", "y", "message 2 is 'user'"),
-    ([{"role": "user", "content": "a"}, {"role": "system", "content": "s"}, {"role": "user", "content": "b"}],
-     "x", "y", "message 2 is 'system'"),
-    ([{"role": "user", "content": "a"}], "same", "same", "chosen and rejected are identical"),
-    ([{"role": "user", "content": "a"}], " ", "y", "chosen or rejected is empty"),
+    ([USER, {"role": "assistant", "content": "b"}], "x", "y", "prompt does not end with a user message"),
+    ([USER, USER], "x", "y", "prompt message 2 is 'user', expected 'assistant'"),
+    ([USER, {"role": "system", "content": "s"}, USER], "x", "y", "prompt message 2 is 'system'"),
+    (
+        [{"role": "assistant", "content": "b"}, USER],
+        "x",
+        "y",
+        "prompt message 1 is 'assistant', expected 'user'",
+    ),
+    ([USER], "same", "same", "chosen and rejected are identical"),
+    ([USER], " ", "y", "chosen or rejected is empty"),
     ([], "x", "y", "prompt has no messages"),
-    ({"role": "user", "content": "a"}, "x", "y", "prompt is missing or not a list"),
-    ([{"role": "user"}], "x", "y", "message 1 has no role or no content"),
-]  # fmt: skip
+    (USER, "x", "y", "prompt is missing or not a list"),
+    ([{"role": "user"}], "x", "y", "prompt message 1 has no role or no content"),
+]
 
 
 @pytest.mark.parametrize(("prompt", "chosen", "rejected", "problem"), BAD_PAIRS)
@@ -362,9 +371,10 @@ def test_a_bad_row_in_the_store_fails_the_export_and_writes_nothing(
     out = tmp_path / "pairs.parquet"
     out.write_bytes(b"previous export")
     with Store.open(db) as store:
-        _insert_pair(store, ("p-bad", "r1", "r1/math-tutor/0", 5, prompt, chosen, rejected, "revision", 1.0, 1, 1))
+        bad = ("p-bad", "r1", "r1/math-tutor/0", 5, prompt, chosen, rejected, "revision", 1.0, True, True)
+        _insert_pair(store, bad)
     for export_format in ("dpo", "dpo-text"):
-        with pytest.raises(StoreError, match=f"1 rows break the format: p-bad: .*{problem}"):
+        with pytest.raises(StoreError, match=f"1 row breaks the format: p-bad: .*{re.escape(problem)}"):
             export(db, format=export_format, out=out)
     assert out.read_bytes() == b"previous export"
     # A filter that leaves the bad row out exports the rest.
@@ -387,9 +397,9 @@ def test_cli_export_bad_input_is_one_line_and_exit_2(cli, db: Path, tmp_path: Pa
     assert bad_extension.exit_code == 2
     assert "expected a file ending in .jsonl or .parquet" in bad_extension.output
     assert len(bad_extension.output.strip().splitlines()) == 1
-    unknown_run = cli("export", "--db", db, "--format", "dpo", "--out", tmp_path / "p.jsonl", "--run-id", "zz")
+    unknown_run = cli("export", "--db", db, "--format", "dpo", "--out", tmp_path / "p.jsonl", "--run-id", "z")
     assert unknown_run.exit_code == 2
-    assert "unknown run id 'zz'" in unknown_run.output
+    assert "unknown run id 'z'" in unknown_run.output
     assert len(unknown_run.output.strip().splitlines()) == 1
     assert not list(tmp_path.glob("p*"))
 
