@@ -204,7 +204,7 @@ def _pair_filters(run_id: str | None, min_margin: float | None, only_verified: b
 
 def _episode_filters(run_id: str | None) -> list[_Filter]:
     """The WHERE fragments over ``episodes`` for SFT: only finished episodes are dialogues."""
-    filters = [_Filter("done", "status = 'done'")]
+    filters = [_Filter("unfinished", "status = 'done'")]
     if run_id is not None:
         filters.append(_Filter("run_id", "run_id = ?", (run_id,)))
     return filters

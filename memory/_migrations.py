@@ -1,7 +1,7 @@
 """Numbered schema migrations. Applied in order, recorded in ``schema_migrations``.
 
 A released migration is never edited: change the schema by appending a new one. The schema
-reference in docs/store.md is generated from these (``python -m dramaturg.memory.schema_doc``)
+reference in docs/store.md is generated from these (``python -m dramaturg.memory._schema_doc``)
 and a test checks it is current.
 """
 

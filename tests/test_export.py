@@ -280,7 +280,7 @@ def test_sft_has_one_message_list_per_done_episode_with_the_system_prompt(db: Pa
         assert row["messages"] == [{"role": "system", "content": system}] + [
             {"role": role, "content": content} for role, content in turns
         ]
-    assert dict(summary.skipped) == {"done": 1}
+    assert dict(summary.skipped) == {"unfinished": 1}
 
 
 def test_filters_count_what_each_one_skipped(db: Path, tmp_path: Path) -> None:
@@ -313,7 +313,7 @@ def test_filters_count_what_each_one_skipped(db: Path, tmp_path: Path) -> None:
 
     sft = export(db, format="sft", out=tmp_path / "sft.parquet", run_id="r2")
     assert sft.rows == 1
-    assert sft.skipped == (("done", 1), ("run_id", 1))
+    assert sft.skipped == (("unfinished", 1), ("run_id", 1))
 
 
 def test_export_is_deterministic(db: Path, tmp_path: Path) -> None:
@@ -388,7 +388,7 @@ def test_cli_export_prints_one_summary_line(cli, db: Path, tmp_path: Path) -> No
     assert result.output.strip() == f"exported 1 dpo rows to {out} (skipped: run_id 1, only_verified 2)"
     result = cli("export", "--db", db, "--format", "sft", "--out", tmp_path / "sft.jsonl")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"exported 2 sft rows to {tmp_path / 'sft.jsonl'} (skipped: done 1)"
+    assert result.output.strip() == f"exported 2 sft rows to {tmp_path / 'sft.jsonl'} (skipped: unfinished 1)"
     assert len(_load(out, tmp_path)) == 1
 
 

@@ -91,3 +91,12 @@ def test_writer_batches_call_records_and_makes_them_durable(tmp_path: Path) -> N
     writer.close()
     assert store.sql("SELECT count(*) FROM llm_calls")[0][0] == 50
     store.close()
+
+
+def test_schema_reference_is_current() -> None:
+    from dramaturg.memory._schema_doc import render
+    from tests.conftest import REPO
+
+    assert (REPO / "docs" / "store.md").read_text() == render(), (
+        "regenerate: python -m dramaturg.memory._schema_doc > docs/store.md"
+    )

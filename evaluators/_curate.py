@@ -1,0 +1,674 @@
+"""Curate a run in the store: mark duplicates, filter with reasons, measure the corpus.
+
+:func:`curate` reads a run's finished dialogues and preference pairs and rewrites, in one
+transaction, the run's rows of three tables:
+
+- ``duplicates``: exact and near-duplicate dialogues and pairs (:func:`find_duplicates`),
+  each pointing at the kept item it repeats. Nothing is deleted.
+- ``filtered``: one row per (item, reason) for every filter an item fails
+  (:class:`FilterSettings`), with a detail saying what tripped it.
+- ``metrics``: diversity, coverage and quality metrics per run and per scenario
+  (:mod:`dramaturg.evaluators._metrics`).
+
+Curating again replaces those rows, so it is idempotent. Exports skip marked rows with
+:func:`duplicate_filter_sql` and :func:`filtered_filter_sql`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal, Self
+
+import duckdb
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dramaturg._errors import ConfigError, StoreError
+from dramaturg.evaluators._dedup import DedupResult, find_duplicates
+from dramaturg.evaluators._embed import Embedder, local_embedder
+from dramaturg.evaluators._metrics import (
+    CURATION_QUERIES,
+    DONE_CTE,
+    EPISODE_QUERIES,
+    METRIC_FAMILIES,
+    PAIR_QUERIES,
+    PAIRS_CTE,
+    REVIEW_QUERIES,
+    MetricRow,
+    coverage_metrics,
+    load_texts,
+    spread_metrics,
+    text_metrics,
+)
+from dramaturg.memory import Store, utcnow
+
+__all__ = [
+    "DEFAULT_REFUSAL_PATTERN",
+    "CurationResult",
+    "FilterSettings",
+    "ItemKind",
+    "curate",
+    "duplicate_filter_sql",
+    "ensure_curated",
+    "filtered_filter_sql",
+]
+
+ItemKind = Literal["dialogue", "pair"]
+
+# Bump when curation computes something differently: stored metrics of an older version are
+# then stale, and `dramaturg stats` recomputes them.
+CURATION_VERSION = 1
+
+# Refusals a model gives instead of doing the task. Deliberately narrow: a support agent
+# saying "I can't offer a cash refund after 30 days" is following policy, not refusing, so
+# bare "I can't" / "I'm sorry, but" are not matched. Written for both Python's re (checked
+# when settings are made) and RE2 (what DuckDB runs): no lookarounds, no backreferences.
+_REFUSAL_PHRASES = (
+    # "I can't help with that", "I'm not able to assist you with this request"
+    r"\bi(?:['’]m| am)? (?:can['’]?t|cannot|can not|won['’]?t be able to|unable to|not able to) "
+    r"(?:help|assist)(?: you)? with (?:that|this|your request|the request)\b",
+    # "As an AI, I cannot ...", "As an AI language model I don't ..."
+    r"\bas an ai(?: language model| assistant)?,? i (?:can['’]?t|cannot|am unable|['’]m unable|am not able"
+    r"|don['’]?t|do not)\b",
+    # "I must decline", "I have to refuse"
+    r"\bi (?:must|have to) (?:decline|refuse)\b",
+)
+DEFAULT_REFUSAL_PATTERN = "(?i)" + "|".join(_REFUSAL_PHRASES)
+
+
+class FilterSettings(BaseModel):
+    """Which dialogues and pairs curation filters, and what counts as a near-duplicate.
+
+    Dialogues are a run's finished episodes; pairs are its preference pairs. A filtered
+    item keeps a row in ``filtered`` per reason; exports can skip it.
+
+    Attributes:
+        min_chars: Shortest acceptable assistant reply, in characters after trimming
+            (every reply of a dialogue; the chosen reply of a pair). 0 turns it off.
+        max_chars: Longest acceptable assistant reply, in characters; None for no limit.
+        refusals: Filter dialogues with a refusing assistant reply, and pairs whose chosen
+            reply refuses.
+        refusal_pattern: What a refusal looks like: a regular expression in the syntax both
+            Python and RE2 accept; ``(?i)`` for case-insensitive.
+        role_flips: Filter dialogues in which the user simulator spoke as the assistant,
+            and pairs whose prompt holds such a turn.
+        failed_checks: Filter dialogues whose final replies fail a programmatic check (or
+            whose user simulator broke character), and pairs whose chosen reply fails one.
+        goal_not_met: Filter dialogues whose goal the verifier judged not met. Off by
+            default: in a scenario where the right answer is "no" (a refund outside
+            policy), the user's goal is rightly unmet, and dropping those dialogues would
+            teach the assistant to give in.
+        unverified: Filter pairs not marked verified: judges disagreed, or the chosen reply
+            failed a check (``judge_agreement`` and ``checks_passed``).
+        judge_disagreement: Filter pairs whose stored judgments do not both prefer the
+            chosen reply, re-read from the ``judgments`` table.
+        min_margin: Filter pairs whose critic margin is below this; None to keep all.
+        near_duplicate_threshold: Estimated Jaccard similarity of word bigrams at or above
+            which two items are near-duplicates (see :func:`find_duplicates`).
+
+    Example:
+        >>> FilterSettings(min_margin=2.0, max_chars=4000).min_margin
+        2.0
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_chars: int = Field(default=1, ge=0)
+    max_chars: int | None = Field(default=None, ge=1)
+    refusals: bool = True
+    refusal_pattern: str = DEFAULT_REFUSAL_PATTERN
+    role_flips: bool = True
+    failed_checks: bool = True
+    goal_not_met: bool = False
+    unverified: bool = True
+    judge_disagreement: bool = True
+    min_margin: float | None = None
+    near_duplicate_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+
+    @field_validator("refusal_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return pattern
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Self:
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise ValueError(f"max_chars ({self.max_chars}) is below min_chars ({self.min_chars})")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class CurationResult:
+    """What :func:`curate` found and wrote.
+
+    Attributes:
+        run_id: The run curated.
+        dialogues: Finished dialogues examined.
+        pairs: Preference pairs examined (those of finished dialogues).
+        duplicates: ``(kind, method)`` → items marked duplicate.
+        filtered: ``(kind, reason)`` → items filtered for that reason (an item can have several).
+        kept: kind → items neither duplicate nor filtered.
+        metrics: Metric rows written.
+        embedding: The embedding model used, or why spread was not measured.
+        elapsed_s: Wall time of the whole curation.
+        timings: Seconds per step: dedup, text_metrics, embedding, coverage, write.
+    """
+
+    run_id: str
+    dialogues: int
+    pairs: int
+    duplicates: Mapping[tuple[ItemKind, str], int]
+    filtered: Mapping[tuple[ItemKind, str], int]
+    kept: Mapping[ItemKind, int]
+    metrics: int
+    embedding: str
+    elapsed_s: float
+    timings: Mapping[str, float]
+
+
+def duplicate_filter_sql(kind: ItemKind) -> str:
+    """A WHERE fragment that keeps rows not marked as duplicates.
+
+    For ``'pair'`` it reads ``preference_pairs.pair_id``; for ``'dialogue'``,
+    ``episodes.episode_id``. The store must have the ``duplicates`` table (schema
+    migration 4; any store opened for writing by this version has it).
+
+    Args:
+        kind: ``'pair'`` or ``'dialogue'``.
+
+    Returns:
+        SQL without parameters, to AND into a query over that table.
+
+    Raises:
+        ValueError: An unknown kind.
+
+    Example:
+        >>> duplicate_filter_sql("pair")
+        "pair_id NOT IN (SELECT item_id FROM duplicates WHERE kind = 'pair')"
+    """
+    return f"{_id_column(kind)} NOT IN (SELECT item_id FROM duplicates WHERE kind = '{kind}')"
+
+
+def filtered_filter_sql(kind: ItemKind) -> str:
+    """A WHERE fragment that keeps rows no curation filter marked; see :func:`duplicate_filter_sql`.
+
+    Example:
+        >>> filtered_filter_sql("dialogue")
+        "episode_id NOT IN (SELECT item_id FROM filtered WHERE kind = 'dialogue')"
+    """
+    return f"{_id_column(kind)} NOT IN (SELECT item_id FROM filtered WHERE kind = '{kind}')"
+
+
+def _id_column(kind: str) -> str:
+    columns = {"pair": "pair_id", "dialogue": "episode_id"}
+    if kind not in columns:
+        raise ValueError(f"unknown item kind {kind!r} (expected 'dialogue' or 'pair')")
+    return columns[kind]
+
+
+def curate(
+    store: Store,
+    run_id: str,
+    *,
+    filters: FilterSettings | None = None,
+    embedder: Embedder | None = None,
+) -> CurationResult:
+    """Mark duplicates, apply filters and compute metrics for one run, replacing earlier results.
+
+    Dialogue text is the episode's turns joined in order; pair text is the prompt's last user
+    message, the chosen and the rejected reply. The earliest item (by id) of a duplicate
+    group is kept. Cost is linear in the run's size: 100k dialogues take about a minute.
+
+    Args:
+        store: An open, writable store.
+        run_id: The run to curate.
+        filters: What to filter; the defaults of :class:`FilterSettings` if None.
+        embedder: Measures embedding spread. None uses the local model of the ``embed``
+            extra when it is installed, and skips spread when it is not.
+
+    Returns:
+        Counts of what was marked and written.
+
+    Raises:
+        ConfigError: An unknown run id, or a refusal pattern DuckDB's regex engine rejects.
+        StoreError: The store refused a read or the write.
+
+    Example:
+        >>> with Store.open("corpus.duckdb") as store:                     # doctest: +SKIP
+        ...     result = curate(store, store.latest_run_id(), filters=FilterSettings(min_margin=2))
+        >>> result.duplicates, result.kept                                 # doctest: +SKIP
+        ({('dialogue', 'exact'): 3}, {'dialogue': 187, 'pair': 301})
+    """
+    settings = filters or FilterSettings()
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    seed = _run_seed(store, run_id)
+    fingerprint = _fingerprint(store, run_id)
+
+    with _timed(timings, "dedup"):
+        threshold = settings.near_duplicate_threshold
+        dialogue_items = _dialogue_items(store, run_id)
+        dialogue_dups = find_duplicates(dialogue_items, threshold=threshold)
+        pair_items = _pair_items(store, run_id)
+        pair_dups = find_duplicates(pair_items, threshold=threshold)
+    with _timed(timings, "text_metrics"):
+        texts = load_texts(store, run_id)
+        rows = text_metrics(texts, seed=seed)
+    with _timed(timings, "embedding"):
+        model = embedder if embedder is not None else local_embedder()
+        if model is None:
+            note = "not measured: the `embed` extra is not installed"
+        else:
+            rows += spread_metrics(texts, model, seed=seed)
+            note = model.name
+    del texts
+    with _timed(timings, "coverage"):
+        rows += coverage_metrics(store, run_id)
+
+    now = utcnow()
+    write_started = time.perf_counter()
+    try:
+        with store.transaction() as con:
+            _clear(con, run_id)
+            _write_duplicates(con, run_id, "dialogue", dialogue_dups)
+            _write_duplicates(con, run_id, "pair", pair_dups)
+            for query in _filter_queries(settings):
+                query.insert(con, run_id)
+            for sql in (*EPISODE_QUERIES, *REVIEW_QUERIES, *PAIR_QUERIES, *CURATION_QUERIES):
+                con.execute(
+                    f"INSERT INTO metrics SELECT $1, m.*, $2 FROM ({sql}) AS m(scenario, name, value, detail)",
+                    [run_id, now],
+                )
+            timings["write"] = time.perf_counter() - write_started
+            rows.append(
+                MetricRow(
+                    None,
+                    "curation",
+                    float(len(dialogue_items)),
+                    json.dumps(
+                        {
+                            "fingerprint": fingerprint,
+                            "filters": settings.model_dump(),
+                            "embedding": note,
+                            "timings": {k: round(v, 3) for k, v in timings.items()},
+                        }
+                    ),
+                )
+            )
+            con.executemany(
+                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
+                [[run_id, r.scenario, r.name, r.value, r.detail, now] for r in rows],
+            )
+            written = con.execute("SELECT count(*) FROM metrics WHERE run_id = ? AND computed_at = ?", [run_id, now])
+            metric_count = _scalar(written.fetchone())
+    except duckdb.Error as exc:
+        raise StoreError(f"{store.path}: cannot write the curation of run {run_id}: {exc}") from exc
+    return _result(store, run_id, len(dialogue_items), len(pair_items), metric_count, note, started, timings)
+
+
+def ensure_curated(
+    store: Store, run_id: str, *, refresh: bool = False, embedder: Embedder | None = None
+) -> CurationResult | None:
+    """Curate ``run_id`` unless its stored metrics are current.
+
+    Metrics are current when the run's episodes, turns and pairs are unchanged since the
+    last curation, by the same version of curation. A re-curation reuses the filter
+    settings of the last one, so metrics computed with custom filters stay comparable.
+
+    Args:
+        store: An open, writable store.
+        run_id: The run.
+        refresh: Curate even if the metrics are current.
+        embedder: As for :func:`curate`.
+
+    Returns:
+        The result if it curated, None if the stored metrics were current.
+    """
+    stored = store.sql(
+        "SELECT detail FROM metrics WHERE run_id = ? AND scenario IS NULL AND name = 'curation'", [run_id]
+    )
+    settings = None
+    if stored:
+        detail = json.loads(stored[0][0])
+        if not refresh and detail.get("fingerprint") == _fingerprint(store, run_id):
+            return None
+        try:
+            settings = FilterSettings.model_validate(detail.get("filters", {}))
+        except ValidationError:
+            settings = None  # settings of another dramaturg version: curate with today's defaults
+    return curate(store, run_id, filters=settings, embedder=embedder)
+
+
+# -- reading the run ---------------------------------------------------------------------------
+
+
+def _scalar(row: tuple[object, ...] | None) -> int:
+    value = row[0] if row else 0
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _run_seed(store: Store, run_id: str) -> int:
+    rows = store.sql("SELECT seed FROM runs WHERE run_id = ?", [run_id])
+    if not rows:
+        known = [r for (r,) in store.sql("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT 5")]
+        raise ConfigError(
+            f"{store.path}: unknown run id '{run_id}' (latest runs: {', '.join(known) or 'none'})"
+        )
+    return int(rows[0][0])
+
+
+def _fingerprint(store: Store, run_id: str) -> str:
+    """What the run's curation depends on: changes whenever episodes, turns or pairs do."""
+    row = store.sql(
+        """
+        SELECT (SELECT count(*) FILTER (WHERE status = 'done') || '/' || count(*) || '/'
+                       || coalesce(max(finished_at)::VARCHAR, '-')
+                FROM episodes WHERE run_id = $1),
+               (SELECT count(*) FROM turns t JOIN episodes e USING (episode_id) WHERE e.run_id = $1),
+               (SELECT count(*) || '/' || coalesce(max(created_at)::VARCHAR, '-')
+                FROM preference_pairs WHERE run_id = $1)
+        """,
+        [run_id],
+    )[0]
+    return f"v{CURATION_VERSION}:" + "|".join(str(part) for part in row)
+
+
+def _dialogue_items(store: Store, run_id: str) -> list[tuple[str, str]]:
+    rows = store.sql(
+        "SELECT t.episode_id, string_agg(t.content, chr(10) ORDER BY t.idx) "
+        "FROM turns t JOIN episodes e USING (episode_id) WHERE e.run_id = ? AND e.status = 'done' "
+        "GROUP BY t.episode_id ORDER BY t.episode_id",
+        [run_id],
+    )
+    return [(episode_id, text) for episode_id, text in rows]
+
+
+def _pair_items(store: Store, run_id: str) -> list[tuple[str, str]]:
+    # The prompt ends with the user message the pair answers; earlier turns are shared with
+    # every other pair of the episode, so they would only make pairs look alike.
+    rows = store.sql(
+        "SELECT p.pair_id, concat_ws(chr(10), p.prompt ->> '$[#-1].content', p.chosen, p.rejected) "
+        "FROM preference_pairs p JOIN episodes e USING (episode_id) WHERE p.run_id = ? AND e.status = 'done' "
+        "ORDER BY p.episode_id, p.turn_idx, p.source, p.pair_id",
+        [run_id],
+    )
+    return [(pair_id, text) for pair_id, text in rows]
+
+
+@contextmanager
+def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    timings[step] = time.perf_counter() - started
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def _clear(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    con.execute("DELETE FROM duplicates WHERE run_id = ?", [run_id])
+    con.execute("DELETE FROM filtered WHERE run_id = ?", [run_id])
+    con.execute(
+        "DELETE FROM metrics WHERE run_id = ? AND list_contains(?, split_part(name, '.', 1))",
+        [run_id, sorted(METRIC_FAMILIES)],
+    )
+
+
+def _write_duplicates(con: duckdb.DuckDBPyConnection, run_id: str, kind: ItemKind, found: DedupResult) -> None:
+    ids, kept, methods, similarities = [], [], [], []
+    for duplicate, original in found.duplicates.items():
+        ids.append(duplicate)
+        kept.append(original)
+        if duplicate in found.exact:
+            # An exact copy of a near-duplicate points at that one's kept item.
+            methods.append("exact")
+            similarities.append(found.similarity.get(found.exact[duplicate], 1.0))
+        else:
+            methods.append("near")
+            similarities.append(found.similarity[duplicate])
+    if ids:
+        con.execute(
+            "INSERT INTO duplicates SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
+            "unnest($4::VARCHAR[]), unnest($5::DOUBLE[]), $6",
+            [kind, ids, kept, methods, similarities, run_id],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _FilterQuery:
+    """One filter: SQL selecting (item_id, detail) of the failing items; $1 is the run id."""
+
+    kind: ItemKind
+    reason: str
+    select: str
+    params: Sequence[object] = ()
+
+    def insert(self, con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        try:
+            con.execute(
+                f"INSERT INTO filtered SELECT '{self.kind}', f.item_id, '{self.reason}', $1, f.detail "
+                f"FROM ({self.select}) AS f(item_id, detail)",
+                [run_id, *self.params],
+            )
+        except duckdb.InvalidInputException as exc:
+            if self.reason == "refusal":
+                raise ConfigError(f"refusal_pattern: DuckDB's regex engine (RE2) rejects it: {exc}") from exc
+            raise
+
+
+_ASSISTANT_TURNS = f"""
+    WITH {DONE_CTE}
+    SELECT t.* FROM turns t JOIN done e USING (episode_id) WHERE t.role = 'assistant'
+"""
+
+
+def _filter_queries(settings: FilterSettings) -> list[_FilterQuery]:
+    """The enabled filters, dialogues first, in the order their reasons are documented."""
+    queries: list[_FilterQuery] = []
+    pairs = f"WITH {PAIRS_CTE}"
+    if settings.min_chars > 0:
+        queries += [
+            _FilterQuery(
+                "dialogue",
+                "too_short",
+                f"SELECT episode_id, 'shortest assistant reply: ' || min(length(trim(content))) || ' chars' "
+                f"FROM ({_ASSISTANT_TURNS}) GROUP BY episode_id HAVING min(length(trim(content))) < $2",
+                (settings.min_chars,),
+            ),
+            _FilterQuery(
+                "pair",
+                "too_short",
+                f"{pairs} SELECT pair_id, 'chosen: ' || length(trim(chosen)) || ' chars' FROM pairs "
+                "WHERE length(trim(chosen)) < $2",
+                (settings.min_chars,),
+            ),
+        ]
+    if settings.max_chars is not None:
+        queries += [
+            _FilterQuery(
+                "dialogue",
+                "too_long",
+                f"SELECT episode_id, 'longest assistant reply: ' || max(length(content)) || ' chars' "
+                f"FROM ({_ASSISTANT_TURNS}) GROUP BY episode_id HAVING max(length(content)) > $2",
+                (settings.max_chars,),
+            ),
+            _FilterQuery(
+                "pair",
+                "too_long",
+                f"{pairs} SELECT pair_id, 'chosen: ' || length(chosen) || ' chars' FROM pairs "
+                "WHERE length(chosen) > $2",
+                (settings.max_chars,),
+            ),
+        ]
+    if settings.refusals:
+        queries += [
+            _FilterQuery(
+                "dialogue",
+                "refusal",
+                "SELECT episode_id, arg_min('turn ' || idx || ': ' || regexp_extract(content, $2), idx) "
+                f"FROM ({_ASSISTANT_TURNS}) WHERE regexp_matches(content, $2) GROUP BY episode_id",
+                (settings.refusal_pattern,),
+            ),
+            _FilterQuery(
+                "pair",
+                "refusal",
+                f"{pairs} SELECT pair_id, 'chosen: ' || regexp_extract(chosen, $2) FROM pairs "
+                "WHERE regexp_matches(chosen, $2)",
+                (settings.refusal_pattern,),
+            ),
+        ]
+    if settings.role_flips:
+        queries += [
+            _FilterQuery(
+                "dialogue",
+                "role_flip",
+                f"WITH {DONE_CTE} SELECT episode_id, role_flips || ' user turn(s) in the assistant''s voice' "
+                "FROM done WHERE role_flips > 0",
+            ),
+            # A flipped user turn before the pair's turn is part of the pair's prompt.
+            _FilterQuery(
+                "pair",
+                "role_flip",
+                f"{pairs} SELECT p.pair_id, 'prompt turn ' || min(t.idx) || ' is in the assistant''s voice' "
+                "FROM pairs p JOIN turns t ON t.episode_id = p.episode_id AND t.idx < p.turn_idx AND t.role_flip "
+                "GROUP BY p.pair_id",
+            ),
+        ]
+    if settings.failed_checks:
+        queries += [
+            # The final dialogue holds the revision where there is one, else the original.
+            # goal_met is an episode check too, but has its own filter (off by default).
+            _FilterQuery(
+                "dialogue",
+                "failed_check",
+                f"""
+                WITH {DONE_CTE}
+                SELECT c.episode_id, string_agg(DISTINCT c.name, ', ' ORDER BY c.name)
+                FROM checks c JOIN done e USING (episode_id)
+                WHERE NOT c.passed AND c.name <> 'goal_met'
+                  AND (c.target IN ('episode', 'revision')
+                       OR (c.target = 'original' AND NOT EXISTS (
+                           SELECT 1 FROM revisions v WHERE v.episode_id = c.episode_id AND v.turn_idx = c.turn_idx)))
+                GROUP BY c.episode_id
+                """,
+            ),
+            # A revision pair's chosen side was checked as 'revision', a best-of-n pair's as 'candidate'.
+            _FilterQuery(
+                "pair",
+                "failed_check",
+                f"""
+                {pairs}
+                SELECT p.pair_id, string_agg(DISTINCT c.name, ', ' ORDER BY c.name)
+                FROM pairs p JOIN checks c ON c.episode_id = p.episode_id AND c.turn_idx = p.turn_idx
+                 AND c.target = CASE p.source WHEN 'revision' THEN 'revision' ELSE 'candidate' END
+                WHERE NOT c.passed
+                GROUP BY p.pair_id
+                """,
+            ),
+        ]
+    if settings.goal_not_met:
+        queries.append(
+            _FilterQuery(
+                "dialogue",
+                "goal_not_met",
+                f"WITH {DONE_CTE} SELECT episode_id, 'the verifier judged the goal not met' FROM done "
+                "WHERE goal_met = false",
+            )
+        )
+    if settings.unverified:
+        queries.append(
+            _FilterQuery(
+                "pair",
+                "unverified",
+                f"{pairs} SELECT pair_id, concat_ws('; ', "
+                "CASE WHEN NOT judge_agreement THEN 'judges did not agree in both orders' END, "
+                "CASE WHEN NOT checks_passed THEN 'chosen failed a check' END) "
+                "FROM pairs WHERE NOT judge_agreement OR NOT checks_passed",
+            )
+        )
+    if settings.judge_disagreement:
+        queries.append(
+            _FilterQuery(
+                "pair",
+                "judge_disagreement",
+                f"""
+                {pairs},
+                listed AS (SELECT pair_id, unnest(from_json(judgment_ids, '["VARCHAR"]')) AS judgment_id FROM pairs),
+                verdicts AS (
+                    SELECT l.pair_id, count(*) AS judged,
+                           count(*) FILTER (WHERE j.status = 'ok' AND ((j.winner = 'A' AND j.first_text = p.chosen)
+                                                              OR (j.winner = 'B' AND j.second_text = p.chosen))) AS won,
+                           string_agg(j.orientation || '=' || coalesce(j.winner, j.status), ', '
+                                      ORDER BY j.orientation) AS orders
+                    FROM listed l JOIN judgments j USING (judgment_id) JOIN pairs p USING (pair_id)
+                    GROUP BY l.pair_id
+                )
+                SELECT p.pair_id, coalesce('chosen won ' || v.won || ' of ' || v.judged || ' (' || v.orders || ')',
+                                           'no judgment recorded')
+                FROM pairs p LEFT JOIN verdicts v USING (pair_id)
+                WHERE coalesce(v.won, 0) < greatest(2, coalesce(v.judged, 0))
+                """,
+            )
+        )
+    if settings.min_margin is not None:
+        queries.append(
+            _FilterQuery(
+                "pair",
+                "low_margin",
+                f"{pairs} SELECT pair_id, 'margin ' || margin FROM pairs WHERE margin < $2",
+                (settings.min_margin,),
+            )
+        )
+    return queries
+
+
+def _result(
+    store: Store,
+    run_id: str,
+    dialogues: int,
+    pairs: int,
+    metrics: int,
+    embedding: str,
+    started: float,
+    timings: dict[str, float],
+) -> CurationResult:
+    duplicates = {
+        (kind, method): n
+        for kind, method, n in store.sql(
+            "SELECT kind, method, count(*) FROM duplicates WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [run_id]
+        )
+    }
+    filtered = {
+        (kind, reason): n
+        for kind, reason, n in store.sql(
+            "SELECT kind, reason, count(*) FROM filtered WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [run_id]
+        )
+    }
+    kept = {
+        name.removeprefix("kept_").removesuffix("s"): int(value)
+        for name, value in store.sql(
+            "SELECT name, value FROM metrics WHERE run_id = ? AND scenario IS NULL "
+            "AND name IN ('kept_dialogues', 'kept_pairs')",
+            [run_id],
+        )
+    }
+    return CurationResult(
+        run_id=run_id,
+        dialogues=dialogues,
+        pairs=pairs,
+        duplicates=duplicates,
+        filtered=filtered,
+        kept={"dialogue": kept.get("dialogue", 0), "pair": kept.get("pair", 0)},
+        metrics=metrics,
+        embedding=embedding,
+        elapsed_s=time.perf_counter() - started,
+        timings=timings,
+    )
