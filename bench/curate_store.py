@@ -89,7 +89,9 @@ class _Rewriter:
             rng = random.Random(f"{self._seed}:{text}")
             words = _WORD.findall(text)
             out = [rng.choice(self._vocabulary) if rng.random() < _SUBSTITUTE else w for w in words]
-            if self._extra and out:
+            # A near copy changes a few words of its first text only (the opening user turn):
+            # a few words in a whole dialogue, like an LLM paraphrasing one line.
+            if self._extra and out and not self._done:
                 edit = random.Random(f"near:{self._seed}:{text}")
                 for _ in range(self._extra):
                     out[edit.randrange(len(out))] = edit.choice(self._vocabulary)

@@ -17,6 +17,7 @@ from dramaturg._errors import (
     StoreError,
     UserError,
 )
+from dramaturg._export import ExportFormat, ExportSummary, export
 from dramaturg._model import (
     Backend,
     GenerationParams,
@@ -37,6 +38,8 @@ __all__ = [
     "ConfigError",
     "DramaturgError",
     "EpisodeSpec",
+    "ExportFormat",
+    "ExportSummary",
     "FunctionBackend",
     "GenerationParams",
     "Message",
@@ -57,6 +60,7 @@ __all__ = [
     "StoreError",
     "Transition",
     "UserError",
+    "export",
     "load_scenario",
     "request_hash",
     "run",

@@ -9,13 +9,19 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from dramaturg._errors import DramaturgError, StoreError, UserError
 from dramaturg._export import ExportFormat, export
 from dramaturg._gateway import GatewayStats
+from dramaturg._report import write_report
 from dramaturg._run import RunConfig, RunSummary, load_run_config, run
+from dramaturg._stats import stats_tables
+from dramaturg.evaluators import CurationResult, MetricSet, ensure_curated, read_metrics
+from dramaturg.memory import Store
 from dramaturg.scenarios import BUILTIN_SCENARIOS, load_scenario
 
 app = typer.Typer(
@@ -413,6 +419,97 @@ def export_command(
         highlight=False,
         soft_wrap=True,
     )
+
+
+RunIdOption = Annotated[str | None, typer.Option("--run-id", help="The run to measure (default: the latest).")]
+RefreshOption = Annotated[
+    bool, typer.Option("--refresh", help="Curate again even if the stored metrics are current.")
+]
+ReadDbOption = Annotated[
+    Path, typer.Option("--db", help="The DuckDB file; the run's metrics are computed into it when stale.")
+]
+
+
+@app.command("stats")
+def stats_command(db: ReadDbOption, run_id: RunIdOption = None, refresh: RefreshOption = False) -> None:
+    """Print a run's diversity, coverage and quality metrics, its duplicates and filtered rows.
+
+    When the run's metrics are missing or older than its data, the run is curated first:
+    duplicates marked, filters applied and metrics written to the store (tables duplicates,
+    filtered, metrics), so the numbers can also be queried with SQL.
+
+    Example:  dramaturg stats --db corpus.duckdb
+    """
+    store, run, result = _curated(db, run_id, refresh)
+    try:
+        metrics = read_metrics(store, run)
+    finally:
+        store.close()
+    out.print(f"{'run':<9} {run}  {_curation_note(result, metrics)}", highlight=False, soft_wrap=True)
+    for table in stats_tables(metrics):
+        view = Table(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                     caption=table.note or None, caption_justify="left", pad_edge=False)
+        for i, column in enumerate(table.columns):
+            view.add_column(column, justify="left" if i == 0 else "right")
+        for row in table.rows:
+            view.add_row(*row)
+        out.print(view)
+
+
+@app.command("report")
+def report_command(
+    db: ReadDbOption,
+    out_file: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
+    run_id: RunIdOption = None,
+    refresh: RefreshOption = False,
+) -> None:
+    """Write one self-contained HTML file with a run's plots and stats tables.
+
+    Plots are inline SVG: the file needs no network and no other file to display.
+
+    Example:  dramaturg report --db corpus.duckdb --out report.html
+    """
+    if not out_file.parent.is_dir():
+        raise _fail(f"{out_file}: the folder {out_file.parent} does not exist", 2)
+    store, run, result = _curated(db, run_id, refresh)
+    try:
+        plots = write_report(store, run, out_file)
+    finally:
+        store.close()
+    out.print(f"wrote {out_file}: {plots} plots and the stats tables of run {run}", highlight=False, soft_wrap=True)
+
+
+def _curated(db: Path, run_id: str | None, refresh: bool) -> tuple[Store, str, CurationResult | None]:
+    """Open the store and curate the run if its metrics are stale; the caller closes the store."""
+    if not db.exists():
+        raise _fail(f"{db}: no such store (run `dramaturg run ... --db {db}` first)", 2)
+    try:
+        store = Store.open(db)
+    except StoreError as exc:
+        raise _fail(str(exc), 1) from exc
+    try:
+        run = run_id or store.latest_run_id()
+        if run is None:
+            raise _fail(f"{db}: the store holds no runs yet", 2)
+        with err.status(f"curating {run} (dedup, filters, metrics)"):
+            result = ensure_curated(store, run, refresh=refresh)
+    except UserError as exc:
+        store.close()
+        raise _fail(str(exc), 2) from exc
+    except DramaturgError as exc:
+        store.close()
+        raise _fail(str(exc), 1) from exc
+    except typer.Exit:
+        store.close()
+        raise
+    return store, run, result
+
+
+def _curation_note(result: CurationResult | None, metrics: MetricSet) -> str:
+    if result is not None:
+        return f"(curated now in {result.elapsed_s:.1f} s)"
+    stamp = max((m.computed_at for m in metrics.metrics if m.name == "curation"), default=None)
+    return f"(metrics from {stamp:%Y-%m-%d %H:%M} UTC)" if stamp else ""
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ _MESSAGES_TYPE = '[{"role":"VARCHAR","content":"VARCHAR"}]'
 # The role labels of the dpo-text transcript.
 _SPEAKER = "CASE m.role WHEN 'system' THEN 'System' WHEN 'user' THEN 'User' ELSE 'Assistant' END"
 
-# How many bad rows an error message quotes.
+# How many problems an error message quotes (every bad row is counted).
 _QUOTED_PROBLEMS = 3
 
 
@@ -232,7 +232,7 @@ def _apply_filters(
 
 # -- queries -----------------------------------------------------------------------------------
 # Each format has a query for the rows to write and a validation query that returns
-# (row id, problem) for every row that breaks the format. Both take the same WHERE fragment
+# (bad rows, row id, problem) for the first few problems. Both take the same WHERE fragment
 # and parameters, so they read the same rows.
 
 

@@ -1,7 +1,7 @@
 """The model gateway: the one place where call policy lives.
 
-cache lookup → (single flight) → circuit breaker → concurrency bound → budget reservation →
-rate limit (RPM/TPM) → backend (with timeout) → retry with backoff → record with usage and cost.
+cache lookup → (single flight) → circuit breaker → concurrency bound → budget reservation
+→ rate limit (RPM/TPM) → backend (with timeout) → retry with backoff → record usage and cost.
 
 Backends never sleep, retry or count; they raise :class:`BackendError` with a ``kind``. A
 retry goes back through the breaker, the budget and the rate limiter like a first attempt:
@@ -19,7 +19,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from dramaturg._errors import BackendError
-from dramaturg._limits import CircuitBreaker, Clock, MonotonicClock, RateLimiter, estimate_input_tokens
+from dramaturg._limits import (
+    CircuitBreaker,
+    Clock,
+    MonotonicClock,
+    RateLimiter,
+    estimate_input_tokens,
+)
 from dramaturg._model import Backend, ModelRequest, ModelResponse
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg.memory import CallRecord, StoreWriter, utcnow
@@ -200,7 +206,8 @@ class Gateway:
         backend = self.backends[request.backend]
         price = self.prices.lookup(request.backend, request.model)
         # Estimating costs a tokenizer pass: only when a token limit or the budget needs it.
-        needs_estimate = self.limiter.limits_tokens or (self.budget is not None and price is not None)
+        budgeted = self.budget is not None and price is not None
+        needs_estimate = self.limiter.limits_tokens or budgeted
         input_estimate = estimate_input_tokens(request) if needs_estimate else 0
         # Reserve what the provider itself counts against the limit when a call starts: the
         # input plus max_tokens of output. settle() gives back what the reply did not use.
@@ -240,10 +247,14 @@ class Gateway:
                     self.breaker.record(failure.kind)
                 if failure.kind in _STICKY_KINDS:
                     self._sticky = failure
-                if not failure.retryable or attempt >= self.retry.max_attempts:
+                exhausted = attempt >= self.retry.max_attempts
+                if failure.retryable and exhausted and self.breaker.degraded:
+                    raise self.breaker.give_up(failure) from failure
+                if not failure.retryable or exhausted:
                     raise failure
                 self.stats.retries += 1
-                await self._clock.sleep(self.retry.delay(attempt, failure.retry_after, self._jitter))
+                delay = self.retry.delay(attempt, failure.retry_after, self._jitter)
+                await self._clock.sleep(delay)
                 continue
             self.breaker.record(None)
             latency_ms = (time.perf_counter() - started) * 1000

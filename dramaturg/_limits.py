@@ -162,6 +162,24 @@ class CircuitBreaker:
     def stopped(self) -> bool:
         return self._stopped is not None
 
+    @property
+    def degraded(self) -> bool:
+        """Tripped since the last healthy window: failures now are the API's, not a call's."""
+        return self._pauses > 0 or self._stopped is not None
+
+    def give_up(self, last: BackendError) -> BackendError:
+        """The error for a call that ran out of attempts while the breaker is degraded.
+
+        Its failure is the API's state, not the call's, so it stops the run (resumably)
+        instead of failing one episode.
+        """
+        if self._stopped is not None:
+            return self._stopped
+        return BackendError(
+            f"most recent model calls failed and the API has not recovered (last: {last})",
+            kind="circuit_open",
+        )
+
     async def admit(self) -> None:
         """Return when a call may start; raise once the breaker has given up."""
         while True:

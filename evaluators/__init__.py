@@ -1,6 +1,18 @@
-"""Judging what was generated: role flips, structured replies, checks, diversity, dedup."""
+"""Judging what was generated: role flips, structured replies, checks, diversity, dedup, curation."""
 
 from dramaturg.evaluators._checks import NamedResult, run_checks, user_consistency
+from dramaturg.evaluators._curate import (
+    DEFAULT_REFUSAL_PATTERN,
+    CurationResult,
+    FilterSettings,
+    ItemKind,
+    curate,
+    duplicate_filter_sql,
+    ensure_curated,
+    filtered_filter_sql,
+)
+from dramaturg.evaluators._embed import Embedder, embedding_spread, local_embedder
+from dramaturg.evaluators._metrics import Metric, MetricSet, read_metrics
 from dramaturg.evaluators._parsing import (
     CritiqueReply,
     GoalReply,
@@ -12,14 +24,28 @@ from dramaturg.evaluators._parsing import (
 from dramaturg.evaluators._role_flip import is_role_flip
 
 __all__ = [
+    "DEFAULT_REFUSAL_PATTERN",
     "CritiqueReply",
+    "CurationResult",
+    "Embedder",
+    "FilterSettings",
     "GoalReply",
+    "ItemKind",
     "JudgeReply",
+    "Metric",
+    "MetricSet",
     "NamedResult",
+    "curate",
+    "duplicate_filter_sql",
+    "embedding_spread",
+    "ensure_curated",
+    "filtered_filter_sql",
     "is_role_flip",
+    "local_embedder",
     "parse_critique",
     "parse_goal",
     "parse_judgment",
+    "read_metrics",
     "run_checks",
     "user_consistency",
 ]

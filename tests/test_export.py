@@ -424,3 +424,6 @@ def test_export_of_a_sim_run(tmp_path: Path) -> None:
     assert pairs.rows == stored_pairs > 0, "the sim run should produce preference pairs"
     for row in _load(out, tmp_path):
         _assert_trl_conversational_preference(row)
+        # The ids trace a row back: the prompt is the episode's dialogue up to the pair's turn.
+        history = [(m["role"], m["content"]) for m in row["prompt"] if m["role"] != "system"]
+        assert history == expected[row["episode_id"]][: row["turn_idx"]]

@@ -24,12 +24,14 @@ def _text(cell: nbformat.NotebookNode) -> str:
 
 
 @pytest.mark.slow
-def test_quickstart_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
+def test_quickstart_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert all(not cell.outputs for cell in code_cells), "the notebook is stored without outputs"
     # "python3" is the venv's ipykernel: jupyter_client swaps the spec's bare "python" for
-    # sys.executable. The kernel starts in tmp_path so nothing it writes lands in the repo.
+    # sys.executable. The kernel inherits TMPDIR, so the notebook's temporary folder is
+    # under tmp_path and cleaned up with it; it starts there too, so nothing lands in the repo.
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     client = NotebookClient(
         notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
     )
@@ -38,7 +40,7 @@ def test_quickstart_notebook_runs_top_to_bottom(tmp_path: Path) -> None:
     errors = [output for cell in code_cells for output in cell.outputs if output.output_type == "error"]
     assert errors == []
     workdir = _text(code_cells[0])
-    assert str(REPO) not in workdir, f"the notebook must write into a temporary folder, not {workdir}"
+    assert str(tmp_path) in workdir, f"the notebook must write into a temporary folder, not {workdir}"
     assert re.search(r"10 episodes done, 0 failed", "".join(map(_text, code_cells)))
     pairs = re.search(r"^pairs: (\d+)$", _text(code_cells[-1]), re.MULTILINE)
     assert pairs is not None, _text(code_cells[-1])

@@ -431,6 +431,11 @@ class _UserSimulator:
         ):
             return ""  # the opening already said it
         if verb in {"ask", "question"}:
+            if rest.lower().startswith("for help "):
+                task = rest[len("for help ") :].rstrip("?")
+                return rng.choice(
+                    ["Could you help me with {t}?", "Can you help me {t}?", "I need help {t}."]
+                ).format(t=task.removeprefix("with "))
             if rest.lower().startswith("for "):
                 return rng.choice(_ASK_FOR_FRAMES).format(rest=rest[4:].rstrip("?"))
             rest = re.sub(r"^(?:about|if)\s+", "", rest)

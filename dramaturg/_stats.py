@@ -1,0 +1,218 @@
+"""A run's stored metrics as tables: one model, two views (`dramaturg stats` and the HTML report).
+
+Every table has a label column, a column for the whole run and, when the run has more than
+one scenario, a column per scenario.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from dramaturg.evaluators import Metric, MetricSet
+
+__all__ = ["StatsTable", "stats_tables"]
+
+MISSING = "–"
+
+
+@dataclass(frozen=True, slots=True)
+class StatsTable:
+    """A titled table of already formatted cells."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str = ""
+
+
+Formatter = Callable[[Metric], str]
+
+
+def _number(detail: Mapping[str, object], key: str) -> float | None:
+    value = detail.get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _num(value: float | None, spec: str = ".3f") -> str:
+    return MISSING if value is None else format(value, spec)
+
+
+def _value(spec: str = ".3f") -> Formatter:
+    return lambda m: _num(m.value, spec)
+
+
+def _count(m: Metric) -> str:
+    return _num(m.value, ",.0f")
+
+
+def _share_of(numerator: str, denominator: str) -> Formatter:
+    """``87.5% (7/8)``: the value as a percentage, with the counts behind it."""
+
+    def format_(m: Metric) -> str:
+        top, bottom = _number(m.detail, numerator), _number(m.detail, denominator)
+        counts = f" ({top:,.0f}/{bottom:,.0f})" if top is not None and bottom is not None else ""
+        return _num(m.value, ".1%") + counts
+
+    return format_
+
+
+def _distribution(spec: str = ".1f") -> Formatter:
+    """``7.43 (p50 8.0, p90 9.0)``."""
+
+    def format_(m: Metric) -> str:
+        p50, p90 = _number(m.detail, "p50"), _number(m.detail, "p90")
+        if m.value is None:
+            return MISSING
+        return f"{m.value:{spec}} (p50 {_num(p50, spec)}, p90 {_num(p90, spec)})"
+
+    return format_
+
+
+def _share_with(key: str) -> Formatter:
+    """``80.0% (16)``: a share, with the count ``key`` of its detail."""
+
+    def format_(m: Metric) -> str:
+        n = _number(m.detail, key)
+        return _num(m.value, ".1%") + (f" ({n:,.0f})" if n is not None else "")
+
+    return format_
+
+
+def _split(keys: tuple[str, ...]) -> Formatter:
+    """``3 (exact 1, near 2)``."""
+
+    def format_(m: Metric) -> str:
+        parts = ", ".join(f"{k} {_num(_number(m.detail, k), ',.0f')}" for k in keys)
+        return f"{_count(m)} ({parts})"
+
+    return format_
+
+
+class _Builder:
+    def __init__(self, metrics: MetricSet):
+        self.metrics = metrics
+        self.scenarios: tuple[str | None, ...] = (
+            (None, *metrics.scenarios) if len(metrics.scenarios) > 1 else (None,)
+        )
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        if len(self.scenarios) == 1:
+            return ("", self.metrics.scenarios[0] if self.metrics.scenarios else "run")
+        return ("", "run", *self.metrics.scenarios)
+
+    def row(self, label: str, name: str, fmt: Formatter) -> tuple[str, ...] | None:
+        cells = []
+        for scenario in self.scenarios:
+            metric = self.metrics.get(name, scenario)
+            cells.append(fmt(metric) if metric is not None else MISSING)
+        if all(cell == MISSING for cell in cells):
+            return None
+        return (label, *cells)
+
+    def table(self, title: str, rows: list[tuple[str, ...] | None], note: str = "") -> StatsTable | None:
+        kept = tuple(row for row in rows if row is not None)
+        return StatsTable(title, self.columns, kept, note) if kept else None
+
+    def family(self, family: str, label: Callable[[str], str], fmt: Formatter) -> list[tuple[str, ...] | None]:
+        return [self.row(label(key), f"{family}.{key}", fmt) for key in self.metrics.keys(family)]
+
+
+def stats_tables(metrics: MetricSet) -> list[StatsTable]:
+    """The tables of `dramaturg stats` for one run's metrics (see :func:`~dramaturg.evaluators.curate`)."""
+    b = _Builder(metrics)
+    roles = ("user", "assistant")
+    spread = [b.row(f"embedding spread {role}", f"embedding_spread_{role}", _value()) for role in roles]
+    curation = metrics.get("curation")
+    embedding_note = ""
+    if all(row is None for row in spread) and curation is not None:
+        embedding_note = f"embedding spread {curation.detail.get('embedding', 'not measured')}"
+    tables = [
+        b.table(
+            "Episodes",
+            [
+                b.row("done", "episodes_done", _count),
+                b.row("failed", "episodes_failed", _count),
+                b.row("still running", "episodes_running", _count),
+                b.row("turns per episode", "turns_per_episode", _distribution()),
+                b.row("user turn chars", "user_turn_chars", _distribution(".0f")),
+                b.row("assistant turn chars", "assistant_turn_chars", _distribution(".0f")),
+                b.row("role flips", "role_flip_rate", _share_of("role_flips", "user_turns")),
+                *b.family("termination", lambda key: f"ended: {key}", _share_with("episodes")),
+            ],
+        ),
+        b.table(
+            "Diversity",
+            [
+                *(
+                    b.row(f"distinct-{n} {role}", f"distinct_{n}_{role}", _value())
+                    for role in roles
+                    for n in (1, 2, 3)
+                ),
+                *(b.row(f"self-BLEU {role}", f"self_bleu_{role}", _value()) for role in roles),
+                *spread,
+            ],
+            note="distinct-n: unique / total n-grams (higher is more diverse); "
+            "self-BLEU on a sample (lower is more diverse)"
+            + (f"; {embedding_note}" if embedding_note else ""),
+        ),
+        b.table(
+            "Coverage",
+            [
+                b.row("persona×stage×variables", "coverage_persona_stage_variables", _share_of("covered", "possible")),
+                b.row("persona × stage", "coverage_persona_stage", _share_of("covered", "possible")),
+                b.row("personas", "coverage_personas", _share_of("covered", "possible")),
+                b.row("stages", "coverage_stages", _share_of("covered", "possible")),
+                b.row("variable values", "coverage_variable_values", _share_of("covered", "possible")),
+            ],
+            note="cells covered / possible; stages as performed",
+        ),
+        b.table(
+            "Critique and verification",
+            [
+                *b.family("critique_score", lambda key: f"critic score: {key}", _distribution()),
+                b.row("revision rate", "revision_rate", _share_of("revisions", "assistant_turns")),
+                b.row("judge both-order agree", "judge_consistency", _share_of("agreeing", "judged_both_orders")),
+                b.row("sim pair correctness", "sim_pair_correctness", _share_of("correct", "pairs")),
+            ],
+            note="critic scores 1-10: mean (p50, p90)",
+        ),
+        b.table(
+            "Checks",
+            b.family("check_pass_rate", lambda key: key, _share_of("passed", "checks")),
+            note="pass rate over every reply checked (originals, revisions, candidates)",
+        ),
+        b.table(
+            "Pairs",
+            [
+                b.row("pairs", "pairs", _count),
+                *b.family("pairs", lambda key: f"from {key}", _count),
+                *b.family("pair_outcome", lambda key: f"outcome: {key}", _count),
+                b.row("margin", "pair_margin", _distribution()),
+                b.row("length bias", "length_bias_share", _share_of("chosen_longer", "pairs")),
+                b.row("chosen/rejected length", "length_ratio_mean", _value(".2f")),
+            ],
+            note="length bias: share of pairs whose chosen reply is longer; length ratio: mean, in characters",
+        ),
+        b.table(
+            "Curation",
+            [
+                b.row("duplicate dialogues", "duplicate_dialogues", _split(("exact", "near"))),
+                b.row("duplicate pairs", "duplicate_pairs", _split(("exact", "near"))),
+                *b.family("filtered_dialogues", lambda key: f"dialogues: {key}", _count),
+                *b.family("filtered_pairs", lambda key: f"pairs: {key}", _count),
+                b.row("kept dialogues", "kept_dialogues", _share_of_items),
+                b.row("kept pairs", "kept_pairs", _share_of_items),
+            ],
+            note="duplicates are marked, not deleted; filtered rows keep their reason (tables duplicates, filtered)",
+        ),
+    ]
+    return [table for table in tables if table is not None]
+
+
+def _share_of_items(m: Metric) -> str:
+    items = _number(m.detail, "items")
+    if m.value is None or items is None:
+        return MISSING
+    return f"{m.value:,.0f} of {items:,.0f}"
