@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dramaturg.scenarios import EpisodeSpec, PlannedStage
-
 from collections.abc import Sequence
+
+from dramaturg.scenarios import EpisodeSpec, PlannedStage
 
 from dramaturg import _markers as mk
 
@@ -83,7 +83,14 @@ def critic_prompt(spec: EpisodeSpec) -> str:
 
 def critique_request(history: Sequence[tuple[str, str]], reply: str) -> str:
     return "\n".join(
-        [mk.CONVERSATION_LABEL, transcript(history), "Reply under review:", mk.REPLY_OPEN, reply, mk.REPLY_CLOSE]
+        [
+            mk.CONVERSATION_LABEL,
+            transcript(history),
+            "Reply under review:",
+            mk.REPLY_OPEN,
+            reply,
+            mk.REPLY_CLOSE,
+        ]
     )
 
 

@@ -448,9 +448,9 @@ def stats_command(db: ReadDbOption, run_id: RunIdOption = None, refresh: Refresh
     out.print(f"{'run':<9} {run}  {_curation_note(result, metrics)}", highlight=False, soft_wrap=True)
     for table in stats_tables(metrics):
         view = Table(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                     caption=table.note or None, caption_justify="left", pad_edge=False)
+                     show_edge=False, caption=table.note or None, caption_justify="left")
         for i, column in enumerate(table.columns):
-            view.add_column(column, justify="left" if i == 0 else "right")
+            view.add_column(column, justify="left" if i == 0 else "right", overflow="fold")
         for row in table.rows:
             view.add_row(*row)
         out.print(view)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from dramaturg import _markers as mk
 from dramaturg._gateway import Gateway
 from dramaturg._model import GenerationParams, ModelSpec, RoleName
-from dramaturg.agents import RoleAgent, director_note, user_simulator_prompt
 from dramaturg._review import EpisodeReviewer, ReviewSettings
+from dramaturg.agents import RoleAgent, director_note, user_simulator_prompt
 from dramaturg.evaluators import is_role_flip, user_consistency
 from dramaturg.memory import CheckRow, ReviewRows, TurnRecord
 from dramaturg.scenarios import Check, EpisodeSpec
@@ -118,13 +118,16 @@ async def perform_episode(
             )
         )
         answer = await assistant.respond(("user", text))
-        final_text, final_call = answer.text, answer.call_id
+        final_text: str = answer.text
+        final_call: str | None = answer.call_id
         if reviewer is not None:
             history = tuple((turn.role, turn.content) for turn in turns)
             result = await reviewer.review_turn(history, answer.text, answer.call_id, len(turns), assistant)
             final_text, final_call = result.text, result.call_id
         turns.append(
-            TurnRecord(idx=len(turns), role="assistant", content=final_text, stage=stage.name, call_id=final_call)
+            TurnRecord(
+                idx=len(turns), role="assistant", content=final_text, stage=stage.name, call_id=final_call
+            )
         )
         last_answer = final_text
         if ended:

@@ -146,7 +146,11 @@ class EpisodeReviewer:
         return _Structured(None, raw, self.settings.parse_attempts, call_id)
 
     async def _critique(
-        self, history: History, reply: str, turn_idx: int, target: Literal["original", "revision", "candidate"]
+        self,
+        history: History,
+        reply: str,
+        turn_idx: int,
+        target: Literal["original", "revision", "candidate"],
     ) -> CritiqueRow:
         rubric = self.spec.rubric
         result = await self._ask(
@@ -173,7 +177,12 @@ class EpisodeReviewer:
         return row
 
     async def _judge_both_orders(
-        self, history: History, better: str, worse: str, turn_idx: int, source: Literal["revision", "best_of_n"]
+        self,
+        history: History,
+        better: str,
+        worse: str,
+        turn_idx: int,
+        source: Literal["revision", "best_of_n"],
     ) -> tuple[str, list[str]]:
         """Judge (better, worse) in both orders. Returns an outcome and the judgment ids.
 
@@ -322,7 +331,9 @@ class EpisodeReviewer:
             return continued
         revised_ok = self._checks(history, revision.text, turn_idx, "revision")
         margin = revised_critique.overall - critique.overall
-        outcome, judgment_ids = await self._judge_both_orders(history, revision.text, answer, turn_idx, "revision")
+        outcome, judgment_ids = await self._judge_both_orders(
+            history, revision.text, answer, turn_idx, "revision"
+        )
         if outcome == "paired" and margin < self.settings.min_margin:
             outcome = "low_margin"
         elif outcome == "paired" and revised_critique.overall < self.settings.revise_below:
@@ -343,7 +354,9 @@ class EpisodeReviewer:
         self._outcome(turn_idx, "revision", outcome, pair_id)
         return continued
 
-    async def _best_of_n(self, history: History, answer: str, answer_call_id: str | None, turn_idx: int) -> None:
+    async def _best_of_n(
+        self, history: History, answer: str, answer_call_id: str | None, turn_idx: int
+    ) -> None:
         spec = self.models("assistant")
         candidates = [(answer, answer_call_id)]
         messages = tuple(Message("user" if role == "user" else "assistant", text) for role, text in history)
@@ -357,8 +370,8 @@ class EpisodeReviewer:
                 params=self.params,
                 seed=self.spec.seed + k,
             )
-            outcome = await self.gateway.complete(request, episode_id=self.episode_id)
-            candidates.append((outcome.response.text.strip(), outcome.call_id))
+            sampled = await self.gateway.complete(request, episode_id=self.episode_id)
+            candidates.append((sampled.response.text.strip(), sampled.call_id))
         scored = [
             _Candidate(text, call_id, await self._critique(history, text, turn_idx, "candidate"))
             for text, call_id in candidates
@@ -380,7 +393,9 @@ class EpisodeReviewer:
             # Both sides flawed: a pair would teach "less bad", not "good".
             self._outcome(turn_idx, "best_of_n", "chosen_below_threshold")
             return
-        outcome, judgment_ids = await self._judge_both_orders(history, best.text, worst.text, turn_idx, "best_of_n")
+        outcome, judgment_ids = await self._judge_both_orders(
+            history, best.text, worst.text, turn_idx, "best_of_n"
+        )
         pair_id = None
         if outcome == "paired":
             best_ok = self._checks(history, best.text, turn_idx, "candidate")
@@ -401,7 +416,9 @@ class EpisodeReviewer:
 
     async def goal_met(self, dialogue: History) -> bool | None:
         """The verifier's verdict on the episode's goal; None if it never answered usably."""
-        result = await self._ask("verifier", verifier_prompt(), goal_request(self.spec.goal, dialogue), parse_goal)
+        result = await self._ask(
+            "verifier", verifier_prompt(), goal_request(self.spec.goal, dialogue), parse_goal
+        )
         self.rows.checks.append(
             CheckRow(
                 self.episode_id,
@@ -409,7 +426,11 @@ class EpisodeReviewer:
                 "episode",
                 "goal_met",
                 bool(result.value and result.value.goal_met),
-                (result.value.reason if result.value else f"verifier reply did not parse: {result.raw[:200]}"),
+                (
+                    result.value.reason
+                    if result.value
+                    else f"verifier reply did not parse: {result.raw[:200]}"
+                ),
             )
         )
         return result.value.goal_met if result.value else None
@@ -442,7 +463,9 @@ class PairReport:
 
 def pair_report(store: Store, run_id: str) -> PairReport:
     """Summarise a run's pairs and judgments; records sim pair correctness in ``metrics``."""
-    pairs = dict(store.sql("SELECT source, count(*) FROM preference_pairs WHERE run_id = ? GROUP BY 1", [run_id]))
+    pairs = dict(
+        store.sql("SELECT source, count(*) FROM preference_pairs WHERE run_id = ? GROUP BY 1", [run_id])
+    )
     outcomes = dict(
         store.sql(
             "SELECT o.outcome, count(*) FROM pair_outcomes o JOIN episodes e USING (episode_id) "

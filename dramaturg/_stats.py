@@ -58,13 +58,13 @@ def _share_of(numerator: str, denominator: str) -> Formatter:
 
 
 def _distribution(spec: str = ".1f") -> Formatter:
-    """``7.43 (p50 8.0, p90 9.0)``."""
+    """``7.4 (p50 8)``: the mean and the median."""
 
     def format_(m: Metric) -> str:
-        p50, p90 = _number(m.detail, "p50"), _number(m.detail, "p90")
+        p50 = _number(m.detail, "p50")
         if m.value is None:
             return MISSING
-        return f"{m.value:{spec}} (p50 {_num(p50, spec)}, p90 {_num(p90, spec)})"
+        return f"{m.value:{spec}} (p50 {_num(p50, '.4g')})"
 
     return format_
 
@@ -80,11 +80,19 @@ def _share_with(key: str) -> Formatter:
 
 
 def _split(keys: tuple[str, ...]) -> Formatter:
-    """``3 (exact 1, near 2)``."""
+    """``3 (1 exact, 2 near)``; parts that are zero are left out."""
 
     def format_(m: Metric) -> str:
-        parts = ", ".join(f"{k} {_num(_number(m.detail, k), ',.0f')}" for k in keys)
-        return f"{_count(m)} ({parts})"
+        parts = [(k, _number(m.detail, k)) for k in keys]
+        shown = ", ".join(f"{n:,.0f} {k}" for k, n in parts if n)
+        return _count(m) + (f" ({shown})" if shown else "")
+
+    return format_
+
+
+def _detail_count(key: str) -> Formatter:
+    def format_(m: Metric) -> str:
+        return _num(_number(m.detail, key), ",.0f")
 
     return format_
 
@@ -135,7 +143,7 @@ def stats_tables(metrics: MetricSet) -> list[StatsTable]:
                 b.row("done", "episodes_done", _count),
                 b.row("failed", "episodes_failed", _count),
                 b.row("still running", "episodes_running", _count),
-                b.row("turns per episode", "turns_per_episode", _distribution()),
+                b.row("turns/episode", "turns_per_episode", _distribution()),
                 b.row("user turn chars", "user_turn_chars", _distribution(".0f")),
                 b.row("assistant turn chars", "assistant_turn_chars", _distribution(".0f")),
                 b.row("role flips", "role_flip_rate", _share_of("role_flips", "user_turns")),
@@ -171,12 +179,13 @@ def stats_tables(metrics: MetricSet) -> list[StatsTable]:
         b.table(
             "Critique and verification",
             [
-                *b.family("critique_score", lambda key: f"critic score: {key}", _distribution()),
+                *b.family("critique_score", lambda key: f"critic: {key}", _distribution()),
                 b.row("revision rate", "revision_rate", _share_of("revisions", "assistant_turns")),
-                b.row("judge both-order agree", "judge_consistency", _share_of("agreeing", "judged_both_orders")),
-                b.row("sim pair correctness", "sim_pair_correctness", _share_of("correct", "pairs")),
+                b.row("judges agree", "judge_consistency", _share_of("agreeing", "judged_both_orders")),
+                b.row("sim correctness", "sim_pair_correctness", _share_of("correct", "pairs")),
             ],
-            note="critic scores 1-10: mean (p50, p90)",
+            note="critic scores 1-10: mean (median); judges agree: same verdict in both orders; "
+            "sim correctness: pairs whose chosen side lacks the sim's planted mistake",
         ),
         b.table(
             "Checks",
@@ -188,31 +197,35 @@ def stats_tables(metrics: MetricSet) -> list[StatsTable]:
             [
                 b.row("pairs", "pairs", _count),
                 *b.family("pairs", lambda key: f"from {key}", _count),
-                *b.family("pair_outcome", lambda key: f"outcome: {key}", _count),
+                *(
+                    b.row(f"no pair: {key}", f"pair_outcome.{key}", _count)
+                    for key in metrics.keys("pair_outcome")
+                    if key != "paired"
+                ),
                 b.row("margin", "pair_margin", _distribution()),
                 b.row("length bias", "length_bias_share", _share_of("chosen_longer", "pairs")),
-                b.row("chosen/rejected length", "length_ratio_mean", _value(".2f")),
+                b.row("length ratio", "length_ratio_mean", _value(".2f")),
             ],
-            note="length bias: share of pairs whose chosen reply is longer; length ratio: mean, in characters",
+            note="margin: critic score of chosen minus rejected, mean (median); length bias: share of pairs "
+            "whose chosen reply is longer; length ratio: mean chosen/rejected length, in characters",
         ),
         b.table(
             "Curation",
             [
-                b.row("duplicate dialogues", "duplicate_dialogues", _split(("exact", "near"))),
-                b.row("duplicate pairs", "duplicate_pairs", _split(("exact", "near"))),
-                *b.family("filtered_dialogues", lambda key: f"dialogues: {key}", _count),
-                *b.family("filtered_pairs", lambda key: f"pairs: {key}", _count),
-                b.row("kept dialogues", "kept_dialogues", _share_of_items),
-                b.row("kept pairs", "kept_pairs", _share_of_items),
+                b.row("dialogues", "kept_dialogues", _detail_count("items")),
+                b.row("  duplicates", "duplicate_dialogues", _split(("exact", "near"))),
+                b.row("  filtered", "kept_dialogues", _detail_count("filtered")),
+                *b.family("filtered_dialogues", lambda key: f"    {key}", _count),
+                b.row("  kept", "kept_dialogues", _count),
+                b.row("pairs", "kept_pairs", _detail_count("items")),
+                b.row("  duplicates", "duplicate_pairs", _split(("exact", "near"))),
+                b.row("  filtered", "kept_pairs", _detail_count("filtered")),
+                *b.family("filtered_pairs", lambda key: f"    {key}", _count),
+                b.row("  kept", "kept_pairs", _count),
             ],
-            note="duplicates are marked, not deleted; filtered rows keep their reason (tables duplicates, filtered)",
+            note="duplicates are marked, not deleted; an item can fail several filters; "
+            "SQL: tables duplicates and filtered",
         ),
     ]
     return [table for table in tables if table is not None]
 
-
-def _share_of_items(m: Metric) -> str:
-    items = _number(m.detail, "items")
-    if m.value is None or items is None:
-        return MISSING
-    return f"{m.value:,.0f} of {items:,.0f}"

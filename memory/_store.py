@@ -183,9 +183,9 @@ class Store:
         )
         if not rows:
             return None
-        *values, annotations = rows[0]
+        call_id, text, finish, tokens_in, tokens_out, cache_read, cache_write, annotations = rows[0]
         notes = tuple(sorted(json.loads(annotations).items())) if annotations else ()
-        return CachedCall(*values, annotations=notes)
+        return CachedCall(call_id, text, finish, tokens_in, tokens_out, cache_read, cache_write, notes)
 
     # -- writes --------------------------------------------------------------------------------
 

@@ -12,9 +12,8 @@ from types import MappingProxyType
 from typing import Annotated, Any
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from dramaturg.scenarios._checks import Check
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["EpisodeSpec", "Persona", "PlannedStage", "Scenario", "Stage", "Transition"]
 

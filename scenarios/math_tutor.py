@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-
 import re
+from collections.abc import Mapping
 
 from dramaturg.scenarios import CheckContext, CheckResult, Persona, Scenario, Stage, Transition
 
@@ -26,7 +25,9 @@ def _equation(values: Mapping[str, str | int | float], rng: random.Random) -> di
     }
 
 
-_PRAISE = re.compile(r"(?<!not )(?<!n't )\b(?:correct|that's right|exactly right|well done|nice work)\b", re.I)
+_PRAISE = re.compile(
+    r"(?<!not )(?<!n't )\b(?:correct|that's right|exactly right|well done|nice work)\b", re.I
+)
 _OFFERED = re.compile(r"\bx\s*=\s*(-?\d+)")
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Mapping
 from datetime import date, timedelta
-
-import re
 
 from dramaturg.scenarios import CheckContext, CheckResult, Persona, Scenario, Stage, Transition
 

@@ -6,14 +6,14 @@ import asyncio
 from pathlib import Path
 
 from autogen_core.models import AssistantMessage, SystemMessage, UserMessage
+from dramaturg.agents import RoleAgent, user_simulator_prompt
+from dramaturg.agents._client import to_request_messages
+from dramaturg.memory import Store, StoreWriter
+from dramaturg.scenarios import load_scenario
 
 from dramaturg import FunctionBackend, Message, ModelRequest, ModelSpec
 from dramaturg._gateway import Gateway
-from dramaturg.agents import RoleAgent, user_simulator_prompt
-from dramaturg.agents._client import to_request_messages
 from dramaturg.backends import respond_text
-from dramaturg.memory import Store, StoreWriter
-from dramaturg.scenarios import load_scenario
 
 
 def test_messages_merge_into_alternating_roles() -> None:

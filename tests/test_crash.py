@@ -13,7 +13,19 @@ from tests.conftest import dialogues, dramaturg_subprocess
 
 def test_sigkill_mid_run_leaves_complete_done_episodes_and_rerun_resumes(tmp_path: Path, cli) -> None:
     db = tmp_path / "crash.duckdb"
-    args = ("run", "support-refund", "math-tutor", "-n", "30", "--run-id", "crash", "--best-of-n", "0", "--concurrency", "4")
+    args = (
+        "run",
+        "support-refund",
+        "math-tutor",
+        "-n",
+        "30",
+        "--run-id",
+        "crash",
+        "--best-of-n",
+        "0",
+        "--concurrency",
+        "4",
+    )
     process = dramaturg_subprocess(*args, "--db", str(db))
     # Wait until the store exists and has had time to commit some episodes, then kill hard.
     deadline = time.monotonic() + 60

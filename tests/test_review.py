@@ -72,7 +72,8 @@ def test_pairs_are_judged_in_both_orders_and_follow_the_prompt_format(tmp_path: 
     store = _run(tmp_path, FunctionBackend(SimBackend().complete), sim_mistake_rate=0.5)
     pairs = store.sql("SELECT prompt, chosen, rejected, judge_agreement, judgment_ids FROM preference_pairs")
     orientations = store.sql(
-        "SELECT episode_id, turn_idx, source, list(orientation ORDER BY orientation) FROM judgments GROUP BY ALL"
+        "SELECT episode_id, turn_idx, source, list(orientation ORDER BY orientation) "
+        "FROM judgments GROUP BY ALL"
     )
     store.close()
     assert pairs
@@ -104,11 +105,8 @@ def test_dialogue_continues_from_the_revision(tmp_path: Path) -> None:
     )
     store.close()
     assert revisions
-    later_user_views = [
-        m.content for r in requests if r.role == "user_simulator" for m in r.messages if m.role == "user"
-    ]
     dialogue_of: dict[str, list[str]] = {}
-    for (episode, idx), content in sorted(turns.items()):
+    for (episode, _), content in sorted(turns.items()):
         dialogue_of.setdefault(episode, []).append(content)
     for episode, idx, original, revised in revisions:
         assert turns[(episode, idx)] == revised  # the stored dialogue holds the revision

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import textwrap
 from pathlib import Path
 
 import pytest
+from dramaturg.scenarios import builtin_scenarios
 
 from dramaturg import Persona, Scenario, ScenarioError, Stage, Transition, load_scenario
-from dramaturg.scenarios import builtin_scenarios
 
 
 def _scenario(**changes: object) -> Scenario:
@@ -51,7 +52,7 @@ def test_stage_paths_follow_the_graph_and_end_terminal() -> None:
         for seed in range(40):
             path = scenario.instantiate(seed).stage_path
             assert len(path) <= scenario.max_turns
-            for before, after in zip(path, path[1:], strict=False):
+            for before, after in itertools.pairwise(path):
                 assert graph.has_edge(before.name, after.name)
             assert path[-1].terminal
 
@@ -126,7 +127,7 @@ def test_file_with_several_scenarios_needs_a_name(tmp_path: Path) -> None:
         "first = make('first')\n"
         "second = make('second')\n"
     )
-    with pytest.raises(ScenarioError, match="found 2 .first, second.; pick one with FILE.py:NAME"):
+    with pytest.raises(ScenarioError, match=r"found 2 \(first, second\); pick one with FILE\.py:NAME"):
         load_scenario(str(path))
     assert load_scenario(f"{path}:second").scenario.name == "second"
     assert load_scenario(f"{path}:first").scenario.name == "first"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from dramaturg.memory import MIGRATIONS, EpisodeResult, EpisodeStart, Store, StoreWriter, TurnRecord, utcnow
 
 from dramaturg import StoreError
-from dramaturg.memory import MIGRATIONS, EpisodeResult, EpisodeStart, Store, StoreWriter, TurnRecord, utcnow
 
 
 def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
@@ -95,6 +95,7 @@ def test_writer_batches_call_records_and_makes_them_durable(tmp_path: Path) -> N
 
 def test_schema_reference_is_current() -> None:
     from dramaturg.memory._schema_doc import render
+
     from tests.conftest import REPO
 
     assert (REPO / "docs" / "store.md").read_text() == render(), (

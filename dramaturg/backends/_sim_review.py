@@ -59,7 +59,7 @@ class Issue:
 
 
 def _between(text: str, start: str, end: str) -> str:
-    head, found, rest = text.partition(start)
+    _head, found, rest = text.partition(start)
     return rest.partition(end)[0].strip() if found else ""
 
 
@@ -115,16 +115,16 @@ def find_issues(instructions: str, history: Sequence[tuple[str, str]], reply: st
     key = _answer_key(instructions)
     user_text = " ".join(content for role, content in history if role == "user")
     for sentence in sentences:
-        if key is not None and re.search(rf"(?:answer is|x\s*=)\s*{re.escape(key)}\b", sentence):
-            if f"x = {key}" not in user_text:
-                issues.append(Issue("violation", "remove", sentence))
-                continue
+        leaks_key = key is not None and re.search(rf"(?:answer is|x\s*=)\s*{re.escape(key)}\b", sentence)
+        if leaks_key and f"x = {key}" not in user_text:
+            issues.append(Issue("violation", "remove", sentence))
+            continue
         for action in _forbidden_actions(instructions):
             wanted = _content_words(action)
-            if wanted and len(wanted & _content_words(sentence)) >= 0.75 * len(wanted):
-                if not _NEGATION.search(sentence):
-                    issues.append(Issue("violation", "remove", sentence))
-                    break
+            does_it = wanted and len(wanted & _content_words(sentence)) >= 0.75 * len(wanted)
+            if does_it and not _NEGATION.search(sentence):
+                issues.append(Issue("violation", "remove", sentence))
+                break
     last_user = next((content for role, content in reversed(history) if role == "user"), "")
     said_before = " ".join(content for role, content in history if role == "assistant")
     guidance = expected_guidance(instructions, last_user, said_before)
@@ -194,4 +194,3 @@ def verify_goal(request: str) -> str:
     met = is_goodbye(last_user) and any(role == "assistant" for role, _ in history)
     reason = "the user left satisfied" if met else "the conversation ended without resolution"
     return json.dumps({"goal_met": met, "reason": reason})
-
