@@ -28,15 +28,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import duckdb
-
-import dramaturg
 from dramaturg.evaluators import curate
 from dramaturg.memory import Store
+
+import dramaturg
 
 __all__ = ["CurationBench", "build_store", "main"]
 
@@ -61,7 +61,16 @@ _IDS = {
     "preference_pairs": ("pair_id",),
     "pair_outcomes": ("pair_id",),
 }
-_TABLES = ("episodes", "turns", "critiques", "revisions", "judgments", "checks", "preference_pairs", "pair_outcomes")
+_TABLES = (
+    "episodes",
+    "turns",
+    "critiques",
+    "revisions",
+    "judgments",
+    "checks",
+    "preference_pairs",
+    "pair_outcomes",
+)
 _WORD = re.compile(r"\S+")
 
 
@@ -69,7 +78,10 @@ def _template(workdir: Path) -> Path:
     path = workdir / "template.duckdb"
     if not path.exists():
         config = dramaturg.RunConfig(
-            scenarios=["math-tutor", "support-refund"], episodes=TEMPLATE_EPISODES, run_id="template", seed=SEED
+            scenarios=["math-tutor", "support-refund"],
+            episodes=TEMPLATE_EPISODES,
+            run_id="template",
+            seed=SEED,
         )
         asyncio.run(dramaturg.run(config, path))
     return path
@@ -105,18 +117,24 @@ def build_store(path: Path, size: int, template: Path) -> str:
     run_id = f"bench-{size}"
     con = duckdb.connect(str(path))
     rows = {
-        table: con.execute(f"SELECT * FROM {table} WHERE episode_id IN (SELECT episode_id FROM episodes "
-                           f"WHERE run_id = 'template' AND status = 'done') ORDER BY ALL").fetchall()
+        table: con.execute(
+            f"SELECT * FROM {table} WHERE episode_id IN (SELECT episode_id FROM episodes "
+            f"WHERE run_id = 'template' AND status = 'done') ORDER BY ALL"
+        ).fetchall()
         for table in _TABLES
     }
-    columns = {table: [d[0] for d in con.execute(f"SELECT * FROM {table} LIMIT 0").description] for table in _TABLES}
+    columns = {
+        table: [d[0] for d in con.execute(f"SELECT * FROM {table} LIMIT 0").description] for table in _TABLES
+    }
     by_episode: dict[str, dict[str, list[tuple[object, ...]]]] = {}
     for table, table_rows in rows.items():
         key = columns[table].index("episode_id")
         for row in table_rows:
             by_episode.setdefault(str(row[key]), {}).setdefault(table, []).append(row)
     templates = sorted(by_episode)
-    vocabulary = sorted({w for (text,) in con.execute("SELECT content FROM turns").fetchall() for w in _WORD.findall(text)})
+    vocabulary = sorted(
+        {w for (text,) in con.execute("SELECT content FROM turns").fetchall() for w in _WORD.findall(text)}
+    )
     vocabulary += [f"w{i}" for i in range(20_000)]
 
     rng = random.Random(SEED)
@@ -155,15 +173,25 @@ def build_store(path: Path, size: int, template: Path) -> str:
                     for name in ("judgment_ids", "critique_ids"):
                         values[name] = json.dumps([f"{x}~{i}" for x in json.loads(str(values[name]))])
                 out[table].append([values[name] for name in names])
-    con.execute("INSERT INTO runs SELECT ?, created_at, seed, config, dramaturg_version FROM runs WHERE run_id = 'template'",
-                [run_id])
-    con.execute("INSERT INTO scenarios SELECT ?, name, source, definition FROM scenarios WHERE run_id = 'template'",
-                [run_id])
+    con.execute(
+        "INSERT INTO runs SELECT ?, created_at, seed, config, dramaturg_version FROM runs "
+        "WHERE run_id = 'template'",
+        [run_id],
+    )
+    con.execute(
+        "INSERT INTO scenarios SELECT ?, name, source, definition FROM scenarios WHERE run_id = 'template'",
+        [run_id],
+    )
     for table in _TABLES:
         names = columns[table]
-        types = [t for (t,) in con.execute(
-            "SELECT data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position", [table]
-        ).fetchall()]
+        types = [
+            t
+            for (t,) in con.execute(
+                "SELECT data_type FROM information_schema.columns WHERE table_name = ? "
+                "ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+        ]
         unnests = ", ".join(f"unnest(${k + 1}::{t}[])" for k, t in enumerate(types))
         data = [[row[k] for row in out[table]] for k in range(len(names))]
         con.execute(f"INSERT INTO {table} SELECT {unnests}", data)
@@ -193,18 +221,32 @@ def _curate_here(path: Path, run_id: str) -> CurationBench:
     cpu_s = time.process_time() - cpu
     turns = store.sql("SELECT count(*) FROM turns WHERE episode_id LIKE ? || '/%'", [run_id])[0][0]
     store.close()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return CurationBench(
         size=result.dialogues,
         turns=turns,
         pairs=result.pairs,
         wall_s=result.elapsed_s,
         cpu_s=cpu_s,
-        peak_rss_mib=peak / 2**20 if sys.platform == "darwin" else peak / 2**10,
+        peak_rss_mib=_peak_rss_mib(),
         timings={k: round(v, 2) for k, v in result.timings.items()},
         dialogue_duplicates=sum(n for (kind, _), n in result.duplicates.items() if kind == "dialogue"),
         pair_duplicates=sum(n for (kind, _), n in result.duplicates.items() if kind == "pair"),
     )
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident memory of this process.
+
+    On Linux, VmHWM: ru_maxrss survives exec, so a child started from a parent that built a
+    100k-episode store in memory would report the parent's peak, not its own.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def _curate_child(path: Path, run_id: str) -> CurationBench:
@@ -215,16 +257,14 @@ def _curate_child(path: Path, run_id: str) -> CurationBench:
     return CurationBench(**json.loads(completed.stdout))
 
 
-def _timed(step: Callable[[], str]) -> tuple[str, float]:
-    started = time.perf_counter()
-    value = step()
-    return value, time.perf_counter() - started
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    parser.add_argument("--workdir", type=Path, default=None, help="Keep stores here (default: a temp folder).")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="Keep stores here (default: a temp folder)."
+    )
     parser.add_argument("--curate", nargs=2, metavar=("DB", "RUN_ID"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.curate:
@@ -236,12 +276,15 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for size in args.sizes:
         path = workdir / f"bench-{size}.duckdb"
-        run_id, build_s = _timed(lambda size=size, path=path: build_store(path, size, template))
+        started = time.perf_counter()
+        run_id = build_store(path, size, template)
+        build_s = time.perf_counter() - started
         result = _curate_child(path, run_id)
         results.append(result)
         print(
-            f"{size:>7} dialogues {result.turns:>9,} turns {result.pairs:>7,} pairs  built in {build_s:5.1f} s  "
-            f"curated in {result.wall_s:6.1f} s wall / {result.cpu_s:6.1f} s CPU  peak {result.peak_rss_mib:6.0f} MiB  "
+            f"{size:>7} dialogues {result.turns:>9,} turns {result.pairs:>7,} pairs  "
+            f"built in {build_s:5.1f} s  curated in {result.wall_s:6.1f} s wall / {result.cpu_s:6.1f} s CPU  "
+            f"peak {result.peak_rss_mib:6.0f} MiB  "
             f"dups {result.dialogue_duplicates} dialogues / {result.pair_duplicates} pairs",
             flush=True,
         )

@@ -275,8 +275,9 @@ def _run_with_progress(config: RunConfig, db: Path) -> RunSummary:
     except DramaturgError as exc:
         raise _fail(f"{type(exc).__name__}: {exc}", 1) from exc
     except KeyboardInterrupt as exc:
+        run_id = config.run_id or "RUN_ID"  # a generated id is in `SELECT run_id FROM runs`
         raise _fail(
-            f"interrupted; the store is intact. Resume with: dramaturg run ... --run-id {config.run_id or '<ID>'}",
+            f"interrupted; the store is intact. Resume with: dramaturg resume {run_id} --db {db}",
             130,
         ) from exc
 
@@ -421,7 +422,9 @@ def export_command(
     )
 
 
-RunIdOption = Annotated[str | None, typer.Option("--run-id", help="The run to measure (default: the latest).")]
+RunIdOption = Annotated[
+    str | None, typer.Option("--run-id", help="The run to measure (default: the latest).")
+]
 RefreshOption = Annotated[
     bool, typer.Option("--refresh", help="Curate again even if the stored metrics are current.")
 ]
@@ -447,8 +450,15 @@ def stats_command(db: ReadDbOption, run_id: RunIdOption = None, refresh: Refresh
         store.close()
     out.print(f"{'run':<9} {run}  {_curation_note(result, metrics)}", highlight=False, soft_wrap=True)
     for table in stats_tables(metrics):
-        view = Table(title=table.title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                     show_edge=False, caption=table.note or None, caption_justify="left")
+        view = Table(
+            title=table.title,
+            title_justify="left",
+            title_style="bold",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            caption=table.note or None,
+            caption_justify="left",
+        )
         for i, column in enumerate(table.columns):
             view.add_column(column, justify="left" if i == 0 else "right", overflow="fold")
         for row in table.rows:
@@ -471,12 +481,14 @@ def report_command(
     """
     if not out_file.parent.is_dir():
         raise _fail(f"{out_file}: the folder {out_file.parent} does not exist", 2)
-    store, run, result = _curated(db, run_id, refresh)
+    store, run, _ = _curated(db, run_id, refresh)
     try:
         plots = write_report(store, run, out_file)
     finally:
         store.close()
-    out.print(f"wrote {out_file}: {plots} plots and the stats tables of run {run}", highlight=False, soft_wrap=True)
+    out.print(
+        f"wrote {out_file}: {plots} plots and the stats tables of run {run}", highlight=False, soft_wrap=True
+    )
 
 
 def _curated(db: Path, run_id: str | None, refresh: bool) -> tuple[Store, str, CurationResult | None]:

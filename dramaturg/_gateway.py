@@ -63,6 +63,7 @@ class Usage:
     cost_usd: float = 0.0
 
     def add(self, response: ModelResponse, cost_usd: float) -> None:
+        """Count one paid call."""
         self.calls += 1
         self.input_tokens += response.input_tokens
         self.output_tokens += response.output_tokens
@@ -222,7 +223,7 @@ class Gateway:
             started = time.perf_counter()
             async with self._slots:
                 # Reserved inside the slot, so only calls about to start hold budget.
-                held = self.budget.reserve(ceiling) if self.budget is not None else 0.0
+                held = await self.budget.reserve(ceiling) if self.budget is not None else 0.0
                 try:
                     await self.limiter.acquire(tokens)
                     started = time.perf_counter()

@@ -18,6 +18,7 @@ billed at the cache rates, so the three never overlap.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -153,10 +154,11 @@ class Budget:
     """The run's spending limit, kept by reservation so concurrent calls cannot overshoot it.
 
     Before a call the gateway reserves the call's ceiling (its estimated input plus
-    ``max_tokens`` of output); the call is refused if spent plus reserved would pass the
-    limit. When the call returns, the reservation is replaced by the real cost. The limit
-    can only be passed by a call whose input the estimate undercounted, so a run ends within
-    one call's cost of its budget.
+    ``max_tokens`` of output). A call that would fit the limit were it not for what calls in
+    flight hold waits for them to settle (they usually give most of it back); a call that
+    cannot fit even then is refused, which stops the run. When a call returns, its
+    reservation is replaced by its real cost. The limit can only be passed by a call whose
+    input the estimate undercounted, so a run ends within one call's cost of its budget.
 
     Args:
         limit_usd: the most the run may spend, in USD.
@@ -167,24 +169,39 @@ class Budget:
         self.limit_usd = limit_usd
         self.spent_usd = spent_usd
         self.reserved_usd = 0.0
+        self._holders = 0
+        self._waiters: list[asyncio.Future[None]] = []
 
-    def reserve(self, amount_usd: float) -> float:
+    async def reserve(self, amount_usd: float) -> float:
         """Hold ``amount_usd`` for a call about to start; return the amount held.
 
         Raises:
-            BackendError: kind ``budget`` when the call might take the run over its limit.
+            BackendError: kind ``budget`` when the call might take the run over its limit
+                even after every call in flight has settled.
         """
-        if self.spent_usd + self.reserved_usd + amount_usd > self.limit_usd:
-            raise BackendError(
-                f"budget ${self.limit_usd:.4f} reached: ${self.spent_usd:.4f} spent, "
-                f"${self.reserved_usd:.4f} held by calls in flight, and the next call may cost "
-                f"up to ${amount_usd:.4f}",
-                kind="budget",
-            )
-        self.reserved_usd += amount_usd
-        return amount_usd
+        while True:
+            if self.spent_usd + amount_usd > self.limit_usd:
+                raise BackendError(
+                    f"limit ${self.limit_usd:.4f} reached: ${self.spent_usd:.4f} spent, and the "
+                    f"next call may cost up to ${amount_usd:.4f}",
+                    kind="budget",
+                )
+            if self.spent_usd + self.reserved_usd + amount_usd <= self.limit_usd:
+                self.reserved_usd += amount_usd
+                self._holders += 1
+                return amount_usd
+            # Only reachable while some call holds a reservation, and that call will settle.
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     def settle(self, reserved_usd: float, actual_usd: float) -> None:
         """Replace a reservation by what the call really cost (0 for a failed attempt)."""
-        self.reserved_usd = max(0.0, self.reserved_usd - reserved_usd)
+        self._holders -= 1
+        # Reset exactly when nobody holds anything, so float residue cannot block a waiter.
+        self.reserved_usd = max(0.0, self.reserved_usd - reserved_usd) if self._holders else 0.0
         self.spent_usd += actual_usd
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)

@@ -65,7 +65,8 @@ def _axes(y_max: float, x_label: str, y_label: str, width: int = _WIDTH, height:
         f'<line x1="{left}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#333"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{bottom}" stroke="#333"/>',
         f'<text x="{(left + right) / 2}" y="{height - 8}" text-anchor="middle">{_e(x_label)}</text>',
-        f'<text transform="translate(14 {(top + bottom) / 2}) rotate(-90)" text-anchor="middle">{_e(y_label)}</text>',
+        f'<text transform="translate(14 {(top + bottom) / 2}) rotate(-90)" text-anchor="middle">'
+        f"{_e(y_label)}</text>",
     ]
     for k in range(5):
         value = y_max * k / 4
@@ -80,12 +81,16 @@ def _legend(names: Sequence[str], width: int = _WIDTH) -> list[str]:
     x = width - _MARGIN_RIGHT - 120 * len(names)
     for i, name in enumerate(names):
         colour = _PALETTE[i % len(_PALETTE)]
-        parts.append(f'<rect x="{x + 120 * i}" y="{_MARGIN_TOP - 8}" width="10" height="10" fill="{colour}"/>')
+        parts.append(
+            f'<rect x="{x + 120 * i}" y="{_MARGIN_TOP - 8}" width="10" height="10" fill="{colour}"/>'
+        )
         parts.append(f'<text x="{x + 120 * i + 14}" y="{_MARGIN_TOP + 1}">{_e(name)}</text>')
     return parts
 
 
-def bar_chart(title: str, categories: Sequence[str], series: Sequence[_Series], x_label: str, y_label: str) -> str:
+def bar_chart(
+    title: str, categories: Sequence[str], series: Sequence[_Series], x_label: str, y_label: str
+) -> str:
     """Grouped vertical bars: one group per category, one bar per series."""
     y_max = _nice_max(max((v for s in series for v in s.values), default=0.0))
     left, bottom = _MARGIN_LEFT, _HEIGHT - _MARGIN_BOTTOM
@@ -96,15 +101,16 @@ def bar_chart(title: str, categories: Sequence[str], series: Sequence[_Series], 
     for c, category in enumerate(categories):
         x0 = left + c * group_w + group_w * 0.1
         body.append(
-            f'<text x="{left + (c + 0.5) * group_w:.1f}" y="{bottom + 14}" text-anchor="middle">{_e(category)}</text>'
+            f'<text x="{left + (c + 0.5) * group_w:.1f}" y="{bottom + 14}" text-anchor="middle">'
+            f"{_e(category)}</text>"
         )
         for s, one in enumerate(series):
             value = one.values[c]
             h = plot_h * value / y_max
             body.append(
                 f'<rect x="{x0 + s * bar_w:.1f}" y="{bottom - h:.1f}" width="{max(bar_w - 1, 1):.1f}" '
-                f'height="{h:.1f}" fill="{_PALETTE[s % len(_PALETTE)]}"><title>{_e(one.name)} {_e(category)}: '
-                f"{value:g}</title></rect>"
+                f'height="{h:.1f}" fill="{_PALETTE[s % len(_PALETTE)]}">'
+                f"<title>{_e(one.name)} {_e(category)}: {value:g}</title></rect>"
             )
     if len(series) > 1:
         body += _legend([s.name for s in series])
@@ -126,7 +132,9 @@ def histogram(title: str, series: Sequence[_Series], x_label: str, bins: int = _
     bin_w = plot_w / bins
     body = _axes(y_max, x_label, "count")
     for k in range(0, bins + 1, max(bins // 6, 1)):
-        body.append(f'<text x="{left + k * bin_w:.1f}" y="{bottom + 14}" text-anchor="middle">{edges[k]:.3g}</text>')
+        body.append(
+            f'<text x="{left + k * bin_w:.1f}" y="{bottom + 14}" text-anchor="middle">{edges[k]:.3g}</text>'
+        )
     for s, (one, count) in enumerate(zip(series, counts, strict=True)):
         colour = _PALETTE[s % len(_PALETTE)]
         for k, n in enumerate(count):
@@ -141,7 +149,9 @@ def histogram(title: str, series: Sequence[_Series], x_label: str, bins: int = _
     return _svg(body, title)
 
 
-def heatmap(title: str, rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequence[float]]) -> str:
+def heatmap(
+    title: str, rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequence[float]]
+) -> str:
     """A grid of cells shaded by count; empty cells (never covered) are hatched grey."""
     cell_w = max(min(90, (_WIDTH - 140) // max(len(columns), 1)), 30)
     cell_h = 24
@@ -151,7 +161,10 @@ def heatmap(title: str, rows: Sequence[str], columns: Sequence[str], counts: Seq
     peak = max((v for row in counts for v in row), default=0) or 1
     body = []
     for j, column in enumerate(columns):
-        body.append(f'<text x="{left + (j + 0.5) * cell_w:.1f}" y="{top - 6}" text-anchor="middle">{_e(column)}</text>')
+        body.append(
+            f'<text x="{left + (j + 0.5) * cell_w:.1f}" y="{top - 6}" text-anchor="middle">'
+            f"{_e(column)}</text>"
+        )
     for i, row in enumerate(rows):
         y = top + i * cell_h
         body.append(f'<text x="{left - 6}" y="{y + cell_h / 2 + 4:.1f}" text-anchor="end">{_e(row)}</text>')
@@ -178,7 +191,10 @@ def _table_html(table: StatsTable) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in table.columns)
     rows = "".join("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
     note = f"<p class=note>{_e(table.note)}</p>" if table.note else ""
-    return f"<section><h3>{_e(table.title)}</h3><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{note}</section>"
+    return (
+        f"<section><h3>{_e(table.title)}</h3><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{rows}</tbody></table>{note}</section>"
+    )
 
 
 def _figures(store: Store, run_id: str, metrics: MetricSet) -> list[tuple[str, str]]:
@@ -191,8 +207,8 @@ def _figures(store: Store, run_id: str, metrics: MetricSet) -> list[tuple[str, s
         for target in targets:
             metric = metrics.get(f"critique_score.{target}")
             raw = metric.detail.get("histogram") if metric else None
-            counts = raw if isinstance(raw, dict) else {}
-            series.append(_Series(target, [float(counts.get(score, 0)) for score in scores]))
+            histogram_counts = raw if isinstance(raw, dict) else {}
+            series.append(_Series(target, [float(histogram_counts.get(score, 0)) for score in scores]))
         figures.append(
             (
                 bar_chart("Critic scores", scores, series, "overall score (1-10, rounded)", "critiques"),
@@ -201,14 +217,19 @@ def _figures(store: Store, run_id: str, metrics: MetricSet) -> list[tuple[str, s
         )
     done = "SELECT episode_id FROM episodes WHERE run_id = ? AND status = 'done'"
     turn_lengths = {
-        role: [float(n) for (n,) in store.sql(
-            f"SELECT length(content) FROM turns WHERE role = ? AND episode_id IN ({done})", [role, run_id]
-        )]
+        role: [
+            float(n)
+            for (n,) in store.sql(
+                f"SELECT length(content) FROM turns WHERE role = ? AND episode_id IN ({done})", [role, run_id]
+            )
+        ]
         for role in ("user", "assistant")
     }
     figures.append(
         (
-            histogram("Turn lengths", [_Series(role, v) for role, v in turn_lengths.items()], "characters per turn"),
+            histogram(
+                "Turn lengths", [_Series(role, v) for role, v in turn_lengths.items()], "characters per turn"
+            ),
             "Length of every user and assistant turn in the finished dialogues.",
         )
     )
@@ -222,7 +243,10 @@ def _figures(store: Store, run_id: str, metrics: MetricSet) -> list[tuple[str, s
             (
                 histogram(
                     "Pair lengths: chosen vs rejected",
-                    [_Series("chosen", [float(r[0]) for r in pairs]), _Series("rejected", [float(r[1]) for r in pairs])],
+                    [
+                        _Series("chosen", [float(r[0]) for r in pairs]),
+                        _Series("rejected", [float(r[1]) for r in pairs]),
+                    ],
                     "characters",
                 ),
                 "If chosen replies are mostly the longer ones, a model trained on these pairs learns length, "
@@ -232,8 +256,12 @@ def _figures(store: Store, run_id: str, metrics: MetricSet) -> list[tuple[str, s
         margins = [float(r[2]) for r in pairs]
         figures.append(
             (
-                histogram("Pair margins", [_Series("margin", margins)], "critic score of chosen minus rejected",
-                          bins=min(_BINS, max(len(set(margins)), 1))),
+                histogram(
+                    "Pair margins",
+                    [_Series("margin", margins)],
+                    "critic score of chosen minus rejected",
+                    bins=min(_BINS, max(len(set(margins)), 1)),
+                ),
                 "Critic-score margin of every preference pair.",
             )
         )
@@ -245,8 +273,12 @@ def _figures(store: Store, run_id: str, metrics: MetricSet) -> list[tuple[str, s
         if isinstance(personas, list) and isinstance(stages, list) and isinstance(episodes, list):
             figures.append(
                 (
-                    heatmap(f"Coverage: {scenario}", [str(p) for p in personas], [str(s) for s in stages],
-                            [[float(v) for v in row] for row in episodes]),
+                    heatmap(
+                        f"Coverage: {scenario}",
+                        [str(p) for p in personas],
+                        [str(s) for s in stages],
+                        [[float(v) for v in row] for row in episodes],
+                    ),
                     f"Episodes of {scenario} per persona (rows) and performed stage (columns); "
                     "grey cells were never covered.",
                 )
@@ -260,7 +292,9 @@ def _figures(store: Store, run_id: str, metrics: MetricSet) -> list[tuple[str, s
             counts.append(float(n) if isinstance(n, int | float) else 0.0)
         figures.append(
             (
-                bar_chart("Termination reasons", reasons, [_Series("episodes", counts)], "reason", "episodes"),
+                bar_chart(
+                    "Termination reasons", reasons, [_Series("episodes", counts)], "reason", "episodes"
+                ),
                 "Why episodes ended.",
             )
         )
@@ -268,7 +302,8 @@ def _figures(store: Store, run_id: str, metrics: MetricSet) -> list[tuple[str, s
 
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1000px; color: #222; padding: 0 1rem; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1000px; color: #222;
+       padding: 0 1rem; }
 h1 { font-size: 1.4rem; } h2 { margin-top: 2rem; border-bottom: 1px solid #ccc; }
 figure { margin: 1.5rem 0; } figcaption { color: #555; font-size: 0.9rem; }
 table { border-collapse: collapse; margin: 0.5rem 0; font-size: 0.9rem; }
@@ -300,11 +335,13 @@ def write_report(store: Store, run_id: str, out: Path) -> int:
     tables_html = "".join(_table_html(table) for table in stats_tables(metrics))
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     document = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>dramaturg report: {_e(run_id)}</title><style>{_STYLE}</style></head>
 <body>
 <h1>dramaturg report: {_e(run_id)}</h1>
-<p>Run created {_e(created_at)} with dramaturg {_e(version)}; report written {now} from <code>{_e(store.path)}</code>.
+<p>Run created {_e(created_at)} with dramaturg {_e(version)}; report written {now}
+from <code>{_e(store.path)}</code>.
 Every number comes from the store's <code>metrics</code> table
 (<code>SELECT * FROM metrics WHERE run_id = '{_e(run_id)}'</code>).</p>
 <h2>Plots</h2>

@@ -123,7 +123,9 @@ class _Builder:
         kept = tuple(row for row in rows if row is not None)
         return StatsTable(title, self.columns, kept, note) if kept else None
 
-    def family(self, family: str, label: Callable[[str], str], fmt: Formatter) -> list[tuple[str, ...] | None]:
+    def family(
+        self, family: str, label: Callable[[str], str], fmt: Formatter
+    ) -> list[tuple[str, ...] | None]:
         return [self.row(label(key), f"{family}.{key}", fmt) for key in self.metrics.keys(family)]
 
 
@@ -168,7 +170,11 @@ def stats_tables(metrics: MetricSet) -> list[StatsTable]:
         b.table(
             "Coverage",
             [
-                b.row("persona×stage×variables", "coverage_persona_stage_variables", _share_of("covered", "possible")),
+                b.row(
+                    "persona×stage×variables",
+                    "coverage_persona_stage_variables",
+                    _share_of("covered", "possible"),
+                ),
                 b.row("persona × stage", "coverage_persona_stage", _share_of("covered", "possible")),
                 b.row("personas", "coverage_personas", _share_of("covered", "possible")),
                 b.row("stages", "coverage_stages", _share_of("covered", "possible")),
@@ -228,4 +234,3 @@ def stats_tables(metrics: MetricSet) -> list[StatsTable]:
         ),
     ]
     return [table for table in tables if table is not None]
-

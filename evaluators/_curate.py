@@ -25,9 +25,6 @@ from dataclasses import dataclass
 from typing import Literal, Self
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from dramaturg._errors import ConfigError, StoreError
 from dramaturg.evaluators._dedup import DedupResult, find_duplicates
 from dramaturg.evaluators._embed import Embedder, local_embedder
 from dramaturg.evaluators._metrics import (
@@ -45,6 +42,9 @@ from dramaturg.evaluators._metrics import (
     text_metrics,
 )
 from dramaturg.memory import Store, utcnow
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dramaturg._errors import ConfigError, StoreError
 
 __all__ = [
     "DEFAULT_REFUSAL_PATTERN",
@@ -253,12 +253,17 @@ def curate(
     seed = _run_seed(store, run_id)
     fingerprint = _fingerprint(store, run_id)
 
+    # Texts are released as soon as they are measured: at 100k dialogues each copy of the
+    # corpus costs hundreds of MiB.
     with _timed(timings, "dedup"):
         threshold = settings.near_duplicate_threshold
-        dialogue_items = _dialogue_items(store, run_id)
-        dialogue_dups = find_duplicates(dialogue_items, threshold=threshold)
-        pair_items = _pair_items(store, run_id)
-        pair_dups = find_duplicates(pair_items, threshold=threshold)
+        items = _dialogue_items(store, run_id)
+        dialogues = len(items)
+        dialogue_dups = find_duplicates(items, threshold=threshold)
+        items = _pair_items(store, run_id)
+        pairs = len(items)
+        pair_dups = find_duplicates(items, threshold=threshold)
+        del items
     with _timed(timings, "text_metrics"):
         texts = load_texts(store, run_id)
         rows = text_metrics(texts, seed=seed)
@@ -284,7 +289,8 @@ def curate(
                 query.insert(con, run_id)
             for sql in (*EPISODE_QUERIES, *REVIEW_QUERIES, *PAIR_QUERIES, *CURATION_QUERIES):
                 con.execute(
-                    f"INSERT INTO metrics SELECT $1, m.*, $2 FROM ({sql}) AS m(scenario, name, value, detail)",
+                    f"INSERT INTO metrics SELECT $1, m.*, $2 "
+                    f"FROM ({sql}) AS m(scenario, name, value, detail)",
                     [run_id, now],
                 )
             timings["write"] = time.perf_counter() - write_started
@@ -292,7 +298,7 @@ def curate(
                 MetricRow(
                     None,
                     "curation",
-                    float(len(dialogue_items)),
+                    float(dialogues),
                     json.dumps(
                         {
                             "fingerprint": fingerprint,
@@ -307,11 +313,13 @@ def curate(
                 "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
                 [[run_id, r.scenario, r.name, r.value, r.detail, now] for r in rows],
             )
-            written = con.execute("SELECT count(*) FROM metrics WHERE run_id = ? AND computed_at = ?", [run_id, now])
+            written = con.execute(
+                "SELECT count(*) FROM metrics WHERE run_id = ? AND computed_at = ?", [run_id, now]
+            )
             metric_count = _scalar(written.fetchone())
     except duckdb.Error as exc:
         raise StoreError(f"{store.path}: cannot write the curation of run {run_id}: {exc}") from exc
-    return _result(store, run_id, len(dialogue_items), len(pair_items), metric_count, note, started, timings)
+    return _result(store, run_id, dialogues, pairs, metric_count, note, started, timings)
 
 
 def ensure_curated(
@@ -422,7 +430,9 @@ def _clear(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     )
 
 
-def _write_duplicates(con: duckdb.DuckDBPyConnection, run_id: str, kind: ItemKind, found: DedupResult) -> None:
+def _write_duplicates(
+    con: duckdb.DuckDBPyConnection, run_id: str, kind: ItemKind, found: DedupResult
+) -> None:
     ids, kept, methods, similarities = [], [], [], []
     for duplicate, original in found.duplicates.items():
         ids.append(duplicate)
@@ -538,7 +548,8 @@ def _filter_queries(settings: FilterSettings) -> list[_FilterQuery]:
                 "pair",
                 "role_flip",
                 f"{pairs} SELECT p.pair_id, 'prompt turn ' || min(t.idx) || ' is in the assistant''s voice' "
-                "FROM pairs p JOIN turns t ON t.episode_id = p.episode_id AND t.idx < p.turn_idx AND t.role_flip "
+                "FROM pairs p JOIN turns t "
+                "ON t.episode_id = p.episode_id AND t.idx < p.turn_idx AND t.role_flip "
                 "GROUP BY p.pair_id",
             ),
         ]
@@ -556,7 +567,8 @@ def _filter_queries(settings: FilterSettings) -> list[_FilterQuery]:
                 WHERE NOT c.passed AND c.name <> 'goal_met'
                   AND (c.target IN ('episode', 'revision')
                        OR (c.target = 'original' AND NOT EXISTS (
-                           SELECT 1 FROM revisions v WHERE v.episode_id = c.episode_id AND v.turn_idx = c.turn_idx)))
+                           SELECT 1 FROM revisions v
+                           WHERE v.episode_id = c.episode_id AND v.turn_idx = c.turn_idx)))
                 GROUP BY c.episode_id
                 """,
             ),
@@ -601,18 +613,22 @@ def _filter_queries(settings: FilterSettings) -> list[_FilterQuery]:
                 "judge_disagreement",
                 f"""
                 {pairs},
-                listed AS (SELECT pair_id, unnest(from_json(judgment_ids, '["VARCHAR"]')) AS judgment_id FROM pairs),
+                listed AS (
+                    SELECT pair_id, unnest(from_json(judgment_ids, '["VARCHAR"]')) AS judgment_id FROM pairs
+                ),
                 verdicts AS (
                     SELECT l.pair_id, count(*) AS judged,
-                           count(*) FILTER (WHERE j.status = 'ok' AND ((j.winner = 'A' AND j.first_text = p.chosen)
-                                                              OR (j.winner = 'B' AND j.second_text = p.chosen))) AS won,
+                           count(*) FILTER (WHERE j.status = 'ok'
+                                              AND ((j.winner = 'A' AND j.first_text = p.chosen)
+                                                   OR (j.winner = 'B' AND j.second_text = p.chosen))) AS won,
                            string_agg(j.orientation || '=' || coalesce(j.winner, j.status), ', '
                                       ORDER BY j.orientation) AS orders
                     FROM listed l JOIN judgments j USING (judgment_id) JOIN pairs p USING (pair_id)
                     GROUP BY l.pair_id
                 )
-                SELECT p.pair_id, coalesce('chosen won ' || v.won || ' of ' || v.judged || ' (' || v.orders || ')',
-                                           'no judgment recorded')
+                SELECT p.pair_id,
+                       coalesce('chosen won ' || v.won || ' of ' || v.judged || ' (' || v.orders || ')',
+                                'no judgment recorded')
                 FROM pairs p LEFT JOIN verdicts v USING (pair_id)
                 WHERE coalesce(v.won, 0) < greatest(2, coalesce(v.judged, 0))
                 """,
@@ -643,7 +659,8 @@ def _result(
     duplicates = {
         (kind, method): n
         for kind, method, n in store.sql(
-            "SELECT kind, method, count(*) FROM duplicates WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [run_id]
+            "SELECT kind, method, count(*) FROM duplicates WHERE run_id = ? GROUP BY ALL ORDER BY ALL",
+            [run_id],
         )
     }
     filtered = {

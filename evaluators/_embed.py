@@ -51,9 +51,7 @@ def local_embedder() -> Embedder | None:
     try:
         bundle = importlib.import_module(_MODEL_PACKAGE)
         runtime = importlib.import_module(_RUNTIME_PACKAGE)
-        model = runtime.SentenceTransformer(
-            str(bundle.get_model_path()), device="cpu", local_files_only=True
-        )
+        model = runtime.SentenceTransformer(str(bundle.get_model_path()), device="cpu", local_files_only=True)
     except (ImportError, OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(
             f"the `embed` extra is installed but its model does not load ({exc}); "

@@ -21,11 +21,11 @@ from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
-
-from dramaturg._errors import StoreError
 from dramaturg.evaluators._diversity import distinct_ns, self_bleu
 from dramaturg.evaluators._embed import Embedder, embedding_spread
 from dramaturg.memory import Store
+
+from dramaturg._errors import StoreError
 
 __all__ = ["METRIC_FAMILIES", "Metric", "MetricSet", "read_metrics"]
 
@@ -155,7 +155,8 @@ REVIEW_QUERIES = (
     SELECT e.scenario, 'critique_score.' || c.target, avg(c.overall) FILTER (WHERE c.status = 'ok'),
            json_object('critiques', count(*), 'failed', count(*) FILTER (WHERE c.status = 'failed'),
                        {_quantiles("c.overall")},
-                       'histogram', histogram(CAST(round(c.overall) AS INTEGER)) FILTER (WHERE c.status = 'ok'))
+                       'histogram',
+                       histogram(CAST(round(c.overall) AS INTEGER)) FILTER (WHERE c.status = 'ok'))
     FROM critiques c JOIN done e USING (episode_id)
     GROUP BY GROUPING SETS ((c.target), (e.scenario, c.target))
     """,
@@ -342,7 +343,9 @@ def spread_metrics(texts: Sequence[_Texts], embedder: Embedder, *, seed: int) ->
     rng = random.Random(seed)
     for role_texts in texts:
         labelled = [(s, text) for s, corpus in role_texts.by_scenario.items() for text in corpus]
-        sample = [labelled[i] for i in sorted(rng.sample(range(len(labelled)), min(EMBED_SAMPLE, len(labelled))))]
+        sample = [
+            labelled[i] for i in sorted(rng.sample(range(len(labelled)), min(EMBED_SAMPLE, len(labelled))))
+        ]
         if len(sample) < 2:
             continue
         vectors = embedder.embed([text for _, text in sample])
@@ -441,20 +444,39 @@ def coverage_metrics(store: Store, run_id: str) -> list[MetricRow]:
             "triple": (triple, len(shape.personas) * len(shape.stages) * shape.variable_combinations),
             "pair": (sum(1 for row in matrix for n in row if n), len(shape.personas) * len(shape.stages)),
             "personas": (sum(1 for row in matrix if any(row)), len(shape.personas)),
-            "stages": (sum(1 for j in range(len(shape.stages)) if any(row[j] for row in matrix)), len(shape.stages)),
+            "stages": (
+                sum(1 for j in range(len(shape.stages)) if any(row[j] for row in matrix)),
+                len(shape.stages),
+            ),
             "values": (min(sum(seen_values), possible_values), possible_values),
         }
         for key, (covered, possible) in counts.items():
             totals[key][0] += covered
             totals[key][1] += possible
-        add(scenario, "coverage_persona_stage_variables", *counts["triple"],
-            variables=[name for name, _ in shape.variables])
-        add(scenario, "coverage_persona_stage", *counts["pair"],
-            personas=list(shape.personas), stages=list(shape.stages), episodes=matrix)
+        add(
+            scenario,
+            "coverage_persona_stage_variables",
+            *counts["triple"],
+            variables=[name for name, _ in shape.variables],
+        )
+        add(
+            scenario,
+            "coverage_persona_stage",
+            *counts["pair"],
+            personas=list(shape.personas),
+            stages=list(shape.stages),
+            episodes=matrix,
+        )
         add(scenario, "coverage_personas", *counts["personas"])
         add(scenario, "coverage_stages", *counts["stages"])
-        add(scenario, "coverage_variable_values", *counts["values"],
-            by_variable={name: [seen, count] for (name, count), seen in zip(shape.variables, seen_values, strict=True)})
+        add(
+            scenario,
+            "coverage_variable_values",
+            *counts["values"],
+            by_variable={
+                name: [seen, count] for (name, count), seen in zip(shape.variables, seen_values, strict=True)
+            },
+        )
     names = {
         "triple": "coverage_persona_stage_variables",
         "pair": "coverage_persona_stage",

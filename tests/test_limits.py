@@ -390,15 +390,33 @@ def test_price_file_overrides_and_names_bad_fields(tmp_path: Path) -> None:
 
 
 def test_budget_refuses_a_call_that_could_overspend() -> None:
-    budget = Budget(1.0, spent_usd=0.5)
-    held = budget.reserve(0.3)
-    with pytest.raises(BackendError) as refused:
-        budget.reserve(0.3)  # 0.5 spent + 0.3 held + 0.3 > 1.0
-    assert refused.value.kind == "budget"
-    budget.settle(held, 0.1)
-    assert budget.reserve(0.3) == 0.3
-    assert budget.spent_usd == pytest.approx(0.6)
-    assert budget.reserved_usd == pytest.approx(0.3)
+    async def scenario() -> None:
+        budget = Budget(1.0, spent_usd=0.5)
+        with pytest.raises(BackendError) as refused:
+            await budget.reserve(0.6)  # 0.5 spent + 0.6 > 1.0 whatever happens in flight
+        assert refused.value.kind == "budget"
+        assert "limit $1.0000 reached: $0.5000 spent" in str(refused.value)
+        held = await budget.reserve(0.3)
+        budget.settle(held, 0.1)
+        assert budget.spent_usd == pytest.approx(0.6)
+        assert budget.reserved_usd == 0.0
+
+    asyncio.run(scenario())
+
+
+def test_budget_waits_for_calls_in_flight_instead_of_stopping() -> None:
+    async def scenario() -> None:
+        budget = Budget(1.0)
+        first = await budget.reserve(0.6)
+        second = asyncio.create_task(budget.reserve(0.6))  # fits only once the first settles
+        await asyncio.sleep(0)
+        assert not second.done()
+        budget.settle(first, 0.2)
+        assert await second == 0.6
+        with pytest.raises(BackendError):
+            await budget.reserve(0.9)  # 0.2 spent + 0.9 > 1.0 even with nothing in flight
+
+    asyncio.run(scenario())
 
 
 def test_gateway_records_cost_and_refuses_over_budget(writer: StoreWriter) -> None:

@@ -234,7 +234,7 @@ def test_budget_is_kept_within_one_call_and_resume_can_raise_it(
 
     assert result.exit_code == 1
     (line,) = error_lines(result.stderr)
-    assert "budget $0.0500 reached" in line
+    assert "run stopped: budget: limit $0.0500 reached" in line
     spent, most = query(db, "SELECT sum(cost_usd), max(cost_usd) FROM llm_calls WHERE status = 'ok'")[0]
     assert 0 < spent <= budget + most
     assert statuses(db).get("failed", 0) == 0
