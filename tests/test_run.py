@@ -147,3 +147,26 @@ def _instant_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     from dramaturg import _gateway
 
     monkeypatch.setattr(_gateway.RetryPolicy, "delay", lambda self, attempt, retry_after, rng: 0.0)
+
+
+def test_view_shows_an_episode_with_its_revisions(cli, tmp_path: Path) -> None:
+    db = tmp_path / "x.duckdb"
+    assert (
+        cli(
+            "run", "math-tutor", "-n", "2", "--run-id", "v", "--sim-mistake-rate", "0.6", "--db", db
+        ).exit_code
+        == 0
+    )
+    shown = cli("view", "v/math-tutor/00000", "--db", db)
+    assert shown.exit_code == 0, shown.output
+    with Store.open(db) as store:
+        first_user = store.sql(
+            "SELECT content FROM turns WHERE episode_id = 'v/math-tutor/00000' AND idx = 0"
+        )[0][0]
+        originals = store.sql("SELECT original FROM revisions WHERE episode_id = 'v/math-tutor/00000'")
+    assert first_user[:40] in shown.output
+    assert "persona" in shown.output
+    assert all(f"original: {original[:30]}" in shown.output for (original,) in originals)
+    missing = cli("view", "v/math-tutor/99999", "--db", db)
+    assert missing.exit_code == 2
+    assert "no episode 'v/math-tutor/99999'" in missing.output

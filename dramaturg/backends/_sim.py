@@ -434,7 +434,7 @@ class _UserSimulator:
             if rest.lower().startswith("for help "):
                 task = rest[len("for help ") :].rstrip("?")
                 return rng.choice(
-                    ["Could you help me with {t}?", "Can you help me {t}?", "I need help {t}."]
+                    ["Could you help me with {t}?", "Can you give me a hand {t}?", "I need help {t}."]
                 ).format(t=task.removeprefix("with "))
             if rest.lower().startswith("for "):
                 return rng.choice(_ASK_FOR_FRAMES).format(rest=rest[4:].rstrip("?"))
