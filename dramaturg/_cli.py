@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -20,6 +21,7 @@ from dramaturg._gateway import GatewayStats
 from dramaturg._report import write_report
 from dramaturg._run import RunConfig, RunSummary, load_run_config, run
 from dramaturg._stats import stats_tables
+from dramaturg._view import load_episode_view
 from dramaturg.evaluators import CurationResult, MetricSet, ensure_curated, read_metrics
 from dramaturg.memory import Store
 from dramaturg.scenarios import BUILTIN_SCENARIOS, load_scenario
@@ -368,6 +370,37 @@ def scenarios_command() -> None:
         out.print(f"{name:<16} {scenario.description}", highlight=False, soft_wrap=True)
 
 
+@app.command("view")
+def view_command(
+    episode_id: Annotated[
+        str | None, typer.Argument(help="RUN_ID/SCENARIO/INDEX; default: the latest finished episode.")
+    ] = None,
+    db: DbOption = Path("dramaturg.duckdb"),
+) -> None:
+    """Show one episode: its dialogue, with critiques and revised originals inline."""
+    try:
+        with Store.open(db, read_only=True) as store:
+            view = load_episode_view(store, episode_id)
+    except (UserError, StoreError) as exc:
+        raise _fail(str(exc), 2) from exc
+    goal = {True: "goal met", False: "goal not met", None: "goal not judged"}[view.goal_met]
+    out.print(
+        f"[bold]{view.episode_id}[/]  {view.scenario} · persona {view.persona} · {view.status} "
+        f"({view.termination_reason}) · {goal} · {view.pairs} pairs",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for turn in view.turns:
+        flip = " [red](role flip)[/]" if turn.role_flip else ""
+        colour = "cyan" if turn.role == "user" else "green"
+        out.print(f"[{colour}]{turn.role:>9}[/] [dim]{turn.stage or ''}[/]{flip}", highlight=False)
+        out.print(f"          {escape(turn.content)}", highlight=False, soft_wrap=True)
+        if turn.original is not None:
+            out.print(f"[dim]  original: {escape(turn.original)}[/]", highlight=False, soft_wrap=True)
+        if turn.critique is not None:
+            out.print(f"[dim]    critic: {escape(turn.critique)}[/]", highlight=False, soft_wrap=True)
+
+
 @app.command("export")
 def export_command(
     db: Annotated[Path, typer.Option("--db", help="The DuckDB file to read (opened read-only).")],
@@ -395,6 +428,13 @@ def export_command(
             "whose chosen reply passed every check.",
         ),
     ] = False,
+    keep_duplicates: Annotated[
+        bool,
+        typer.Option(
+            "--keep-duplicates",
+            help="Also export rows marked as exact or near duplicates (skipped by default).",
+        ),
+    ] = False,
 ) -> None:
     """Write preference pairs (dpo, dpo-text) or dialogues (sft) to a JSONL or Parquet file.
 
@@ -408,6 +448,7 @@ def export_command(
             run_id=run_id,
             min_margin=min_margin,
             only_verified=only_verified,
+            keep_duplicates=keep_duplicates,
         )
     except UserError as exc:
         raise _fail(str(exc), 2) from exc
@@ -456,14 +497,15 @@ def stats_command(db: ReadDbOption, run_id: RunIdOption = None, refresh: Refresh
             title_style="bold",
             box=box.SIMPLE_HEAD,
             show_edge=False,
-            caption=table.note or None,
-            caption_justify="left",
         )
         for i, column in enumerate(table.columns):
             view.add_column(column, justify="left" if i == 0 else "right", overflow="fold")
         for row in table.rows:
             view.add_row(*row)
+        out.print()
         out.print(view)
+        if table.note:
+            out.print(table.note, style="dim", markup=False, highlight=False)
 
 
 @app.command("report")

@@ -27,6 +27,7 @@ from typing import Literal, get_args
 import duckdb
 
 from dramaturg._errors import ConfigError, StoreError
+from dramaturg.evaluators import duplicate_filter_sql, ensure_curated
 from dramaturg.memory import Store
 
 __all__ = ["EXPORT_FORMATS", "ExportFormat", "ExportSummary", "export"]
@@ -86,6 +87,7 @@ def export(
     run_id: str | None = None,
     min_margin: float | None = None,
     only_verified: bool = False,
+    keep_duplicates: bool = False,
 ) -> ExportSummary:
     """Write the store's preference pairs or dialogues to a training file.
 
@@ -143,13 +145,19 @@ def export(
     copy_format = _check_options(out, format, min_margin=min_margin, only_verified=only_verified)
     if not Path(db).exists():
         raise ConfigError(f"{db}: no such store (run `dramaturg run ... --db {db}` first)")
+    if not keep_duplicates:
+        _curate_runs(db, run_id)
     with Store.open(db, read_only=True) as store:
         if run_id is not None and not store.run_exists(run_id):
             raise ConfigError(f"{db}: unknown run id '{run_id}' (runs in this store: {_run_ids(store)})")
         if format == "sft":
             table, filters = "episodes", _episode_filters(run_id)
+            if not keep_duplicates and _has_table(store, "duplicates"):
+                filters.append(_Filter("duplicates", duplicate_filter_sql("dialogue")))
         else:
             table, filters = "preference_pairs", _pair_filters(run_id, min_margin, only_verified)
+            if not keep_duplicates and _has_table(store, "duplicates"):
+                filters.append(_Filter("duplicates", duplicate_filter_sql("pair")))
             if not _has_table(store, table):
                 raise ConfigError(
                     f"{db}: the store has no {table} table: it was written by an older dramaturg. "
@@ -164,6 +172,15 @@ def export(
         except duckdb.Error as exc:
             raise StoreError(f"{db}: cannot export {format}: {exc}") from exc
     return ExportSummary(format=format, path=out, rows=kept, skipped=skipped)
+
+
+def _curate_runs(db: str | Path, run_id: str | None) -> None:
+    """Mark duplicates first (only runs whose data changed since they were last curated)."""
+    with Store.open(db) as store:
+        run_ids = [run_id] if run_id else [row[0] for row in store.sql("SELECT run_id FROM runs")]
+        for each in run_ids:
+            if store.run_exists(each):
+                ensure_curated(store, each)
 
 
 def _check_options(out: Path, format: str, *, min_margin: float | None, only_verified: bool) -> str:

@@ -23,7 +23,11 @@ __all__ = ["write_report"]
 # Colour-blind-safe (Okabe-Ito) series colours.
 _PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
 _WIDTH, _HEIGHT = 640, 300
-_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 56, 16, 34, 46
+_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 56, 16, 46, 46
+# Legend row between the title (baseline 18) and the plot area.
+_LEGEND_Y = 26
+# Rough width of one character at font-size 11, to lay out legend entries.
+_CHAR_W = 6.5
 _BINS = 30
 
 
@@ -46,19 +50,22 @@ def _svg(body: list[str], title: str, width: int = _WIDTH, height: int = _HEIGHT
     )
 
 
-def _nice_max(value: float) -> float:
-    """The smallest 1, 2 or 5 × 10^k at or above ``value`` (an axis top)."""
-    if value <= 0:
-        return 1.0
-    exponent = np.floor(np.log10(value))
-    for step in (1.0, 2.0, 5.0, 10.0):
-        top = float(step * 10**exponent)
-        if top >= value:
-            return top
-    return float(10 ** (exponent + 1))
+def _count_axis(peak: float) -> tuple[float, float]:
+    """(top, step) of a count axis: a whole 1, 2 or 5 × 10^k step, four to eight steps to the top."""
+    raw = max(peak, 1.0) / 4
+    magnitude = 10 ** np.floor(np.log10(raw))
+    step = max(float(m * magnitude) for m in (1, 2, 5) if m * magnitude <= raw)
+    step = max(step, 1.0)
+    return step * float(np.ceil(max(peak, 1.0) / step)), step
 
 
-def _axes(y_max: float, x_label: str, y_label: str, width: int = _WIDTH, height: int = _HEIGHT) -> list[str]:
+def _tick(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def _axes(
+    y_max: float, step: float, x_label: str, y_label: str, width: int = _WIDTH, height: int = _HEIGHT
+) -> list[str]:
     left, bottom = _MARGIN_LEFT, height - _MARGIN_BOTTOM
     right, top = width - _MARGIN_RIGHT, _MARGIN_TOP
     parts = [
@@ -68,23 +75,24 @@ def _axes(y_max: float, x_label: str, y_label: str, width: int = _WIDTH, height:
         f'<text transform="translate(14 {(top + bottom) / 2}) rotate(-90)" text-anchor="middle">'
         f"{_e(y_label)}</text>",
     ]
-    for k in range(5):
-        value = y_max * k / 4
-        y = bottom - (bottom - top) * k / 4
+    for k in range(round(y_max / step) + 1):
+        value = step * k
+        y = bottom - (bottom - top) * value / y_max
         parts.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{value:g}</text>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_tick(value)}</text>')
     return parts
 
 
 def _legend(names: Sequence[str], width: int = _WIDTH) -> list[str]:
+    """Legend entries in one row, right-aligned above the plot."""
+    widths = [14 + _CHAR_W * len(name) + 16 for name in names]
+    x = width - _MARGIN_RIGHT - sum(widths)
     parts = []
-    x = width - _MARGIN_RIGHT - 120 * len(names)
-    for i, name in enumerate(names):
+    for i, (name, entry_w) in enumerate(zip(names, widths, strict=True)):
         colour = _PALETTE[i % len(_PALETTE)]
-        parts.append(
-            f'<rect x="{x + 120 * i}" y="{_MARGIN_TOP - 8}" width="10" height="10" fill="{colour}"/>'
-        )
-        parts.append(f'<text x="{x + 120 * i + 14}" y="{_MARGIN_TOP + 1}">{_e(name)}</text>')
+        parts.append(f'<rect x="{x:.1f}" y="{_LEGEND_Y}" width="10" height="10" fill="{colour}"/>')
+        parts.append(f'<text x="{x + 14:.1f}" y="{_LEGEND_Y + 9}">{_e(name)}</text>')
+        x += entry_w
     return parts
 
 
@@ -92,12 +100,12 @@ def bar_chart(
     title: str, categories: Sequence[str], series: Sequence[_Series], x_label: str, y_label: str
 ) -> str:
     """Grouped vertical bars: one group per category, one bar per series."""
-    y_max = _nice_max(max((v for s in series for v in s.values), default=0.0))
+    y_max, step = _count_axis(max((v for s in series for v in s.values), default=0.0))
     left, bottom = _MARGIN_LEFT, _HEIGHT - _MARGIN_BOTTOM
     plot_w, plot_h = _WIDTH - _MARGIN_RIGHT - left, bottom - _MARGIN_TOP
     group_w = plot_w / max(len(categories), 1)
     bar_w = group_w * 0.8 / max(len(series), 1)
-    body = _axes(y_max, x_label, y_label)
+    body = _axes(y_max, step, x_label, y_label)
     for c, category in enumerate(categories):
         x0 = left + c * group_w + group_w * 0.1
         body.append(
@@ -118,22 +126,37 @@ def bar_chart(
 
 
 def histogram(title: str, series: Sequence[_Series], x_label: str, bins: int = _BINS) -> str:
-    """Overlaid histograms on shared bins; each series is drawn half transparent."""
+    """Overlaid histograms on shared bins; each series is drawn half transparent.
+
+    Whole-number data spanning at most ``bins`` values (critic margins) gets one bin per value,
+    labelled at its centre, so no bin straddles two values.
+    """
     values = [np.asarray(s.values, dtype=np.float64) for s in series]
     every = np.concatenate(values) if values else np.empty(0)
     if every.size == 0:
         return _svg([f'<text x="{_WIDTH / 2}" y="{_HEIGHT / 2}" text-anchor="middle">no data</text>'], title)
     low, high = float(every.min()), float(every.max())
-    edges = np.linspace(low, high if high > low else low + 1, bins + 1)
+    discrete = bool(np.all(every == np.round(every))) and high - low < bins
+    if discrete:
+        edges = np.arange(low - 0.5, high + 1.0, 1.0)
+    else:
+        edges = np.linspace(low, high if high > low else low + 1, bins + 1)
+    bins = len(edges) - 1
     counts = [np.histogram(v, bins=edges)[0] for v in values]
-    y_max = _nice_max(float(max(c.max() for c in counts)))
+    y_max, step = _count_axis(float(max(c.max() for c in counts)))
     left, bottom = _MARGIN_LEFT, _HEIGHT - _MARGIN_BOTTOM
     plot_w, plot_h = _WIDTH - _MARGIN_RIGHT - left, bottom - _MARGIN_TOP
     bin_w = plot_w / bins
-    body = _axes(y_max, x_label, "count")
-    for k in range(0, bins + 1, max(bins // 6, 1)):
+    body = _axes(y_max, step, x_label, "count")
+    ticks = (
+        [(k + 0.5, edges[k] + 0.5) for k in range(bins)]
+        if discrete
+        else [(k, edges[k]) for k in range(0, bins + 1, max(bins // 6, 1))]
+    )
+    for position, value in ticks:
         body.append(
-            f'<text x="{left + k * bin_w:.1f}" y="{bottom + 14}" text-anchor="middle">{edges[k]:.3g}</text>'
+            f'<text x="{left + position * bin_w:.1f}" y="{bottom + 14}" text-anchor="middle">'
+            f"{_tick(value)}</text>"
         )
     for s, (one, count) in enumerate(zip(series, counts, strict=True)):
         colour = _PALETTE[s % len(_PALETTE)]
@@ -143,7 +166,7 @@ def histogram(title: str, series: Sequence[_Series], x_label: str, bins: int = _
                 body.append(
                     f'<rect x="{left + k * bin_w:.1f}" y="{bottom - h:.1f}" width="{max(bin_w - 1, 1):.1f}" '
                     f'height="{h:.1f}" fill="{colour}" fill-opacity="0.55"><title>{_e(one.name)} '
-                    f"{edges[k]:.3g}–{edges[k + 1]:.3g}: {n}</title></rect>"
+                    f"{_tick(edges[k])}–{_tick(edges[k + 1])}: {n}</title></rect>"
                 )
     body += _legend([f"{s.name} (n={len(s.values):,})" for s in series])
     return _svg(body, title)
@@ -152,10 +175,10 @@ def histogram(title: str, series: Sequence[_Series], x_label: str, bins: int = _
 def heatmap(
     title: str, rows: Sequence[str], columns: Sequence[str], counts: Sequence[Sequence[float]]
 ) -> str:
-    """A grid of cells shaded by count; empty cells (never covered) are hatched grey."""
+    """A grid of cells shaded by count; cells never covered are grey."""
     cell_w = max(min(90, (_WIDTH - 140) // max(len(columns), 1)), 30)
     cell_h = 24
-    left, top = 120, _MARGIN_TOP + 22
+    left, top = 120, _MARGIN_TOP + 10
     width = left + cell_w * len(columns) + _MARGIN_RIGHT
     height = top + cell_h * len(rows) + 12
     peak = max((v for row in counts for v in row), default=0) or 1
@@ -257,10 +280,7 @@ def _figures(store: Store, run_id: str, metrics: MetricSet) -> list[tuple[str, s
         figures.append(
             (
                 histogram(
-                    "Pair margins",
-                    [_Series("margin", margins)],
-                    "critic score of chosen minus rejected",
-                    bins=min(_BINS, max(len(set(margins)), 1)),
+                    "Pair margins", [_Series("margin", margins)], "critic score of chosen minus rejected"
                 ),
                 "Critic-score margin of every preference pair.",
             )

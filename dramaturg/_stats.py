@@ -175,7 +175,7 @@ def stats_tables(metrics: MetricSet) -> list[StatsTable]:
                     "coverage_persona_stage_variables",
                     _share_of("covered", "possible"),
                 ),
-                b.row("persona × stage", "coverage_persona_stage", _share_of("covered", "possible")),
+                b.row("persona×stage", "coverage_persona_stage", _share_of("covered", "possible")),
                 b.row("personas", "coverage_personas", _share_of("covered", "possible")),
                 b.row("stages", "coverage_stages", _share_of("covered", "possible")),
                 b.row("variable values", "coverage_variable_values", _share_of("covered", "possible")),

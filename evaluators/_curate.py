@@ -225,7 +225,8 @@ def curate(
 
     Dialogue text is the episode's turns joined in order; pair text is the prompt's last user
     message, the chosen and the rejected reply. The earliest item (by id) of a duplicate
-    group is kept. Cost is linear in the run's size: 100k dialogues take about a minute.
+    group is kept. Cost is linear in the run's size: 100k dialogues (1M turns) take ~75 s of CPU
+    time and ~1.3 GiB (bench/curate_store.py).
 
     Args:
         store: An open, writable store.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import chain
@@ -32,12 +32,14 @@ __all__ = ["METRIC_FAMILIES", "Metric", "MetricSet", "read_metrics"]
 ROLES = ("user", "assistant")
 DISTINCT_ORDERS = (1, 2, 3)
 
-# Self-BLEU compares every sampled text with every other: 200 texts keep it well under a
-# second while its standard error across seeds stays around 0.01 on our scenarios.
+# Self-BLEU compares every sampled text with every other. Measured on 10k benchmark
+# dialogues (bench/curate_store.py): 200 turns take ~0.05 s and the score moves by
+# 0.014-0.017 (standard deviation) between sampling seeds. The seed is the run's, so the
+# same run always gives the same value.
 SELF_BLEU_SAMPLE = 200
 
-# Turns embedded per role: a CPU MiniLM encodes a few hundred short turns per second on two
-# cores, and the spread of 500 unit vectors is within ~0.01 of the full corpus's.
+# Turns embedded per role. Spread is a mean over all n(n-1)/2 pairs of the sample, whose
+# standard error falls as 1/sqrt(n); 500 short turns keep a CPU encoder to seconds.
 EMBED_SAMPLE = 500
 
 # Every family curation writes. Re-curating a run replaces exactly these rows, so metrics
@@ -281,19 +283,14 @@ CURATION_QUERIES = (
 
 
 @dataclass(frozen=True, slots=True)
-class _Texts:
+class RoleTexts:
     """A run's turns of one role, grouped by scenario."""
 
     role: str
     by_scenario: Mapping[str, Sequence[str]]
 
-    def groups(self) -> Iterator[tuple[str | None, Sequence[str]]]:
-        """The run's texts (scenario None), then each scenario's."""
-        yield None, list(chain.from_iterable(self.by_scenario.values()))
-        yield from self.by_scenario.items()
 
-
-def load_texts(store: Store, run_id: str) -> list[_Texts]:
+def load_texts(store: Store, run_id: str) -> list[RoleTexts]:
     """The user and the assistant turns of a run's finished episodes, in dialogue order."""
     rows = store.sql(
         "SELECT e.scenario, t.role, list(t.content ORDER BY t.episode_id, t.idx) "
@@ -305,30 +302,33 @@ def load_texts(store: Store, run_id: str) -> list[_Texts]:
     grouped: dict[str, dict[str, Sequence[str]]] = {role: {} for role in ROLES}
     for scenario, role, texts in rows:
         grouped[role][scenario] = texts
-    return [_Texts(role, grouped[role]) for role in ROLES]
+    return [RoleTexts(role, grouped[role]) for role in ROLES]
 
 
-def text_metrics(texts: Sequence[_Texts], *, seed: int) -> list[MetricRow]:
+def text_metrics(texts: Sequence[RoleTexts], *, seed: int) -> list[MetricRow]:
     """distinct-1/2/3 and self-BLEU per role, for the run and for each scenario.
 
     A run of one scenario is measured once: its scenario rows copy the run rows.
     """
     rows: list[MetricRow] = []
     for role_texts in texts:
-        single = len(role_texts.by_scenario) == 1
-        for scenario, corpus in role_texts.groups():
-            if single and scenario is not None:
-                break
-            rows += _text_rows(scenario, role_texts.role, corpus, seed)
-        if single:
-            (scenario,) = role_texts.by_scenario
-            run_rows = [r for r in rows if r.scenario is None and r.name.endswith(f"_{role_texts.role}")]
+        role, by_scenario = role_texts.role, role_texts.by_scenario
+        run_rows = _text_rows(None, role, list(chain.from_iterable(by_scenario.values())), seed)
+        rows += run_rows
+        if len(by_scenario) == 1:
+            (scenario,) = by_scenario
             rows += [MetricRow(scenario, r.name, r.value, r.detail) for r in run_rows]
+        else:
+            for scenario, corpus in by_scenario.items():
+                rows += _text_rows(scenario, role, corpus, seed)
     return rows
 
 
 def _text_rows(scenario: str | None, role: str, corpus: Sequence[str], seed: int) -> list[MetricRow]:
-    distinct = distinct_ns(corpus, DISTINCT_ORDERS)
+    # No texts is "not measured", not "no diversity".
+    distinct: Mapping[int, float | None] = (
+        distinct_ns(corpus, DISTINCT_ORDERS) if corpus else dict.fromkeys(DISTINCT_ORDERS)
+    )
     detail = json.dumps({"texts": len(corpus)})
     rows = [MetricRow(scenario, f"distinct_{n}_{role}", distinct[n], detail) for n in DISTINCT_ORDERS]
     sample = min(SELF_BLEU_SAMPLE, len(corpus))
@@ -337,7 +337,7 @@ def _text_rows(scenario: str | None, role: str, corpus: Sequence[str], seed: int
     return rows
 
 
-def spread_metrics(texts: Sequence[_Texts], embedder: Embedder, *, seed: int) -> list[MetricRow]:
+def spread_metrics(texts: Sequence[RoleTexts], embedder: Embedder, *, seed: int) -> list[MetricRow]:
     """Embedding spread per role on one seeded sample of turns; scenarios use their part of it."""
     rows: list[MetricRow] = []
     rng = random.Random(seed)

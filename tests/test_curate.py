@@ -143,13 +143,17 @@ def test_curation_writes_sane_metrics_per_run_and_scenario(db: Path) -> None:
 def test_curating_again_replaces_rows_and_keeps_other_metrics(db: Path) -> None:
     with Store.open(db) as store:
         first = curate(store, RUN)
-        counts = [store.sql(f"SELECT count(*) FROM {t}")[0][0] for t in ("metrics", "duplicates", "filtered")]
+        counts = _row_counts(store)
         second = curate(store, RUN)
-        assert [
-            store.sql(f"SELECT count(*) FROM {t}")[0][0] for t in ("metrics", "duplicates", "filtered")
-        ] == counts
+        assert _row_counts(store) == counts
         assert first.metrics == second.metrics
         assert store.sql("SELECT count(*) FROM metrics WHERE name = 'sim_pair_correctness'")[0][0] == 1
+
+
+def _row_counts(store: Store) -> list[int]:
+    return [
+        store.sql(f"SELECT count(*) FROM {table}")[0][0] for table in ("metrics", "duplicates", "filtered")
+    ]
 
 
 def test_stale_metrics_are_recomputed_and_current_ones_reused(db: Path) -> None:
@@ -268,9 +272,9 @@ def test_filters_record_every_reason(db: Path) -> None:
         store.sql("INSERT INTO checks VALUES (?, ?, ?, 'json_valid', false, 'not JSON')", [ep, turn, target])
         store.sql("UPDATE preference_pairs SET checks_passed = false WHERE pair_id = ?", [unverified])
         store.sql("UPDATE judgments SET winner = 'tie' WHERE judgment_id = ?", [json.loads(judgments)[0]])
-        margins = store.sql("SELECT count(*) FROM preference_pairs WHERE run_id = ? AND margin < 5", [RUN])[
-            0
-        ][0]
+        (low_margin,) = store.sql(
+            "SELECT count(*) FROM preference_pairs WHERE run_id = ? AND margin < 5", [RUN]
+        )[0]
 
         result = curate(store, RUN, filters=FilterSettings(min_margin=5, max_chars=10_000))
         rows = store.sql("SELECT kind, item_id, reason, detail FROM filtered WHERE run_id = ?", [RUN])
@@ -280,7 +284,7 @@ def test_filters_record_every_reason(db: Path) -> None:
         assert reasons[("pair", failing, "failed_check")] == "json_valid"
         assert reasons[("pair", unverified, "unverified")] == "chosen failed a check"
         assert reasons[("pair", disputed, "judge_disagreement")].startswith("chosen won 1 of 2")
-        assert sum(1 for (_, _, reason) in reasons if reason == "low_margin") == margins
+        assert sum(1 for (_, _, reason) in reasons if reason == "low_margin") == low_margin
         assert not [key for key in reasons if key[2] in ("too_long", "too_short")]
         assert result.filtered[("dialogue", "refusal")] == 1
         filtered_items = len({item for kind, item, _ in reasons if kind == "pair"})
@@ -371,7 +375,7 @@ def test_stats_prints_diversity_and_length_bias(cli: Callable[..., object], db: 
         "self-BLEU",
         "length bias",
         "length ratio",
-        "persona × stage",
+        "persona×stage",
         "judges agree",
         "revision rate",
         "duplicates",

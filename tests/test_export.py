@@ -427,3 +427,23 @@ def test_export_of_a_sim_run(tmp_path: Path) -> None:
         # The ids trace a row back: the prompt is the episode's dialogue up to the pair's turn.
         history = [(m["role"], m["content"]) for m in row["prompt"] if m["role"] != "system"]
         assert history == expected[row["episode_id"]][: row["turn_idx"]]
+
+
+def test_export_skips_marked_duplicates_unless_asked(tmp_path: Path) -> None:
+    from dramaturg import RunConfig, run
+
+    db = tmp_path / "d.duckdb"
+    asyncio.run(run(RunConfig(scenarios=["support-refund"], episodes=6, run_id="d"), db))
+    with Store.open(db) as store:
+        # Plant an exact duplicate of the first pair under a new id.
+        store.sql(
+            "INSERT INTO preference_pairs SELECT 'planted-copy', * EXCLUDE (pair_id) FROM preference_pairs "
+            "ORDER BY pair_id LIMIT 1"
+        )
+    default = export(db, format="dpo", out=tmp_path / "a.jsonl")
+    everything = export(db, format="dpo", out=tmp_path / "b.jsonl", keep_duplicates=True)
+    with Store.open(db) as store:
+        marked = {row[0] for row in store.sql("SELECT item_id FROM duplicates WHERE kind = 'pair'")}
+    assert marked, "the planted copy is marked"
+    assert ("duplicates", len(marked)) in default.skipped
+    assert everything.rows == default.rows + len(marked)
