@@ -50,9 +50,7 @@ BudgetOption = Annotated[
         help="Stop cleanly before the run's model calls cost more than this (USD; see --prices).",
     ),
 ]
-RpmOption = Annotated[
-    float | None, typer.Option("--rpm", min=0.0, help="Requests per minute, paced evenly.")
-]
+RpmOption = Annotated[float | None, typer.Option("--rpm", min=0.0, help="Requests per minute, paced evenly.")]
 TpmOption = Annotated[
     float | None,
     typer.Option("--tpm", min=0.0, help="Tokens per minute (estimated, then corrected by usage)."),
@@ -124,28 +122,46 @@ def run_command(
     ] = True,
     revise_below: Annotated[
         float,
-        typer.Option(min=1, max=10, help="Revise replies the critic scores below this (1-10).",
-                     rich_help_panel="Critique and pairs"),
+        typer.Option(
+            min=1,
+            max=10,
+            help="Revise replies the critic scores below this (1-10).",
+            rich_help_panel="Critique and pairs",
+        ),
     ] = 7.0,
     min_margin: Annotated[
         float,
-        typer.Option(min=0, help="Smallest critic-score margin a preference pair needs.",
-                     rich_help_panel="Critique and pairs"),
+        typer.Option(
+            min=0,
+            help="Smallest critic-score margin a preference pair needs.",
+            rich_help_panel="Critique and pairs",
+        ),
     ] = 1.0,
     best_of_n: Annotated[
         int,
-        typer.Option(min=0, max=16, help="Candidates sampled at best-of-n turns (0 = off).",
-                     rich_help_panel="Critique and pairs"),
+        typer.Option(
+            min=0,
+            max=16,
+            help="Candidates sampled at best-of-n turns (0 = off).",
+            rich_help_panel="Critique and pairs",
+        ),
     ] = 3,
     best_of_n_turns: Annotated[
         int,
-        typer.Option(min=0, help="How many of each episode's first assistant turns get best-of-n.",
-                     rich_help_panel="Critique and pairs"),
+        typer.Option(
+            min=0,
+            help="How many of each episode's first assistant turns get best-of-n.",
+            rich_help_panel="Critique and pairs",
+        ),
     ] = 1,
     sim_mistake_rate: Annotated[
         float,
-        typer.Option(min=0, max=1, help="sim backend: share of assistant replies with a planted mistake.",
-                     rich_help_panel="Critique and pairs"),
+        typer.Option(
+            min=0,
+            max=1,
+            help="sim backend: share of assistant replies with a planted mistake.",
+            rich_help_panel="Critique and pairs",
+        ),
     ] = 0.25,
 ) -> None:
     """Perform EPISODES episodes of each SCENARIO and store every turn and model call.
@@ -191,9 +207,7 @@ def run_command(
 
 @app.command("resume")
 def resume_command(
-    run_id: Annotated[
-        str, typer.Argument(help="The run to finish (see `SELECT run_id FROM runs`).")
-    ],
+    run_id: Annotated[str, typer.Argument(help="The run to finish (see `SELECT run_id FROM runs`).")],
     db: DbOption = Path("dramaturg.duckdb"),
     budget_usd: BudgetOption = None,
     concurrency: Annotated[
@@ -317,14 +331,23 @@ def _pair_rows(summary: RunSummary) -> list[tuple[str, str]]:
     by_source = ", ".join(f"{source} {n}" for source, n in sorted(report.pairs.items())) or "none"
     unpaired = {k: v for k, v in sorted(report.outcomes.items()) if k != "paired"}
     rows = [
-        ("pairs", f"{sum(report.pairs.values())} ({by_source}); no pair: "
-         + (", ".join(f"{k} {v}" for k, v in unpaired.items()) or "none")),
-        ("judges", f"{report.agreeing}/{report.judged_both_orders} candidate pairs judged alike in both orders"),
+        (
+            "pairs",
+            f"{sum(report.pairs.values())} ({by_source}); no pair: "
+            + (", ".join(f"{k} {v}" for k, v in unpaired.items()) or "none"),
+        ),
+        (
+            "judges",
+            f"{report.agreeing}/{report.judged_both_orders} candidate pairs judged alike in both orders",
+        ),
     ]
     if report.correctness is not None:
         rows.append(
-            ("correct", f"{report.correctness:.1%} of {report.with_ground_truth} pairs chose the side "
-             "without the planted mistake (sim ground truth)")
+            (
+                "correct",
+                f"{report.correctness:.1%} of {report.with_ground_truth} pairs chose the side "
+                "without the planted mistake (sim ground truth)",
+            )
         )
     return rows
 

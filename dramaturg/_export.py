@@ -152,11 +152,11 @@ def export(
             raise ConfigError(f"{db}: unknown run id '{run_id}' (runs in this store: {_run_ids(store)})")
         if format == "sft":
             table, filters = "episodes", _episode_filters(run_id)
-            if not keep_duplicates and _has_table(store, "duplicates"):
+            if not keep_duplicates and _has_duplicates(store, "dialogue"):
                 filters.append(_Filter("duplicates", duplicate_filter_sql("dialogue")))
         else:
             table, filters = "preference_pairs", _pair_filters(run_id, min_margin, only_verified)
-            if not keep_duplicates and _has_table(store, "duplicates"):
+            if not keep_duplicates and _has_duplicates(store, "pair"):
                 filters.append(_Filter("duplicates", duplicate_filter_sql("pair")))
             if not _has_table(store, table):
                 raise ConfigError(
@@ -172,6 +172,12 @@ def export(
         except duckdb.Error as exc:
             raise StoreError(f"{db}: cannot export {format}: {exc}") from exc
     return ExportSummary(format=format, path=out, rows=kept, skipped=skipped)
+
+
+def _has_duplicates(store: Store, kind: str) -> bool:
+    if not _has_table(store, "duplicates"):
+        return False
+    return bool(store.sql("SELECT count(*) FROM duplicates WHERE kind = ?", [kind])[0][0])
 
 
 def _curate_runs(db: str | Path, run_id: str | None) -> None:

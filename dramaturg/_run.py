@@ -198,9 +198,7 @@ def load_run_config(db: str | Path, run_id: str) -> RunConfig:
     try:
         return RunConfig.model_validate_json(rows[0][0])
     except ValidationError as exc:
-        raise ConfigError(
-            f"{db}: run '{run_id}' has a config this version cannot read: {exc}"
-        ) from exc
+        raise ConfigError(f"{db}: run '{run_id}' has a config this version cannot read: {exc}") from exc
 
 
 async def run(
@@ -238,8 +236,13 @@ async def run(
         statuses = await _register_run(writer, config, run_id, loaded)
         prior_cost = await writer.run(_run_cost, store, run_id)
         jobs = [
-            _Job(item, index, episode_seed(config.seed, item.scenario.name, index),
-                 f"{run_id}/{item.scenario.name}/{index:05d}", _review_settings(config, item))
+            _Job(
+                item,
+                index,
+                episode_seed(config.seed, item.scenario.name, index),
+                f"{run_id}/{item.scenario.name}/{index:05d}",
+                _review_settings(config, item),
+            )
             for item in loaded
             for index in range(config.episodes)
         ]

@@ -420,7 +420,7 @@ def test_export_of_a_sim_run(tmp_path: Path) -> None:
     with Store.open(db, read_only=True) as store:
         stored_pairs = store.sql("SELECT count(*) FROM preference_pairs")[0][0]
     out = tmp_path / "pairs.parquet"
-    pairs = export(db, format="dpo", out=out)
+    pairs = export(db, format="dpo", out=out, keep_duplicates=True)
     assert pairs.rows == stored_pairs > 0, "the sim run should produce preference pairs"
     for row in _load(out, tmp_path):
         _assert_trl_conversational_preference(row)

@@ -57,9 +57,7 @@ def fake(server: FakeAPI) -> FakeAPI:
 
 
 def anthropic_client(fake: FakeAPI, key: str = "k", retries: int = 0) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(
-        base_url=fake.anthropic_base_url, api_key=key, max_retries=retries
-    )
+    return anthropic.AsyncAnthropic(base_url=fake.anthropic_base_url, api_key=key, max_retries=retries)
 
 
 def openai_client(fake: FakeAPI, key: str = "k") -> openai.AsyncOpenAI:
@@ -294,9 +292,7 @@ def test_fail_all_status_answers_every_request(fake: FakeAPI) -> None:
         ),
     ],
 )
-def test_anthropic_role_order_is_validated(
-    fake: FakeAPI, messages: list[Any], fragment: str
-) -> None:
+def test_anthropic_role_order_is_validated(fake: FakeAPI, messages: list[Any], fragment: str) -> None:
     with pytest.raises(anthropic.BadRequestError) as exc:
         asyncio.run(ask_anthropic(fake, messages=messages))
 
@@ -372,9 +368,7 @@ def test_fault_decision_is_deterministic_per_attempt(fake: FakeAPI) -> None:
 def test_sdk_retry_honours_retry_after_and_recovers(fake: FakeAPI) -> None:
     messages = [{"role": "user", "content": "please retry me"}]
     # The SDK sends exactly these parameters, so the fake's attempts can be predicted.
-    body_hash = canonical_body_hash(
-        {"max_tokens": 64, "messages": messages, "model": "claude-test"}
-    )
+    body_hash = canonical_body_hash({"max_tokens": 64, "messages": messages, "model": "claude-test"})
     config = BASE.model_copy(update={"rate_429": 0.5})
     seed = next(
         seed

@@ -209,9 +209,7 @@ def _parse_openai(body: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     if "messages" not in body:
         raise _BadRequest("Missing required parameter: 'messages'.")
     if not isinstance(messages, list) or not messages:
-        raise _BadRequest(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1."
-        )
+        raise _BadRequest("Invalid 'messages': empty array. Expected an array with minimum length 1.")
     system_parts: list[str] = []
     turns: list[tuple[str, str]] = []
     for index, message in enumerate(messages):
@@ -459,9 +457,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(config.latency_ms / 1000)
         key = self._api_key()
         if key is None or key in config.reject_keys:
-            message = (
-                "invalid x-api-key" if provider == "anthropic" else "Incorrect API key provided"
-            )
+            message = "invalid x-api-key" if provider == "anthropic" else "Incorrect API key provided"
             return self._fail(provider, 401, message), False
         if config.fail_all_status is not None:
             status = config.fail_all_status
@@ -544,9 +540,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self._send_bytes(status, json.dumps(body).encode(), headers)
 
-    def _send_bytes(
-        self, status: int, payload: bytes, headers: dict[str, str] | None = None
-    ) -> None:
+    def _send_bytes(self, status: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -770,9 +764,7 @@ class FakeAPI:
             pydantic.ValidationError: If the merged config is invalid; nothing is sent.
         """
         merged = FakeAPIConfig.model_validate({**self._config.model_dump(), **changes})
-        self._config = FakeAPIConfig.model_validate(
-            self._call("POST", "/_fake/config", merged.model_dump())
-        )
+        self._config = FakeAPIConfig.model_validate(self._call("POST", "/_fake/config", merged.model_dump()))
         return self._config
 
     def stop(self) -> None:
