@@ -19,7 +19,7 @@ from dramaturg._errors import DramaturgError, StoreError, UserError
 from dramaturg._export import ExportFormat, export
 from dramaturg._gateway import GatewayStats
 from dramaturg._report import write_report
-from dramaturg._run import RunConfig, RunSummary, load_run_config, run
+from dramaturg._run import RunConfig, RunSummary, load_run_config, prepare, run
 from dramaturg._stats import stats_tables
 from dramaturg._view import load_episode_view
 from dramaturg.evaluators import CurationResult, MetricSet, ensure_curated, read_metrics
@@ -197,6 +197,10 @@ def run_command(
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise _fail(f"option '{first['loc'][0]}': {first['msg']}", 2) from exc
+    try:
+        prepare(config)  # scenario and model-spec errors surface before anything is drawn
+    except UserError as exc:
+        raise _fail(str(exc), 2) from exc
     if model == "sim" and not any((user_model, assistant_model, critic_model, judge_model)):
         err.print(
             "note: using the offline [bold]sim[/] backend (simulated replies; pass --model for a real one)",

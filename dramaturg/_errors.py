@@ -49,8 +49,8 @@ class ScenarioError(UserError):
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
         self.source = source
         self.field = field
-        where = source or "scenario"
-        prefix = f"{where}: field '{field}': " if field else f"{where}: "
+        where = f"{source}: " if source else ""
+        prefix = f"{where}field '{field}': " if field else where
         super().__init__(prefix + message)
 
 

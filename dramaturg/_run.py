@@ -24,7 +24,7 @@ from dramaturg.backends import BACKEND_FACTORIES, SimOptions
 from dramaturg.memory import EpisodeResult, EpisodeStart, RunRecord, Store, StoreWriter, utcnow
 from dramaturg.scenarios import LoadedScenario, load_scenario
 
-__all__ = ["RunConfig", "RunSummary", "episode_seed", "load_run_config", "run"]
+__all__ = ["RunConfig", "RunSummary", "episode_seed", "load_run_config", "prepare", "run"]
 
 # Errors that will recur on every call: stop the run instead of failing a thousand episodes.
 _FATAL_KINDS = frozenset({"auth", "bad_request", "budget", "circuit_open"})
