@@ -58,6 +58,14 @@ def transcript(history: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{role.upper()}: {content}" for role, content in history)
 
 
+def _standards(spec: EpisodeSpec) -> list[str]:
+    """What a reply is measured against: rubric, principles, the assistant's instructions."""
+    lines = [mk.RUBRIC_LABEL, *(f"- {criterion}" for criterion in spec.rubric)]
+    if spec.principles:
+        lines += ["Principles every reply must respect:", *(f"- {p}" for p in spec.principles)]
+    return [*lines, mk.INSTRUCTIONS_OPEN, spec.assistant_prompt, mk.INSTRUCTIONS_CLOSE]
+
+
 def critic_prompt(spec: EpisodeSpec) -> str:
     """The critic's system prompt: rubric, principles and the assistant's own instructions."""
     lines = [
@@ -65,15 +73,7 @@ def critic_prompt(spec: EpisodeSpec) -> str:
         "Score the reply under review against each rubric criterion from 1 (bad) to 10 (excellent),",
         "give an overall score from 1 to 10, and write actionable feedback: one line per concrete",
         "problem, saying exactly what to remove, add or change. Judge only the reply under review.",
-        mk.RUBRIC_LABEL,
-        *(f"- {criterion}" for criterion in spec.rubric),
-    ]
-    if spec.principles:
-        lines += ["Principles every reply must respect:", *(f"- {p}" for p in spec.principles)]
-    lines += [
-        mk.INSTRUCTIONS_OPEN,
-        spec.assistant_prompt,
-        mk.INSTRUCTIONS_CLOSE,
+        *_standards(spec),
         "Reply with JSON only, no prose around it:",
         '{"scores": {"<criterion>": <1-10>, ...}, "overall": <1-10>, "feedback": "<one problem per line>"}',
         "Use the rubric criteria exactly as written as the keys of scores.",
@@ -112,15 +112,7 @@ def judge_prompt(spec: EpisodeSpec) -> str:
         mk.JUDGE_HEADER,
         "Decide which reply better answers the last user message, given the assistant's",
         "instructions and the rubric. Ignore the order in which the replies are shown and their length.",
-        mk.RUBRIC_LABEL,
-        *(f"- {criterion}" for criterion in spec.rubric),
-    ]
-    if spec.principles:
-        lines += ["Principles every reply must respect:", *(f"- {p}" for p in spec.principles)]
-    lines += [
-        mk.INSTRUCTIONS_OPEN,
-        spec.assistant_prompt,
-        mk.INSTRUCTIONS_CLOSE,
+        *_standards(spec),
         'Reply with JSON only: {"winner": "A" | "B" | "tie", "reason": "<one sentence>"}',
     ]
     return "\n".join(lines)

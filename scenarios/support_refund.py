@@ -59,6 +59,11 @@ def no_cash_refund_after_30_days(ctx: CheckContext) -> CheckResult:
     )
 
 
+def _order_facts_as(id_label: str) -> dict[str, str]:
+    """The facts every customer holds back; personas differ in what they call the order id."""
+    return {id_label: "{order_id}", "purchase date": "{purchase_date}", "item condition": "{condition}"}
+
+
 scenario = Scenario(
     name="support-refund",
     description="A customer asks for a refund; the agent must follow the written policy.",
@@ -69,66 +74,42 @@ scenario = Scenario(
             traits=["impatient"],
             mood="frustrated",
             goal="get a refund for your {item}, which {problem}",
-            hidden_facts={
-                "order id": "{order_id}",
-                "purchase date": "{purchase_date}",
-                "item condition": "{condition}",
-            },
+            hidden_facts=_order_facts_as("order id"),
         ),
         Persona(
             name="Priya",
             traits=["polite"],
             mood="calm",
             goal="find out whether you can return your {item}, which {problem}",
-            hidden_facts={
-                "order id": "{order_id}",
-                "purchase date": "{purchase_date}",
-                "item condition": "{condition}",
-            },
+            hidden_facts=_order_facts_as("order id"),
         ),
         Persona(
             name="Marcus",
             traits=["confused", "anxious"],
             mood="worried",
             goal="sort out what to do about your {item}, which {problem}",
-            hidden_facts={
-                "order number": "{order_id}",
-                "purchase date": "{purchase_date}",
-                "item condition": "{condition}",
-            },
+            hidden_facts=_order_facts_as("order number"),
         ),
         Persona(
             name="Lena",
             traits=["friendly", "curious"],
             mood="cheerful",
             goal="get your money back for the {item} because it {problem}",
-            hidden_facts={
-                "order id": "{order_id}",
-                "purchase date": "{purchase_date}",
-                "item condition": "{condition}",
-            },
+            hidden_facts=_order_facts_as("order id"),
         ),
         Persona(
             name="Tom",
             traits=["terse"],
             mood="neutral",
             goal="return the {item}; it {problem}",
-            hidden_facts={
-                "order id": "{order_id}",
-                "purchase date": "{purchase_date}",
-                "item condition": "{condition}",
-            },
+            hidden_facts=_order_facts_as("order id"),
         ),
         Persona(
             name="Grace",
             traits=["angry"],
             mood="angry",
             goal="demand a full refund for the {item} that {problem}",
-            hidden_facts={
-                "order id": "{order_id}",
-                "purchase date": "{purchase_date}",
-                "item condition": "{condition}",
-            },
+            hidden_facts=_order_facts_as("order id"),
         ),
     ],
     variables={
