@@ -87,16 +87,3 @@ class RoleAgent:
             await self._context.add_message(message)
         await self._context.add_message(AssistantMessage(content=revision.text, source=self.role))
         return revision
-
-    async def replace_last_reply(self, text: str) -> None:
-        """Swap this agent's latest reply for ``text`` (a revision) in its own context."""
-        history = list(await self._context.get_messages())
-        for index in range(len(history) - 1, -1, -1):
-            if isinstance(history[index], AssistantMessage):
-                history[index] = AssistantMessage(content=text, source=self.role)
-                break
-        else:
-            raise ValueError("no reply to replace")
-        await self._context.clear()
-        for message in history:
-            await self._context.add_message(message)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import duckdb
 from dramaturg.evaluators import curate
-from dramaturg.memory import Store
+from dramaturg.memory import EPISODE_TABLES, Store
 
 import dramaturg
 
@@ -61,16 +61,7 @@ _IDS = {
     "preference_pairs": ("pair_id",),
     "pair_outcomes": ("pair_id",),
 }
-_TABLES = (
-    "episodes",
-    "turns",
-    "critiques",
-    "revisions",
-    "judgments",
-    "checks",
-    "preference_pairs",
-    "pair_outcomes",
-)
+_TABLES = EPISODE_TABLES
 _WORD = re.compile(r"\S+")
 
 

@@ -76,18 +76,12 @@ class Usage:
 class GatewayStats:
     """Counters for the run summary."""
 
-    calls: int = 0  # completed calls paid for in this process
     cache_hits: int = 0
     failed_attempts: int = 0
     retries: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    cost_usd: float = 0.0  # spent by this process
     prior_cost_usd: float = 0.0  # spent on this run by earlier invocations (before a resume)
-    by_role: Counter[str] = field(default_factory=Counter)
     errors_by_kind: Counter[str] = field(default_factory=Counter)
+    total: Usage = field(default_factory=Usage)  # every call paid for in this process
     # (role, "backend:model") -> what its calls used and cost in this process
     usage: dict[tuple[str, str], Usage] = field(default_factory=dict)
     unpriced: set[str] = field(default_factory=set)  # "backend:model"s without a price entry
@@ -98,14 +92,33 @@ class GatewayStats:
         if cost_usd is None:
             self.unpriced.add(label)
         cost = cost_usd or 0.0
-        self.calls += 1
-        self.by_role[request.role] += 1
-        self.input_tokens += response.input_tokens
-        self.output_tokens += response.output_tokens
-        self.cache_read_tokens += response.cache_read_tokens
-        self.cache_write_tokens += response.cache_write_tokens
-        self.cost_usd += cost
+        self.total.add(response, cost)
         self.usage.setdefault((request.role, label), Usage()).add(response, cost)
+
+    # The summary reads the totals under these names.
+    @property
+    def calls(self) -> int:
+        return self.total.calls
+
+    @property
+    def input_tokens(self) -> int:
+        return self.total.input_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.total.output_tokens
+
+    @property
+    def cache_read_tokens(self) -> int:
+        return self.total.cache_read_tokens
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.total.cache_write_tokens
+
+    @property
+    def cost_usd(self) -> float:
+        return self.total.cost_usd
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,7 +190,11 @@ class EpisodeReviewer:
         """
         verdicts: list[Literal["better", "worse", "tie"] | None] = []
         ids = []
-        for orientation, first, second in (("ab", better, worse), ("ba", worse, better)):
+        orders: tuple[tuple[Literal["ab", "ba"], str, str], ...] = (
+            ("ab", better, worse),
+            ("ba", worse, better),
+        )
+        for orientation, first, second in orders:
             result = await self._ask(
                 "verifier", judge_prompt(self.spec), judge_request(history, first, second), parse_judgment
             )
@@ -202,7 +206,7 @@ class EpisodeReviewer:
                 source=source,
                 first_text=first,
                 second_text=second,
-                orientation="ab" if orientation == "ab" else "ba",
+                orientation=orientation,
                 status="ok" if parsed else "failed",
                 winner=parsed.winner if parsed else None,
                 reason=parsed.reason if parsed else None,

@@ -15,9 +15,10 @@ from dramaturg.memory._records import (
     RunRecord,
     TurnRecord,
 )
-from dramaturg.memory._store import CachedCall, Store, StoreWriter, utcnow
+from dramaturg.memory._store import EPISODE_TABLES, CachedCall, Store, StoreWriter, utcnow
 
 __all__ = [
+    "EPISODE_TABLES",
     "MIGRATIONS",
     "CachedCall",
     "CallRecord",

@@ -24,7 +24,7 @@ from dramaturg.memory._records import CallRecord, EpisodeResult, EpisodeStart, R
 
 from dramaturg._errors import StoreError
 
-__all__ = ["CachedCall", "Store", "StoreWriter"]
+__all__ = ["EPISODE_TABLES", "CachedCall", "Store", "StoreWriter"]
 
 T = TypeVar("T")
 
@@ -201,7 +201,7 @@ class Store:
     def start_episode(self, start: EpisodeStart) -> None:
         """Mark an episode running, discarding any rows a crashed attempt left behind."""
         with self.transaction() as con:
-            for table in _EPISODE_TABLES:
+            for table in EPISODE_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE episode_id = ?", [start.episode_id])
             con.execute(
                 "INSERT INTO episodes (episode_id, run_id, scenario, idx, seed, status, persona, "
@@ -218,14 +218,8 @@ class Store:
                 ],
             )
 
-    def finish_episode(
-        self, result: EpisodeResult, extra: Callable[[duckdb.DuckDBPyConnection], None] | None = None
-    ) -> None:
-        """Write an episode's turns and final status in one transaction.
-
-        ``extra`` runs inside the same transaction, so rows that other stages derive from the
-        episode (critiques, pairs, …) land atomically with it.
-        """
+    def finish_episode(self, result: EpisodeResult) -> None:
+        """Write an episode's turns, review rows (critiques, pairs, …) and status in one transaction."""
         with self.transaction() as con:
             con.execute("DELETE FROM turns WHERE episode_id = ?", [result.episode_id])
             if result.turns:
@@ -254,8 +248,6 @@ class Store:
                 ],
             )
             _write_review(con, result.episode_id, result.review or ReviewRows())
-            if extra is not None:
-                extra(con)
 
     def insert_calls(self, calls: Sequence[CallRecord]) -> None:
         with self.transaction() as con:
@@ -265,8 +257,10 @@ class Store:
             )
 
 
-# Tables whose rows belong to one episode: cleared when an episode (re)starts.
-_EPISODE_TABLES = (
+# Tables whose rows belong to one episode (keyed by episode_id): cleared when an episode
+# (re)starts. No foreign keys, so the order only matters to readers: the episode first.
+EPISODE_TABLES = (
+    "episodes",
     "turns",
     "critiques",
     "revisions",
@@ -274,7 +268,6 @@ _EPISODE_TABLES = (
     "checks",
     "preference_pairs",
     "pair_outcomes",
-    "episodes",
 )
 _REVIEW_TABLES = (
     ("critiques", "critiques"),
@@ -361,10 +354,8 @@ class StoreWriter:
     async def start_episode(self, start: EpisodeStart) -> None:
         await self.run(self.store.start_episode, start)
 
-    async def finish_episode(
-        self, result: EpisodeResult, extra: Callable[[duckdb.DuckDBPyConnection], None] | None = None
-    ) -> None:
-        await self.run(self.store.finish_episode, result, extra)
+    async def finish_episode(self, result: EpisodeResult) -> None:
+        await self.run(self.store.finish_episode, result)
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)

@@ -34,6 +34,8 @@ def test_role_agent_binds_episode_and_role_and_can_swap_its_reply(tmp_path: Path
 
     def answer(request: ModelRequest) -> str:
         seen.append(request)
+        if request.messages[-1].content.startswith("[Revision request]"):
+            return "revised reply"
         return f"reply {len(seen)}"
 
     async def main() -> None:
@@ -44,19 +46,19 @@ def test_role_agent_binds_episode_and_role_and_can_swap_its_reply(tmp_path: Path
             "assistant", "SYSTEM", gateway, spec=ModelSpec("function", "m"), episode_id="ep", seed=3
         )
         first = await agent.respond(("user", "hello"))
-        await agent.replace_last_reply("revised reply")
+        revision = await agent.revise("[Revision request]\nFeedback:\n- be better")
         second = await agent.respond(("user", "and then?"))
-        assert (first.text, second.text) == ("reply 1", "reply 2")
+        assert (first.text, revision.text, second.text) == ("reply 1", "revised reply", "reply 3")
         calls = store.sql("SELECT episode_id, role, model FROM llm_calls ORDER BY created_at")
-        assert calls == [("ep", "assistant", "m"), ("ep", "assistant", "m")]
+        assert calls == [("ep", "assistant", "m")] * 3
         writer.close()
         store.close()
 
     asyncio.run(main())
-    assert seen[1].system == "SYSTEM"
-    assert seen[1].seed == 3
+    assert seen[2].system == "SYSTEM"
+    assert seen[2].seed == 3
     # The assistant's own context holds the revision, not the original.
-    assert seen[1].messages == (
+    assert seen[2].messages == (
         Message("user", "hello"),
         Message("assistant", "revised reply"),
         Message("user", "and then?"),

@@ -7,7 +7,17 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dramaturg.memory import MIGRATIONS, EpisodeResult, EpisodeStart, Store, StoreWriter, TurnRecord, utcnow
+from dramaturg.memory import (
+    MIGRATIONS,
+    EpisodeResult,
+    EpisodeStart,
+    PairOutcomeRow,
+    ReviewRows,
+    Store,
+    StoreWriter,
+    TurnRecord,
+    utcnow,
+)
 
 from dramaturg import StoreError
 
@@ -45,12 +55,12 @@ def test_episode_rows_land_in_one_transaction(tmp_path: Path) -> None:
     store.start_episode(start)
     turns = (TurnRecord(0, "user", "hi"), TurnRecord(1, "assistant", "hello"))
     result = EpisodeResult("e1", "done", "terminal_stage", turns, utcnow())
+    # A review row the schema refuses fails the whole episode write, turns and status included.
+    refused = ReviewRows(outcomes=[PairOutcomeRow("e1", 1, "revision", "not-an-outcome")])
+    broken = EpisodeResult("e1", "done", "terminal_stage", turns, utcnow(), review=refused)
 
-    def explode(con: duckdb.DuckDBPyConnection) -> None:
-        raise RuntimeError("crash inside the episode transaction")
-
-    with pytest.raises(RuntimeError):
-        store.finish_episode(result, extra=explode)
+    with pytest.raises(duckdb.ConstraintException):
+        store.finish_episode(broken)
     assert store.sql("SELECT status FROM episodes")[0][0] == "running"
     assert store.sql("SELECT count(*) FROM turns")[0][0] == 0
     store.finish_episode(result)

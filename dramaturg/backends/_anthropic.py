@@ -6,13 +6,19 @@ a second to import time). SDK retries are off: the gateway retries, paced by its
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
 from dramaturg._errors import BackendError, ConfigError
 from dramaturg._model import Message, ModelRequest, ModelResponse
-from dramaturg.backends._sdk import body_message, kind_for_status, parse_retry_after, scrub, transport_error
+from dramaturg.backends._sdk import (
+    body_message,
+    call_errors,
+    kind_for_status,
+    parse_retry_after,
+    scrub,
+    transport_error,
+)
 
 if TYPE_CHECKING:
     import anthropic
@@ -48,17 +54,9 @@ class AnthropicBackend:
                 "environment only, never from options or files)"
             )
         import anthropic
-        import httpx2
 
         self._sdk = anthropic
-        # What a call can raise besides our own errors: the SDK's tree, the transport's own
-        # exceptions (not always wrapped) and the bare JSONDecodeError of a truncated 200.
-        self._catch: tuple[type[BaseException], ...] = (
-            anthropic.AnthropicError,
-            httpx2.HTTPError,
-            OSError,
-            json.JSONDecodeError,
-        )
+        self._catch = call_errors(anthropic.AnthropicError)
         timeout: Any = timeout_s if timeout_s is not None else anthropic.NOT_GIVEN
         self._client: anthropic.AsyncAnthropic = anthropic.AsyncAnthropic(max_retries=0, timeout=timeout)
 

@@ -15,8 +15,8 @@ class FunctionBackend:
     """Answers each request with ``fn(request)``; counts calls.
 
     Example:
-        >>> backend = FunctionBackend(lambda request: "hello")
-        >>> import asyncio; asyncio.run(backend.complete(...))  # doctest: +SKIP
+        >>> backend = FunctionBackend(lambda request: f"you said {request.messages[-1].content}")
+        >>> gateway_backends = {"sim": backend}  # run(config, db, backends=gateway_backends)
     """
 
     def __init__(self, fn: Responder, *, name: str = "function"):

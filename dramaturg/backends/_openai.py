@@ -7,14 +7,20 @@ off because the gateway retries.
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from dramaturg._errors import BackendError, ConfigError
 from dramaturg._model import ModelRequest, ModelResponse
-from dramaturg.backends._sdk import body_message, kind_for_status, parse_retry_after, scrub, transport_error
+from dramaturg.backends._sdk import (
+    body_message,
+    call_errors,
+    kind_for_status,
+    parse_retry_after,
+    scrub,
+    transport_error,
+)
 
 if TYPE_CHECKING:
     import openai
@@ -50,16 +56,10 @@ class OpenAIBackend:
                 "backend 'openai': OPENAI_API_KEY is not set (keys are read from the environment "
                 "only; for a local server without keys pass --base-url)"
             )
-        import httpx2
         import openai
 
         self._sdk = openai
-        self._catch: tuple[type[BaseException], ...] = (
-            openai.OpenAIError,
-            httpx2.HTTPError,
-            OSError,
-            json.JSONDecodeError,
-        )
+        self._catch = call_errors(openai.OpenAIError)
         timeout: Any = timeout_s if timeout_s is not None else openai.NOT_GIVEN
         self._client: openai.AsyncOpenAI = openai.AsyncOpenAI(
             api_key=None if has_key else _NO_KEY,  # None: the SDK reads OPENAI_API_KEY itself

@@ -17,7 +17,22 @@ from email.utils import parsedate_to_datetime
 
 from dramaturg._errors import BackendError, BackendErrorKind
 
-__all__ = ["body_message", "kind_for_status", "parse_retry_after", "scrub", "transport_error"]
+__all__ = [
+    "body_message",
+    "call_errors",
+    "kind_for_status",
+    "parse_retry_after",
+    "scrub",
+    "transport_error",
+]
+
+
+def call_errors(sdk_error: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """What a call can raise besides our own errors: the SDK's tree, the transport's own
+    exceptions (not always wrapped) and the bare JSONDecodeError of a truncated 200."""
+    import httpx2
+
+    return (sdk_error, httpx2.HTTPError, OSError, json.JSONDecodeError)
 
 
 def kind_for_status(status: int) -> BackendErrorKind:
