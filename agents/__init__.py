@@ -5,31 +5,40 @@ autogen-agentchat stays behind this package: nothing else in dramaturg imports i
 
 from dramaturg.agents._client import GatewayChatClient
 from dramaturg.agents._prompts import (
+    Standards,
+    asked_facts,
     critic_prompt,
     critique_request,
     director_note,
     goal_request,
     judge_prompt,
     judge_request,
+    retry_note,
     revision_request,
     transcript,
     user_simulator_prompt,
+    user_turn_request,
     verifier_prompt,
 )
-from dramaturg.agents._roles import Reply, RoleAgent
+from dramaturg.agents._roles import Reply, RoleAgent, attempt_seed
 
 __all__ = [
     "GatewayChatClient",
     "Reply",
     "RoleAgent",
+    "Standards",
+    "asked_facts",
+    "attempt_seed",
     "critic_prompt",
     "critique_request",
     "director_note",
     "goal_request",
     "judge_prompt",
     "judge_request",
+    "retry_note",
     "revision_request",
     "transcript",
     "user_simulator_prompt",
+    "user_turn_request",
     "verifier_prompt",
 ]

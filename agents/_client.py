@@ -22,7 +22,14 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from dramaturg._gateway import CallOutcome, Gateway
-from dramaturg._model import GenerationParams, Message, ModelRequest, ModelSpec, RoleName
+from dramaturg._model import (
+    GenerationParams,
+    Message,
+    ModelRequest,
+    ModelSpec,
+    ResponseFormat,
+    RoleName,
+)
 from dramaturg._tokens import count_tokens
 
 __all__ = ["GatewayChatClient", "to_request_messages"]
@@ -61,7 +68,8 @@ class GatewayChatClient(ChatCompletionClient):
     """A model client bound to one (episode, role): AgentChat cannot pass those per call.
 
     Never share an instance between episodes. ``last_outcome`` tells the episode runner
-    which stored call produced the latest reply.
+    which stored call produced the latest reply. ``seed`` may be changed between calls: a
+    regenerated turn is a new request (its own cache entry), not a replay of the rejected one.
     """
 
     def __init__(
@@ -73,12 +81,14 @@ class GatewayChatClient(ChatCompletionClient):
         episode_id: str,
         seed: int,
         params: GenerationParams | None = None,
+        response_format: ResponseFormat | None = None,
     ):
         self._gateway = gateway
         self._spec = spec
         self._role: RoleName = role
         self._episode_id = episode_id
-        self._seed = seed
+        self.seed = seed
+        self._response_format = response_format
         self._params = params or GenerationParams()
         self._usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
         self.last_outcome: CallOutcome | None = None
@@ -103,7 +113,8 @@ class GatewayChatClient(ChatCompletionClient):
             system=system,
             messages=conversation,
             params=self._params,
-            seed=self._seed,
+            seed=self.seed,
+            response_format=self._response_format,
         )
         outcome = await self._gateway.complete(request, episode_id=self._episode_id)
         self.last_outcome = outcome

@@ -2,32 +2,51 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Protocol
 
 from dramaturg.scenarios import EpisodeSpec, PlannedStage
 
 from dramaturg import _markers as mk
 
 __all__ = [
+    "Standards",
+    "asked_facts",
     "critic_prompt",
     "critique_request",
     "director_note",
     "goal_request",
     "judge_prompt",
     "judge_request",
+    "retry_note",
     "revision_request",
     "transcript",
     "user_simulator_prompt",
+    "user_turn_request",
     "verifier_prompt",
 ]
 
 
+_WORD = re.compile(r"[a-z0-9]+")
+_KEY_FILLER = frozenset({"the", "a", "an", "of", "your", "my"})
+# A message asks for something when it questions or requests; a mention alone does not.
+_REQUEST = re.compile(
+    r"\?|\b(?:please|provide|share|send|tell me|give me|let me know|confirm|what is|what's|may i have)\b",
+    re.I,
+)
+
+
 def user_simulator_prompt(spec: EpisodeSpec) -> str:
-    """The user simulator's system prompt: persona, goal and hidden facts, never the script."""
+    """The user simulator's system prompt: who the person is, what they know, how to write them.
+
+    The rules are tau2-bench's user-simulator guidelines: one message at a time, no invented
+    facts, facts revealed only when asked, own words, an explicit end marker.
+    """
+    name = spec.persona
     lines = [
         mk.USER_SIMULATOR_HEADER,
-        "Stay in character as the user at all times: never answer as the assistant, never offer help.",
-        f"{mk.PERSONA_LABEL} {spec.persona}",
+        f"{mk.PERSONA_LABEL} {name}",
         f"{mk.TRAITS_LABEL} {', '.join(spec.traits) or 'none in particular'}",
         f"{mk.MOOD_LABEL} {spec.mood}",
         f"{mk.GOAL_LABEL} {spec.goal}",
@@ -37,20 +56,75 @@ def user_simulator_prompt(spec: EpisodeSpec) -> str:
         lines.extend(f"- {key}: {value}" for key, value in spec.hidden_facts)
     lines += [
         "",
-        "Write one short message at a time, in the first person, as this person would type it.",
-        f"A {mk.DIRECTOR_PREFIX} note after the assistant's message tells you what to do now; "
-        "follow it without mentioning it.",
-        f"If your goal is met or you want to stop, end your message with {mk.END_MARKER}.",
+        f"How {name} writes:",
+        f"- One short message at a time, in the first person, the way {name} would type it.",
+        f"- {name} is the user, never the assistant: {name} does not offer help, does not ask for",
+        f"  {name}'s own details and does not speak for the company or service.",
+        f"- Only the facts above. Asked for something not listed, {name} says they do not have it.",
+        "  Never make up ids, dates, amounts or names.",
+        f"- {name} gives a fact only when the assistant asks for it, and only that fact.",
+        f"- {name}'s own words: never copy these notes, never repeat the assistant's words.",
+        "- No notes, labels, names before the message or descriptions of what is happening.",
+        f"- When {name}'s goal is met or {name} wants to stop, end the message with {mk.END_MARKER}.",
+        f"The assistant's messages reach you marked {mk.ASSISTANT_SAID} {mk.MESSAGE_ONLY}",
     ]
     return "\n".join(lines)
 
 
-def director_note(stage: PlannedStage) -> str:
-    """The per-turn stage direction appended to what the user simulator hears."""
-    note = f"{mk.DIRECTOR_PREFIX} {mk.STAGE_LABEL} {stage.name}. {mk.WHAT_NOW_LABEL} {stage.instruction}"
+def director_note(spec: EpisodeSpec, stage: PlannedStage) -> str:
+    """The per-turn cue: whose message to write and what the person does now."""
+    name = spec.persona
+    note = f"{mk.DIRECTOR_PREFIX} {name}'s next message. {name} {mk.WHAT_NOW_LABEL} {stage.instruction}"
     if stage.terminal:
         note += f" {mk.TERMINAL_NOTE}"
     return note
+
+
+def asked_facts(spec: EpisodeSpec, assistant_text: str) -> list[tuple[str, str]]:
+    """The hidden facts the assistant's message asks for (most of a key's words appear in it)."""
+    said = set(_WORD.findall(assistant_text.lower()))
+    asked = []
+    for key, value in spec.hidden_facts:
+        words = [w for w in _WORD.findall(key.lower()) if w not in _KEY_FILLER]
+        if words and sum(w in said for w in words) * 2 >= len(words) and _REQUEST.search(assistant_text):
+            asked.append((key, value))
+    return asked
+
+
+_RETRY_REASONS = {
+    "empty": "it was empty",
+    "truncated": "it was too long and got cut off",
+    "role_flip": "it was written as the assistant, not as {name}",
+    "echo": "it repeated an earlier message",
+    "meta": "it described the chat or had labels instead of being just the message",
+    "copied_instruction": "it copied the instructions instead of using {name}'s own words",
+    "invented_fact": "it stated facts {name} was never given",
+}
+
+
+def retry_note(spec: EpisodeSpec, reasons: Sequence[str]) -> str:
+    """Why the previous try at this message was rejected, for the regeneration request."""
+    why = "; ".join(dict.fromkeys(_RETRY_REASONS.get(r, r).format(name=spec.persona) for r in reasons))
+    return f"(The last try at this message could not be used: {why}. Write a new one.)"
+
+
+def user_turn_request(
+    spec: EpisodeSpec, stage: PlannedStage, assistant_text: str | None, retry_reasons: Sequence[str] = ()
+) -> str:
+    """What the user simulator hears each turn: the assistant's line, labelled, then the cue.
+
+    The cue (whose message, what to do now, which asked-for facts the person holds) comes
+    after the history, where models weight instructions most (UltraChat appends the user
+    prompt the same way to keep roles from swapping).
+    """
+    said = f"{mk.ASSISTANT_SAID} {assistant_text}" if assistant_text is not None else mk.CONVERSATION_START
+    cue = [said, "", director_note(spec, stage)]
+    if assistant_text is not None:
+        cue += [f"{mk.FACT_ASKED_LABEL} {key}: {value}." for key, value in asked_facts(spec, assistant_text)]
+    if retry_reasons:
+        cue.append(retry_note(spec, retry_reasons))
+    cue.append(f"{mk.MESSAGE_ONLY.removesuffix('.')}, as {spec.persona}.")
+    return "\n".join(cue)
 
 
 def transcript(history: Sequence[tuple[str, str]]) -> str:
@@ -58,7 +132,20 @@ def transcript(history: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{role.upper()}: {content}" for role, content in history)
 
 
-def _standards(spec: EpisodeSpec) -> list[str]:
+class Standards(Protocol):
+    """What a reply is judged against; an episode spec is one, a calibration probe another."""
+
+    @property
+    def rubric(self) -> tuple[str, ...]: ...
+
+    @property
+    def principles(self) -> tuple[str, ...]: ...
+
+    @property
+    def assistant_prompt(self) -> str: ...
+
+
+def _standards(spec: Standards) -> list[str]:
     """What a reply is measured against: rubric, principles, the assistant's instructions."""
     lines = [mk.RUBRIC_LABEL, *(f"- {criterion}" for criterion in spec.rubric)]
     if spec.principles:
@@ -66,7 +153,7 @@ def _standards(spec: EpisodeSpec) -> list[str]:
     return [*lines, mk.INSTRUCTIONS_OPEN, spec.assistant_prompt, mk.INSTRUCTIONS_CLOSE]
 
 
-def critic_prompt(spec: EpisodeSpec) -> str:
+def critic_prompt(spec: Standards) -> str:
     """The critic's system prompt: rubric, principles and the assistant's own instructions."""
     lines = [
         mk.CRITIC_HEADER,
@@ -75,7 +162,7 @@ def critic_prompt(spec: EpisodeSpec) -> str:
         "problem, saying exactly what to remove, add or change. Judge only the reply under review.",
         *_standards(spec),
         "Reply with JSON only, no prose around it:",
-        '{"scores": {"<criterion>": <1-10>, ...}, "overall": <1-10>, "feedback": "<one problem per line>"}',
+        '{"feedback": "<one problem per line>", "scores": {"<criterion>": <1-10>, ...}, "overall": <1-10>}',
         "Use the rubric criteria exactly as written as the keys of scores.",
     ]
     return "\n".join(lines)
@@ -107,13 +194,13 @@ def revision_request(feedback: str) -> str:
     )
 
 
-def judge_prompt(spec: EpisodeSpec) -> str:
+def judge_prompt(spec: Standards) -> str:
     lines = [
         mk.JUDGE_HEADER,
         "Decide which reply better answers the last user message, given the assistant's",
         "instructions and the rubric. Ignore the order in which the replies are shown and their length.",
         *_standards(spec),
-        'Reply with JSON only: {"winner": "A" | "B" | "tie", "reason": "<one sentence>"}',
+        'Reply with JSON only: {"reason": "<one sentence>", "winner": "A" | "B" | "tie"}',
     ]
     return "\n".join(lines)
 
@@ -138,7 +225,7 @@ def verifier_prompt() -> str:
         [
             mk.VERIFIER_HEADER,
             "Read the whole conversation and decide whether the user's goal was met by the end.",
-            'Reply with JSON only: {"goal_met": true | false, "reason": "<one sentence>"}',
+            'Reply with JSON only: {"reason": "<one sentence>", "goal_met": true | false}',
         ]
     )
 

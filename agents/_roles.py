@@ -2,25 +2,34 @@
 
 A group chat is not used on purpose (see DESIGN.md): it costs ~15x the overhead, cannot run
 twice at once, turns exceptions into strings and cannot replace a message in an agent's
-context, which critique-and-revise needs.
+context, which critique-and-revise and turn regeneration need.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage
 from autogen_core import CancellationToken
 from autogen_core.model_context import UnboundedChatCompletionContext
-from autogen_core.models import AssistantMessage
+from autogen_core.models import AssistantMessage, LLMMessage, UserMessage
 from dramaturg.agents._client import GatewayChatClient
 
 from dramaturg._errors import ReplyParseError
 from dramaturg._gateway import Gateway
-from dramaturg._model import GenerationParams, ModelSpec, RoleName
+from dramaturg._model import GenerationParams, ModelSpec, ResponseFormat, RoleName
 
-__all__ = ["Reply", "RoleAgent"]
+__all__ = ["Reply", "RoleAgent", "attempt_seed"]
+
+# Far enough apart that a regenerated turn never reuses a best-of-n candidate's seed (seed + k).
+_ATTEMPT_STRIDE = 7919
+
+
+def attempt_seed(seed: int, attempt: int) -> int:
+    """The sampling seed of the ``attempt``-th try (0 = first) at one reply."""
+    return seed + _ATTEMPT_STRIDE * attempt
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +37,7 @@ class Reply:
     text: str
     call_id: str
     cached: bool
+    finish_reason: str = "stop"
 
 
 class RoleAgent:
@@ -43,12 +53,21 @@ class RoleAgent:
         episode_id: str,
         seed: int,
         params: GenerationParams | None = None,
+        response_format: ResponseFormat | None = None,
     ):
         self.role: RoleName = role
+        self._seed = seed
         self._client = GatewayChatClient(
-            gateway, spec=spec, role=role, episode_id=episode_id, seed=seed, params=params
+            gateway,
+            spec=spec,
+            role=role,
+            episode_id=episode_id,
+            seed=seed,
+            params=params,
+            response_format=response_format,
         )
         self._context = UnboundedChatCompletionContext()
+        self._before: list[LLMMessage] = []
         self._agent = AssistantAgent(
             role,
             model_client=self._client,
@@ -56,13 +75,20 @@ class RoleAgent:
             model_context=self._context,
         )
 
-    async def respond(self, *incoming: tuple[str, str]) -> Reply:
+    async def respond(self, *incoming: tuple[str, str], attempt: int = 0) -> Reply:
         """Hear ``(source, text)`` messages and answer them.
+
+        Args:
+            attempt: 0 for a first try; a regenerated reply (after :meth:`retract`) passes
+                1, 2, … and is sampled with another seed.
 
         Raises:
             BackendError: the model call failed after the gateway's retries.
             ReplyParseError: the model answered with no text.
         """
+        # A copy: the context may hand out its live list, which this exchange extends.
+        self._before = list(await self._context.get_messages())
+        self._client.seed = attempt_seed(self._seed, attempt)
         messages = [TextMessage(content=text, source=source) for source, text in incoming]
         response = await self._agent.on_messages(messages, CancellationToken())
         content = response.chat_message.to_text() if response.chat_message else ""
@@ -71,19 +97,40 @@ class RoleAgent:
             raise RuntimeError("the agent answered without calling its model")
         if not content.strip():
             raise ReplyParseError(f"{self.role} replied with empty text", raw=content)
-        return Reply(text=content.strip(), call_id=outcome.call_id, cached=outcome.cached)
+        return Reply(
+            text=content.strip(),
+            call_id=outcome.call_id,
+            cached=outcome.cached,
+            finish_reason=outcome.response.finish_reason,
+        )
 
-    async def revise(self, request: str) -> Reply:
+    async def retract(self) -> None:
+        """Forget the last exchange, as if :meth:`respond` had never been called."""
+        await self._restore(self._before)
+
+    async def set_history(self, history: Sequence[tuple[str, str]]) -> None:
+        """Replace the context with ``(role, text)`` messages, role 'user' or 'assistant'."""
+        messages: list[LLMMessage] = [
+            AssistantMessage(content=text, source=self.role)
+            if role == "assistant"
+            else UserMessage(content=text, source=role)
+            for role, text in history
+        ]
+        await self._restore(messages)
+
+    async def revise(self, request: str, *, attempt: int = 0) -> Reply:
         """Ask for a revision of the latest reply; afterwards the context holds only the revision.
 
         The exchange (original, revision request, revision) collapses to the revision, so the
         conversation continues as if the assistant had answered well the first time.
         """
-        # A copy: the context may hand out its live list, which the next exchange extends.
         before = list(await self._context.get_messages())
-        revision = await self.respond(("critic", request))
-        await self._context.clear()
-        for message in before[:-1]:
-            await self._context.add_message(message)
-        await self._context.add_message(AssistantMessage(content=revision.text, source=self.role))
+        revision = await self.respond(("critic", request), attempt=attempt)
+        await self._restore([*before[:-1], AssistantMessage(content=revision.text, source=self.role)])
+        self._before = before
         return revision
+
+    async def _restore(self, messages: Sequence[LLMMessage]) -> None:
+        await self._context.clear()
+        for message in messages:
+            await self._context.add_message(message)

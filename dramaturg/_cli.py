@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dramaturg._calibrate import CalibrationReport, CalibrationRun, run_calibration
 from dramaturg._errors import DramaturgError, StoreError, UserError
 from dramaturg._export import ExportFormat, export
 from dramaturg._gateway import GatewayStats
@@ -112,6 +113,19 @@ def run_command(
         ),
     ] = None,
     timeout: Annotated[float, typer.Option("--timeout", min=0.0, help=_TIMEOUT_HELP)] = 120.0,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=1, help="Most tokens a reply may have.")
+    ] = 1024,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature.")] = 0.8,
+    turn_attempts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=10,
+            help="Tries at a turn that fails validation (role flip, echo, meta-text) "
+            "before its episode ends.",
+        ),
+    ] = 3,
     critique: Annotated[
         bool,
         typer.Option(
@@ -193,6 +207,9 @@ def run_command(
             budget_usd=budget_usd,
             prices=str(prices) if prices else None,
             timeout_s=timeout,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            turn_attempts=turn_attempts,
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
@@ -220,14 +237,30 @@ def resume_command(
     rpm: RpmOption = None,
     tpm: TpmOption = None,
     timeout: Annotated[float | None, typer.Option("--timeout", min=0.0, help=_TIMEOUT_HELP)] = None,
+    model: Annotated[str | None, typer.Option(help="Replace the model of every role.")] = None,
+    user_model: Annotated[
+        str | None, typer.Option("--user-model", help="Replace the user simulator's model.")
+    ] = None,
+    assistant_model: Annotated[
+        str | None, typer.Option("--assistant-model", help="Replace the assistant's model.")
+    ] = None,
+    critic_model: Annotated[
+        str | None, typer.Option("--critic-model", help="Replace the critic's model.")
+    ] = None,
+    judge_model: Annotated[
+        str | None, typer.Option("--judge-model", help="Replace the verifier's (judge's) model.")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Replace the openai endpoint.")] = None,
 ) -> None:
     """Finish a run that stopped or crashed, with the settings it was started with.
 
     Done episodes are skipped; unfinished ones replay from their start through the call
     cache, so no model call that completed before is paid for again. Limits, budget and
-    concurrency may be changed; what decides the episodes' content may not.
+    concurrency may be changed, and so may a role's model (a run stopped because its critic's
+    replies did not parse resumes with one that works); the rest of what decides the
+    episodes' content may not.
 
-    Example:  dramaturg resume run-20250101-120000-1a2b3c --db corpus.duckdb --budget-usd 20
+    Example:  dramaturg resume run-20250101-120000-1a2b3c --db corpus.duckdb --critic-model openai:gpt-4o
     """
     try:
         stored = load_run_config(db, run_id)
@@ -241,6 +274,12 @@ def resume_command(
         "rpm": rpm,
         "tpm": tpm,
         "timeout_s": timeout,
+        "model": model,
+        "user_model": user_model,
+        "assistant_model": assistant_model,
+        "critic_model": critic_model,
+        "judge_model": judge_model,
+        "base_url": base_url,
     }
     try:
         config = RunConfig.model_validate(
@@ -258,6 +297,12 @@ def _finish(summary: RunSummary) -> None:
         raise _fail(
             f"run stopped: {summary.stopped}. Fix that, then: "
             f"dramaturg resume {summary.run_id} --db {summary.db}",
+            1,
+        )
+    if summary.failed_without_pairs:
+        raise _fail(
+            "no preference pair was built and reviewing failed (see 'pairs' and 'replies' above); "
+            "the critic or judge model cannot be used as it is",
             1,
         )
 
@@ -308,8 +353,9 @@ def _print_summary(summary: RunSummary) -> None:
     rows = [
         ("run", f"{summary.run_id} -> {summary.db}"),
         ("episodes", f"{summary.done} done, {summary.failed} failed{skipped}"),
-        ("turns", f"{summary.turns} ({summary.role_flips} role flips)"),
+        ("turns", _turn_row(summary)),
         *_pair_rows(summary),
+        *_health_rows(summary),
         (
             "calls",
             f"{calls.calls} model calls, {calls.cache_hits} from cache, "
@@ -326,6 +372,40 @@ def _print_summary(summary: RunSummary) -> None:
     ]
     for label, value in rows:
         out.print(f"{label:<9} {value}", highlight=False, soft_wrap=True)
+
+
+def _turn_row(summary: RunSummary) -> str:
+    rejected = summary.rejected_turns
+    text = f"{summary.turns} stored"
+    if rejected:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in rejected.most_common())
+        text += f"; {sum(rejected.values())} generated turns rejected and regenerated ({reasons})"
+    else:
+        text += "; 0 rejected by validation"
+    if summary.invalid_turn_episodes:
+        text += f"; {summary.invalid_turn_episodes} episodes ended on a turn that kept failing (not exported)"
+    return text
+
+
+def _health_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    """Per role and model: replies that could not be used (unparsed, rejected, order-dependent)."""
+    health = summary.health
+    if health is None:
+        return []
+    rows = []
+    for role, model, replies, failures in health.by_role():
+        parts = [f"{n} {_FAILURE_WORDS[kind]}" for kind, n in sorted(failures.items())]
+        rows.append(
+            ("replies", f"{role:<15} {model:<32} {replies:>5} replies: {', '.join(parts) or 'all usable'}")
+        )
+    return rows
+
+
+_FAILURE_WORDS = {
+    "parse_failed": "did not parse",
+    "turn_rejected": "failed validation",
+    "position_inconsistent": "judgment pairs flipped with the order",
+}
 
 
 def _pair_rows(summary: RunSummary) -> list[tuple[str, str]]:
@@ -387,6 +467,142 @@ def _usage_rows(calls: GatewayStats) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+@app.command("calibrate")
+def calibrate_command(
+    judge_model: Annotated[
+        str, typer.Option("--judge-model", help="BACKEND:MODEL of the judge to calibrate.")
+    ],
+    db: DbOption = Path("dramaturg.duckdb"),
+    critic_model: Annotated[
+        str | None,
+        typer.Option(
+            "--critic-model", help="Scores both replies for the margin rule; defaults to the judge."
+        ),
+    ] = None,
+    margin: Annotated[
+        bool,
+        typer.Option(
+            "--margin/--no-margin",
+            help="Apply the run's critic-margin rule to the survivors (2 more calls per probe).",
+        ),
+    ] = True,
+    min_margin: Annotated[float, typer.Option(min=0, help="The margin a pair needs, as in `run`.")] = 1.0,
+    probes: Annotated[
+        Path | None, typer.Option("--probes", help="Your own probes (JSONL); default: the shipped 72.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Judge at most this many probes, spread across kinds.")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="openai backend endpoint.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Probes judged at once.")] = 4,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.0, help=_TIMEOUT_HELP)] = 120.0,
+) -> None:
+    """Measure a judge on probes with known flaws: accuracy, position and length bias.
+
+    Each probe (a context, a good reply, a reply with one known flaw) is judged in both
+    orders. Results go to the `metrics` table; `dramaturg run` notes judges never calibrated.
+
+    Example:  dramaturg calibrate --judge-model openai:qwen2.5-coder-1.5b --base-url http://127.0.0.1:8080/v1
+    """
+    settings = CalibrationRun(
+        judge=judge_model,
+        critic=critic_model,
+        margin=margin,
+        min_margin=min_margin,
+        probes=str(probes) if probes else None,
+        limit=limit,
+        base_url=base_url,
+        concurrency=concurrency,
+        timeout_s=timeout,
+    )
+    progress = Progress(
+        TextColumn("[bold]probes"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+    task = progress.add_task("probes", total=None)
+    try:
+        with progress:
+            calibration_id, report, calls = asyncio.run(
+                run_calibration(
+                    settings,
+                    db,
+                    on_start=lambda n: progress.update(task, total=n),
+                    on_probe=lambda: progress.update(task, advance=1),
+                )
+            )
+    except UserError as exc:
+        raise _fail(str(exc), 2) from exc
+    except StoreError as exc:
+        raise _fail(str(exc), 1) from exc
+    except DramaturgError as exc:
+        raise _fail(f"{type(exc).__name__}: {exc}", 1) from exc
+    _print_calibration(report)
+    out.print(
+        f"calls     {calls.calls} model calls, {calls.cache_hits} from cache; stored as {calibration_id}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _print_calibration(report: CalibrationReport) -> None:
+    n = len(report.results)
+    verdicts = 2 * n
+    longer, shorter = report.length_bias()
+    consistent = sum(r.consistent for r in report.results)
+    rule = "both orders agree" + (
+        f", critic margin >= {report.min_margin:g}" if report.min_margin is not None else ""
+    )
+    rows = [
+        (
+            "judge",
+            f"{escape(report.judge)} on {n} probes ({escape(report.probe_set)}), judged in both orders",
+        ),
+        (
+            "accuracy",
+            f"{_pct(report.accuracy())}  ({sum(v == 'good' for r in report.results for v in r.verdicts)}"
+            f"/{verdicts} verdicts picked the good reply)",
+        ),
+        (
+            "position",
+            f"{_pct(report.position_consistency)}  consistent ({consistent}/{n} probes judged alike in both "
+            f"orders; {n - consistent} flipped with the order or failed)",
+        ),
+        (
+            "length",
+            f"accuracy {_pct(longer)} when the flawed reply is longer, {_pct(shorter)} when it is shorter",
+        ),
+        ("ties", f"{_pct(report.tie_rate)} of verdicts"),
+        ("failures", f"{report.parse_failures}/{verdicts} verdicts did not parse"),
+        (
+            "kept",
+            f"accuracy {_pct(report.survivor_accuracy)} on {len(report.survivors)}/{n} "
+            "probes a run would pair "
+            f"(coverage {_pct(report.coverage)}; {rule})",
+        ),
+    ]
+    for label, value in rows:
+        out.print(f"{label:<9} {value}", highlight=False, soft_wrap=True)
+    table = Table("flaw kind", "probes", "accuracy", "consistent", "kept", box=box.SIMPLE_HEAD)
+    for kind, results in report.by_kind().items():
+        kept = [r for r in results if r.survives(report.min_margin)]
+        table.add_row(
+            escape(kind),
+            str(len(results)),
+            _pct(report.accuracy(results)),
+            f"{sum(r.consistent for r in results)}/{len(results)}",
+            f"{sum(r.good_first == 'good' for r in kept)}/{len(kept)} right",
+        )
+    out.print(table)
 
 
 @app.command("scenarios")

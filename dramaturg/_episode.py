@@ -7,14 +7,16 @@ from dataclasses import dataclass
 
 from dramaturg import _markers as mk
 from dramaturg._gateway import Gateway
+from dramaturg._health import RoleHealth
 from dramaturg._model import GenerationParams, ModelSpec, RoleName
 from dramaturg._review import EpisodeReviewer, ReviewSettings
-from dramaturg.agents import RoleAgent, director_note, user_simulator_prompt
-from dramaturg.evaluators import is_role_flip, user_consistency
+from dramaturg._validation import InvalidTurn, TurnGate
+from dramaturg.agents import Reply, RoleAgent, user_simulator_prompt, user_turn_request
+from dramaturg.evaluators import TurnProblem, clean_turn, user_consistency, validate_turn
 from dramaturg.memory import CheckRow, ReviewRows, TurnRecord
-from dramaturg.scenarios import Check, EpisodeSpec
+from dramaturg.scenarios import Check, EpisodeSpec, PlannedStage
 
-__all__ = ["EpisodeOutcome", "RoleModels", "perform_episode"]
+__all__ = ["EpisodeOutcome", "RoleModels", "perform_episode", "user_view"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +40,7 @@ class RoleModels:
 @dataclass(frozen=True, slots=True)
 class EpisodeOutcome:
     turns: tuple[TurnRecord, ...]
-    termination_reason: str  # terminal_stage | user_ended | max_turns
+    termination_reason: str  # terminal_stage | user_ended | max_turns | invalid_turn
     goal_met: bool | None = None
     user_consistent: bool | None = None
     consistency_detail: str | None = None
@@ -51,6 +53,18 @@ def strip_end_marker(text: str) -> tuple[str, bool]:
     return text.replace(mk.END_MARKER, "").strip(), True
 
 
+def user_view(turns: Sequence[TurnRecord]) -> list[tuple[str, str]]:
+    """The dialogue as the user simulator's own context: its lines are its replies, the
+    assistant's arrive labelled, so a model never mistakes them for its own voice."""
+    view = [("user", mk.CONVERSATION_START)] if turns else []
+    for turn in turns:
+        if turn.role == "user":
+            view.append(("assistant", turn.content))
+        else:
+            view.append(("user", f"{mk.ASSISTANT_SAID} {turn.content}"))
+    return view
+
+
 async def perform_episode(
     spec: EpisodeSpec,
     *,
@@ -61,11 +75,14 @@ async def perform_episode(
     review: ReviewSettings | None = None,
     run_id: str = "",
     checks: Sequence[Check] = (),
+    turn_attempts: int = 3,
+    health: RoleHealth | None = None,
 ) -> EpisodeOutcome:
     """Stage ``spec`` once and return its turns (user first, strictly alternating).
 
     The episode ends after the assistant answers a terminal stage, when the user simulator
-    writes the end marker, or when the stage path (at most ``max_turns`` user turns) runs out.
+    writes the end marker, when the stage path (at most ``max_turns`` user turns) runs out, or
+    when a turn fails validation on all ``turn_attempts`` tries (``invalid_turn``).
     With ``review`` settings, every assistant turn is critiqued (and maybe revised) online,
     pairs are built, and the verifier judges the goal and the simulator's consistency.
     """
@@ -81,6 +98,8 @@ async def perform_episode(
             params=params,
         )
 
+    rows = ReviewRows()
+    gate = TurnGate(spec, episode_id, rows, attempts=turn_attempts, health=health)
     reviewer = (
         EpisodeReviewer(
             spec=spec,
@@ -91,6 +110,9 @@ async def perform_episode(
             settings=review,
             params=params or GenerationParams(),
             checks=tuple(checks),
+            rows=rows,
+            gate=gate,
+            health=health,
         )
         if review is not None
         else None
@@ -100,48 +122,74 @@ async def perform_episode(
     turns: list[TurnRecord] = []
     last_answer: str | None = None
     reason = "max_turns"
-    for stage in spec.stage_path:
-        heard = [("assistant", last_answer)] if last_answer is not None else []
-        said = await user.respond(*heard, ("director", director_note(stage)))
-        text, ended = strip_end_marker(said.text)
-        if not text:
-            reason = "user_ended"
-            break
-        turns.append(
-            TurnRecord(
-                idx=len(turns),
-                role="user",
-                content=text,
-                stage=stage.name,
-                call_id=said.call_id,
-                role_flip=is_role_flip(text),
+    try:
+        for stage in spec.stage_path:
+            await user.set_history(user_view(turns[:-1] if turns else []))
+
+            def check_user(reply: Reply, stage: PlannedStage = stage) -> list[TurnProblem]:
+                text, ended = strip_end_marker(reply.text)
+                if not text and ended:
+                    return []  # a bare end marker: the user has nothing more to say
+                return validate_turn(text, gate.context("user", turns, stage, reply.finish_reason))
+
+            said = await gate.generate(
+                "user",
+                len(turns),
+                lambda attempt, problems, stage=stage, heard=last_answer: user.respond(
+                    ("director", user_turn_request(spec, stage, heard, [p.reason for p in problems])),
+                    attempt=attempt,
+                ),
+                user.retract,
+                check_user,
+                lambda text: clean_turn(text, spec.persona),
             )
-        )
-        answer = await assistant.respond(("user", text))
-        final_text: str = answer.text
-        final_call: str | None = answer.call_id
-        if reviewer is not None:
-            history = tuple((turn.role, turn.content) for turn in turns)
-            result = await reviewer.review_turn(history, answer.text, answer.call_id, len(turns), assistant)
-            final_text, final_call = result.text, result.call_id
-        turns.append(
-            TurnRecord(
-                idx=len(turns), role="assistant", content=final_text, stage=stage.name, call_id=final_call
+            text, ended = strip_end_marker(said.text)
+            if not text:
+                reason = "user_ended"
+                break
+            turns.append(
+                TurnRecord(idx=len(turns), role="user", content=text, stage=stage.name, call_id=said.call_id)
             )
-        )
-        last_answer = final_text
-        if ended:
-            reason = "user_ended"
-            break
-        if stage.terminal:
-            reason = "terminal_stage"
-            break
+
+            def check_assistant(reply: Reply, stage: PlannedStage = stage) -> list[TurnProblem]:
+                return validate_turn(reply.text, gate.context("assistant", turns, stage, reply.finish_reason))
+
+            answer = await gate.generate(
+                "assistant",
+                len(turns),
+                lambda attempt, _problems, text=text: assistant.respond(("user", text), attempt=attempt),
+                assistant.retract,
+                check_assistant,
+            )
+            final_text: str = answer.text
+            final_call: str | None = answer.call_id
+            if reviewer is not None:
+                history = tuple((turn.role, turn.content) for turn in turns)
+                result = await reviewer.review_turn(
+                    history, answer.text, answer.call_id, len(turns), assistant
+                )
+                final_text, final_call = result.text, result.call_id
+            turns.append(
+                TurnRecord(
+                    idx=len(turns), role="assistant", content=final_text, stage=stage.name, call_id=final_call
+                )
+            )
+            last_answer = final_text
+            if ended:
+                reason = "user_ended"
+                break
+            if stage.terminal:
+                reason = "terminal_stage"
+                break
+    except InvalidTurn:
+        # The dialogue so far is kept for inspection; the episode is left out of exports.
+        return EpisodeOutcome(turns=tuple(turns), termination_reason="invalid_turn", review=rows)
     if reviewer is None:
-        return EpisodeOutcome(turns=tuple(turns), termination_reason=reason)
+        return EpisodeOutcome(turns=tuple(turns), termination_reason=reason, review=rows)
     dialogue = tuple((turn.role, turn.content) for turn in turns)
     goal_met = await reviewer.goal_met(dialogue)
     consistency = user_consistency(spec, [(t.role, t.content, t.role_flip) for t in turns])
-    reviewer.rows.checks.append(
+    rows.checks.append(
         CheckRow(episode_id, None, "episode", "user_consistent", consistency.passed, consistency.detail)
     )
     return EpisodeOutcome(
@@ -150,5 +198,5 @@ async def perform_episode(
         goal_met=goal_met,
         user_consistent=consistency.passed,
         consistency_detail=consistency.detail or None,
-        review=reviewer.rows,
+        review=rows,
     )

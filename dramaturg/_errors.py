@@ -71,6 +71,7 @@ BackendErrorKind = Literal[
     "malformed",  # a 200 whose body is not a valid reply
     "auth",  # 401 / 403
     "bad_request",  # 400 / 404 / 422: the request itself is wrong
+    "unsupported",  # the server refuses a request feature (e.g. response_format)
     "budget",  # the run's budget would be exceeded
     "circuit_open",  # most recent calls failed even after a pause: stop, resume later
     "other",

@@ -6,6 +6,11 @@ cache lookup → (single flight) → circuit breaker → concurrency bound → b
 Backends never sleep, retry or count; they raise :class:`BackendError` with a ``kind``. A
 retry goes back through the breaker, the budget and the rate limiter like a first attempt:
 retries that skip the limiter collide with paced traffic and burn attempts on 429s.
+
+A server that refuses ``response_format`` (``BackendError(kind="unsupported")``) is asked the
+same request again without it, at once, and that (backend, model) is sent no schema for the
+rest of the run: parsing the reply stays the caller's job either way. The answer is stored
+under the original request's hash, so a replay of the run hits the cache.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from dramaturg._errors import BackendError
 from dramaturg._limits import (
@@ -85,6 +90,8 @@ class GatewayStats:
     # (role, "backend:model") -> what its calls used and cost in this process
     usage: dict[tuple[str, str], Usage] = field(default_factory=dict)
     unpriced: set[str] = field(default_factory=set)  # "backend:model"s without a price entry
+    # "backend:model"s that refused response_format: their replies are prompt-only JSON
+    schema_fallbacks: set[str] = field(default_factory=set)
 
     def add(self, request: ModelRequest, response: ModelResponse, cost_usd: float | None) -> None:
         """Count one paid call; ``cost_usd`` None means the model has no price entry."""
@@ -179,6 +186,7 @@ class Gateway:
         self._in_flight: dict[str, asyncio.Future[CallOutcome]] = {}
         self._jitter = random.Random(jitter_seed)
         self._sticky: BackendError | None = None
+        self._no_schema: set[tuple[str, str]] = set()  # (backend, model)s that refused one
 
     async def complete(self, request: ModelRequest, *, episode_id: str | None = None) -> CallOutcome:
         """The response to ``request``, from the cache when it was ever answered before."""
@@ -227,9 +235,13 @@ class Gateway:
         # input plus max_tokens of output. settle() gives back what the reply did not use.
         tokens = input_estimate + request.params.max_tokens if self.limiter.limits_tokens else 0
         ceiling = price.ceiling(input_estimate, request.params.max_tokens) if price else 0.0
+        # What goes to the backend; `key` stays the original request's hash throughout.
+        sent = request
         attempt = 0
         while True:
             attempt += 1
+            # Checked per attempt: a concurrent call may have learned of a refusal meanwhile.
+            sent = self._without_refused_schema(sent)
             if self._sticky is not None:
                 raise self._sticky
             await self.breaker.admit()
@@ -240,7 +252,7 @@ class Gateway:
                 try:
                     await self.limiter.acquire(tokens)
                     started = time.perf_counter()
-                    response = await self._send(backend, request)
+                    response = await self._send(backend, sent)
                 except BackendError as exc:
                     failure: BackendError | None = exc
                     self._release(held, tokens, input_estimate)
@@ -256,7 +268,13 @@ class Gateway:
                     used += response.cache_read_tokens + response.cache_write_tokens
                     self.limiter.settle(tokens, used or tokens)
             if failure is not None:
-                await self._record_failure(request, key, episode_id, failure, attempt, started)
+                await self._record_failure(sent, key, episode_id, failure, attempt, started)
+                if failure.kind == "unsupported" and sent.response_format is not None:
+                    # Not a retry of the same request but a different one, sent once and at
+                    # once; the loop's next attempt drops the schema.
+                    self._no_schema.add((sent.backend, sent.model))
+                    self.stats.schema_fallbacks.add(f"{sent.backend}:{sent.model}")
+                    continue
                 if failure.retryable:
                     self.breaker.record(failure.kind)
                 if failure.kind in _STICKY_KINDS:
@@ -274,10 +292,15 @@ class Gateway:
             latency_ms = (time.perf_counter() - started) * 1000
             call_id = uuid.uuid4().hex
             await self.writer.record_call(
-                self._record(request, key, episode_id, call_id, latency_ms, attempt, response, cost)
+                self._record(sent, key, episode_id, call_id, latency_ms, attempt, response, cost)
             )
             self.stats.add(request, response, cost)
             return CallOutcome(response, call_id, cached=False)
+
+    def _without_refused_schema(self, request: ModelRequest) -> ModelRequest:
+        if request.response_format is not None and (request.backend, request.model) in self._no_schema:
+            return replace(request, response_format=None)
+        return request
 
     def _release(self, held_usd: float, tokens: int, input_estimate: int) -> None:
         """Undo a failed attempt's reservations: providers bill no output for a failed call."""

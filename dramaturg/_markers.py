@@ -7,17 +7,21 @@ markers, so it sees exactly what a real model would and nothing more.
 from __future__ import annotations
 
 __all__ = [
+    "ASSISTANT_SAID",
     "CONVERSATION_LABEL",
+    "CONVERSATION_START",
     "CRITIC_HEADER",
     "DIRECTOR_PREFIX",
     "END_MARKER",
     "FACTS_HEADER",
+    "FACT_ASKED_LABEL",
     "FEEDBACK_LABEL",
     "GOAL_LABEL",
     "GOAL_LINE",
     "INSTRUCTIONS_CLOSE",
     "INSTRUCTIONS_OPEN",
     "JUDGE_HEADER",
+    "MESSAGE_ONLY",
     "MOOD_LABEL",
     "PERSONA_LABEL",
     "REPLY_CLOSE",
@@ -28,7 +32,6 @@ __all__ = [
     "RESPONSE_B_OPEN",
     "REVISION_REQUEST",
     "RUBRIC_LABEL",
-    "STAGE_LABEL",
     "TERMINAL_NOTE",
     "TRAITS_LABEL",
     "USER_SIMULATOR_HEADER",
@@ -36,18 +39,27 @@ __all__ = [
     "WHAT_NOW_LABEL",
 ]
 
-USER_SIMULATOR_HEADER = "You are role-playing a USER who is talking to an AI assistant."
+# The user simulator writes one person's messages as a writing task, in the third person:
+# small models asked to *be* the user slide into the assistant's voice from the first line
+# (Qwen2.5-Coder 1.5B, measured), but write a named person's message well.
+USER_SIMULATOR_HEADER = "You write the chat messages of one person, who is talking to an AI assistant."
+# How the other side's lines reach the user simulator: a model that sees them unlabelled, as
+# its own "user" turns, slides into the assistant's voice (measured on Qwen2.5-Coder 1.5B).
+ASSISTANT_SAID = "[Assistant]:"
+CONVERSATION_START = "[The person opens the chat.]"
+FACT_ASKED_LABEL = "The assistant asked for this:"
 PERSONA_LABEL = "Persona:"
 TRAITS_LABEL = "Traits:"
 MOOD_LABEL = "Mood:"
-GOAL_LABEL = "Your goal:"
-FACTS_HEADER = "Facts only you know (reveal one only when the assistant asks for it):"
+GOAL_LABEL = "Goal:"
+FACTS_HEADER = "Facts only this person knows (each is given only when the assistant asks for it):"
 END_MARKER = "<<END>>"
 
-DIRECTOR_PREFIX = "[Director]"
-STAGE_LABEL = "Stage:"
-WHAT_NOW_LABEL = "What to do now:"
-TERMINAL_NOTE = "This is the last stage of the conversation."
+# The cue after the history: "Write Dana's next message. Dana should now: <instruction>".
+DIRECTOR_PREFIX = "Write"
+WHAT_NOW_LABEL = "should now:"
+TERMINAL_NOTE = "This is the last message of the chat."
+MESSAGE_ONLY = "Output only the message."
 
 CRITIC_HEADER = "You are a CRITIC of an AI assistant's replies."
 JUDGE_HEADER = "You are a JUDGE comparing two candidate replies of an AI assistant."

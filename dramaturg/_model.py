@@ -18,6 +18,7 @@ __all__ = [
     "ModelRequest",
     "ModelResponse",
     "ModelSpec",
+    "ResponseFormat",
     "RoleName",
     "request_hash",
 ]
@@ -47,6 +48,31 @@ class GenerationParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseFormat:
+    """A JSON schema the reply must follow, asked of the API itself.
+
+    OpenAI-compatible servers get it as ``response_format`` (``json_schema``; vLLM and
+    llama.cpp's server decode under it), Anthropic as a forced tool call. ``schema`` is the
+    schema as canonical JSON text (sorted keys), so the request stays hashable and frozen.
+
+    Attributes:
+        name: a short identifier (``[A-Za-z0-9_-]``), e.g. ``"critique"``.
+        schema: the JSON schema, canonical JSON text.
+    """
+
+    name: str
+    schema: str
+
+    @classmethod
+    def from_schema(cls, name: str, schema: dict[str, object]) -> ResponseFormat:
+        return cls(name, json.dumps(schema, sort_keys=True, separators=(",", ":")))
+
+    def schema_dict(self) -> dict[str, object]:
+        loaded: dict[str, object] = json.loads(self.schema)
+        return loaded
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRequest:
     """Everything that determines a model's output.
 
@@ -58,6 +84,7 @@ class ModelRequest:
         messages: the conversation, starting with a user message.
         params: sampling parameters.
         seed: the episode-derived seed; providers that accept a seed receive it.
+        response_format: the JSON schema the reply must follow, if the role asks for one.
     """
 
     backend: str
@@ -67,6 +94,7 @@ class ModelRequest:
     messages: tuple[Message, ...]
     params: GenerationParams = field(default_factory=GenerationParams)
     seed: int = 0
+    response_format: ResponseFormat | None = None
 
     @property
     def hash(self) -> str:
@@ -77,8 +105,9 @@ def request_hash(request: ModelRequest) -> str:
     """The cache key of a request: ``"dh1-sha256:" + sha256(canonical JSON)``.
 
     The canonical JSON holds backend, model, role, system, messages, params and seed with
-    sorted keys and no whitespace. Timeouts, retry settings, API keys and base URLs are
-    deliberately absent: they do not change what the model says.
+    sorted keys and no whitespace; ``response_format`` (name and schema) joins them only when
+    set, so requests without one keep the hashes they always had. Timeouts, retry settings,
+    API keys and base URLs are deliberately absent: they do not change what the model says.
 
     Raises:
         ValueError: if the request holds something JSON cannot represent exactly (a NaN
@@ -86,6 +115,8 @@ def request_hash(request: ModelRequest) -> str:
             cache miss that pays twice.
     """
     payload = asdict(request)
+    if request.response_format is None:
+        del payload["response_format"]
     if not math.isfinite(request.params.temperature):
         raise ValueError(f"cannot hash a request with temperature {request.params.temperature!r}")
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

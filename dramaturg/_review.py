@@ -16,8 +16,11 @@ from typing import Generic, Literal, TypeVar
 
 from dramaturg._errors import ReplyParseError
 from dramaturg._gateway import Gateway
-from dramaturg._model import GenerationParams, Message, ModelRequest, ModelSpec, RoleName
+from dramaturg._health import RoleHealth
+from dramaturg._model import GenerationParams, Message, ModelRequest, ModelSpec, ResponseFormat, RoleName
+from dramaturg._validation import InvalidTurn, TurnGate
 from dramaturg.agents import (
+    Reply,
     RoleAgent,
     critic_prompt,
     critique_request,
@@ -29,11 +32,17 @@ from dramaturg.agents import (
 )
 from dramaturg.evaluators import (
     CritiqueReply,
+    GoalReply,
     JudgeReply,
+    TurnContext,
+    TurnProblem,
+    critique_schema,
     parse_critique,
     parse_goal,
     parse_judgment,
+    reply_schema,
     run_checks,
+    validate_turn,
 )
 from dramaturg.memory import (
     CheckRow,
@@ -52,6 +61,8 @@ __all__ = ["EpisodeReviewer", "PairReport", "ReviewSettings", "pair_report"]
 
 T = TypeVar("T")
 History = tuple[tuple[str, str], ...]
+_JUDGMENT_FORMAT = ResponseFormat.from_schema("judgment", reply_schema(JudgeReply))
+_GOAL_FORMAT = ResponseFormat.from_schema("goal", reply_schema(GoalReply))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +121,13 @@ class EpisodeReviewer:
     params: GenerationParams
     checks: Sequence[Check] = ()
     rows: ReviewRows = field(default_factory=ReviewRows)
+    gate: TurnGate | None = None
+    health: RoleHealth | None = None
     _assistant_turns: int = 0
 
     # -- structured calls --------------------------------------------------------------------
 
-    def _agent(self, role: RoleName, prompt: str) -> RoleAgent:
+    def _agent(self, role: RoleName, prompt: str, response_format: ResponseFormat | None = None) -> RoleAgent:
         return RoleAgent(
             role,
             prompt,
@@ -123,26 +136,38 @@ class EpisodeReviewer:
             episode_id=self.episode_id,
             seed=self.spec.seed,
             params=self.params,
+            response_format=response_format,
         )
 
     async def _ask(
-        self, role: RoleName, prompt: str, request: str, parse: Callable[[str], T]
+        self,
+        role: RoleName,
+        prompt: str,
+        request: str,
+        parse: Callable[[str], T],
+        response_format: ResponseFormat,
     ) -> _Structured[T]:
-        """Ask, and re-ask (bounded) while the reply does not parse."""
-        agent = self._agent(role, prompt)
+        """Ask for a structured reply (the schema goes to the API), re-asking while it does not parse."""
+        agent = self._agent(role, prompt, response_format)
         message = request
         raw, call_id = "", None
         for attempt in range(1, self.settings.parse_attempts + 1):
             try:
                 reply = await agent.respond(("dramaturg", message))
                 raw, call_id = reply.text, reply.call_id
-                return _Structured(parse(reply.text), raw, attempt, call_id)
+                value = parse(reply.text)
             except ReplyParseError as exc:
                 raw = exc.raw or raw
+                if self.health is not None:
+                    self.health.record(role, False, raw)
                 message = (
                     f"Your reply could not be used ({exc}). Reply again with JSON only, "
                     "exactly in the format asked for."
                 )
+                continue
+            if self.health is not None:
+                self.health.record(role, True)
+            return _Structured(value, raw, attempt, call_id)
         return _Structured(None, raw, self.settings.parse_attempts, call_id)
 
     async def _critique(
@@ -158,6 +183,7 @@ class EpisodeReviewer:
             critic_prompt(self.spec),
             critique_request(history, reply),
             lambda text: parse_critique(text, rubric),
+            ResponseFormat.from_schema("critique", critique_schema(rubric)),
         )
         parsed: CritiqueReply | None = result.value
         row = CritiqueRow(
@@ -196,7 +222,11 @@ class EpisodeReviewer:
         )
         for orientation, first, second in orders:
             result = await self._ask(
-                "verifier", judge_prompt(self.spec), judge_request(history, first, second), parse_judgment
+                "verifier",
+                judge_prompt(self.spec),
+                judge_request(history, first, second),
+                parse_judgment,
+                _JUDGMENT_FORMAT,
             )
             parsed: JudgeReply | None = result.value
             row = JudgmentRow(
@@ -231,6 +261,8 @@ class EpisodeReviewer:
             return "judge_rejected", ids
         if verdicts == ["tie", "tie"]:
             return "tie", ids
+        if self.health is not None and "tie" not in verdicts:
+            self.health.inconsistent("verifier")  # the same position won in both orders
         return "inconsistent", ids
 
     def _checks(self, history: History, reply: str, turn_idx: int, target: str) -> bool:
@@ -311,7 +343,11 @@ class EpisodeReviewer:
             if row.turn_idx == turn_idx and row.target == "original" and not row.passed
         ]
         feedback = "\n".join([critique.feedback or "", *failed_checks]).strip()
-        revision = await assistant.revise(revision_request(feedback))
+        revision = await self._revise(assistant, revision_request(feedback), history, turn_idx)
+        if revision is None:
+            # Every revision leaked meta-text or otherwise failed validation: keep the original.
+            self._outcome(turn_idx, "revision", "revision_invalid")
+            return TurnResult(answer, answer_call_id)
         revised_critique = await self._critique(history, revision.text, turn_idx, "revision")
         self.rows.revisions.append(
             RevisionRow(
@@ -357,6 +393,28 @@ class EpisodeReviewer:
             )
         self._outcome(turn_idx, "revision", outcome, pair_id)
         return continued
+
+    async def _revise(
+        self, assistant: RoleAgent, request: str, history: History, turn_idx: int
+    ) -> Reply | None:
+        """A validated revision, or None when every attempt failed (the context is then as before)."""
+        if self.gate is None:
+            return await assistant.revise(request)
+
+        def check(reply: Reply) -> list[TurnProblem]:
+            context = TurnContext("assistant", history=history, finish_reason=reply.finish_reason)
+            return validate_turn(reply.text, context)
+
+        try:
+            return await self.gate.generate(
+                "revision",
+                turn_idx,
+                lambda attempt, _problems: assistant.revise(request, attempt=attempt),
+                assistant.retract,
+                check,
+            )
+        except InvalidTurn:
+            return None
 
     async def _best_of_n(
         self, history: History, answer: str, answer_call_id: str | None, turn_idx: int
@@ -421,7 +479,7 @@ class EpisodeReviewer:
     async def goal_met(self, dialogue: History) -> bool | None:
         """The verifier's verdict on the episode's goal; None if it never answered usably."""
         result = await self._ask(
-            "verifier", verifier_prompt(), goal_request(self.spec.goal, dialogue), parse_goal
+            "verifier", verifier_prompt(), goal_request(self.spec.goal, dialogue), parse_goal, _GOAL_FORMAT
         )
         self.rows.checks.append(
             CheckRow(

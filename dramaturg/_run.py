@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dramaturg._episode import RoleModels, perform_episode
 from dramaturg._errors import BackendError, ConfigError, RunError
 from dramaturg._gateway import Gateway, GatewayStats
+from dramaturg._health import RoleFailing, RoleHealth, record_health_metrics
 from dramaturg._limits import CircuitBreaker, RateLimiter
 from dramaturg._model import Backend, GenerationParams, ModelSpec
 from dramaturg._pricing import Budget, PriceTable
@@ -33,6 +35,10 @@ _FATAL_KINDS = frozenset({"auth", "bad_request", "budget", "circuit_open"})
 _OPERATIONAL_FIELDS = frozenset(
     {"run_id", "concurrency", "base_url", "rpm", "tpm", "budget_usd", "prices", "timeout_s"}
 )
+# A role's model may change on resume: a run stopped because a role's replies were unusable
+# resumes with a model that works. Finished episodes keep what they were made with (every
+# llm_calls row names its model); the stored config becomes the new one.
+_MODEL_FIELDS = frozenset({"model", "user_model", "assistant_model", "critic_model", "judge_model"})
 
 
 class RunConfig(BaseModel):
@@ -69,6 +75,9 @@ class RunConfig(BaseModel):
     budget_usd: float | None = Field(default=None, gt=0)
     prices: str | None = Field(default=None, description="JSON file of prices per model")
     timeout_s: float = Field(default=120.0, gt=0, description="per model call")
+    turn_attempts: int = Field(
+        default=3, ge=1, le=10, description="tries at a turn before an invalid one ends its episode"
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -107,6 +116,18 @@ class RunSummary:
     pairs: int = 0  # preference pairs built by this invocation
     pair_report: PairReport | None = None  # over the whole run, from the store
     calls: GatewayStats = field(default_factory=GatewayStats)
+    health: RoleHealth | None = None  # unusable replies per role and model, this invocation
+    rejected_turns: Counter[str] = field(default_factory=Counter)  # by reason, this invocation
+    invalid_turn_episodes: int = 0  # episodes ended because a turn kept failing validation
+
+    @property
+    def failed_without_pairs(self) -> bool:
+        """No pair exists and reviewing failed somewhere: a corpus of failures, not a quiet 0."""
+        report = self.pair_report
+        if report is None or sum(report.pairs.values()):
+            return False
+        failed_outcomes = sum(n for outcome, n in report.outcomes.items() if outcome.endswith("_failed"))
+        return bool(failed_outcomes or self.stopped)
 
 
 def episode_seed(run_seed: int, scenario: str, index: int) -> int:
@@ -264,6 +285,8 @@ async def run(
         )
         gateway.stats.prior_cost_usd = prior_cost
         summary.calls = gateway.stats
+        health = RoleHealth(models.for_role)
+        summary.health = health
         params = GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens)
         slots = asyncio.Semaphore(config.concurrency)
         stop = asyncio.Event()
@@ -272,7 +295,9 @@ async def run(
             async with slots:
                 if stop.is_set():
                     return
-                status = await _episode(job, writer, gateway, models, params, run_id, summary, stop)
+                status = await _episode(
+                    job, writer, gateway, models, params, run_id, summary, stop, health, config.turn_attempts
+                )
             if on_episode and status:
                 on_episode(status)
 
@@ -283,6 +308,7 @@ async def run(
             for task in tasks:
                 task.cancel()
         summary.pair_report = await writer.run(pair_report, writer.store, run_id)
+        await writer.run(record_health_metrics, writer.store, run_id)
     finally:
         summary.elapsed_s = time.perf_counter() - started
         await _close_backends(backends)
@@ -313,6 +339,9 @@ async def _register_run(
         store = writer.store
         if store.run_exists(run_id):
             _check_same_run(store, config, run_id)
+            with store.transaction() as con:
+                stored = config.model_copy(update={"run_id": run_id}).model_dump_json()
+                con.execute("UPDATE runs SET config = ? WHERE run_id = ?", [stored, run_id])
         else:
             with store.transaction():
                 store.insert_run(
@@ -339,7 +368,7 @@ def _check_same_run(store: Store, config: RunConfig, run_id: str) -> None:
     changed = [
         name
         for name in RunConfig.model_fields
-        if name not in _OPERATIONAL_FIELDS and getattr(stored, name) != getattr(config, name)
+        if name not in _OPERATIONAL_FIELDS | _MODEL_FIELDS and getattr(stored, name) != getattr(config, name)
     ]
     if changed:
         details = ", ".join(
@@ -360,6 +389,8 @@ async def _episode(
     run_id: str,
     summary: RunSummary,
     stop: asyncio.Event,
+    health: RoleHealth,
+    turn_attempts: int,
 ) -> str | None:
     spec = job.loaded.scenario.instantiate(job.seed)
     await writer.start_episode(
@@ -384,7 +415,15 @@ async def _episode(
             review=job.review,
             run_id=run_id,
             checks=job.loaded.scenario.checks,
+            turn_attempts=turn_attempts,
+            health=health,
         )
+    except RoleFailing as exc:
+        # Leave the episode 'running': once the role's model is fixed, a resume replays it.
+        if not stop.is_set():
+            summary.stopped = f"replies unusable: {exc}"
+        stop.set()
+        return None
     except BackendError as exc:
         if exc.kind in _FATAL_KINDS:
             # Leave the episode 'running': the run stops and a resume replays it.
@@ -409,6 +448,9 @@ async def _episode(
         review=outcome.review,
     )
     await writer.finish_episode(result)
+    if outcome.review:
+        summary.rejected_turns.update(row.reason for row in outcome.review.rejections)
+    summary.invalid_turn_episodes += outcome.termination_reason == "invalid_turn"
     summary.pairs += len(outcome.review.pairs) if outcome.review else 0
     summary.done += 1
     summary.turns += len(outcome.turns)

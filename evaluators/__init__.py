@@ -17,14 +17,26 @@ from dramaturg.evaluators._parsing import (
     CritiqueReply,
     GoalReply,
     JudgeReply,
+    critique_schema,
     parse_critique,
     parse_goal,
     parse_judgment,
+    reply_schema,
 )
 from dramaturg.evaluators._role_flip import is_role_flip
+from dramaturg.evaluators._turns import (
+    REJECTION_REASONS,
+    RejectionReason,
+    TurnContext,
+    TurnProblem,
+    clean_turn,
+    role_flip_signals,
+    validate_turn,
+)
 
 __all__ = [
     "DEFAULT_REFUSAL_PATTERN",
+    "REJECTION_REASONS",
     "CritiqueReply",
     "CurationResult",
     "Embedder",
@@ -35,6 +47,11 @@ __all__ = [
     "Metric",
     "MetricSet",
     "NamedResult",
+    "RejectionReason",
+    "TurnContext",
+    "TurnProblem",
+    "clean_turn",
+    "critique_schema",
     "curate",
     "duplicate_filter_sql",
     "embedding_spread",
@@ -46,6 +63,9 @@ __all__ = [
     "parse_goal",
     "parse_judgment",
     "read_metrics",
+    "reply_schema",
+    "role_flip_signals",
     "run_checks",
     "user_consistency",
+    "validate_turn",
 ]

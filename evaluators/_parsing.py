@@ -15,7 +15,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dramaturg._errors import ReplyParseError
 
-__all__ = ["CritiqueReply", "GoalReply", "JudgeReply", "parse_critique", "parse_goal", "parse_judgment"]
+__all__ = [
+    "CritiqueReply",
+    "GoalReply",
+    "JudgeReply",
+    "critique_schema",
+    "parse_critique",
+    "parse_goal",
+    "parse_judgment",
+    "reply_schema",
+]
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
 M = TypeVar("M", bound=BaseModel)
@@ -25,20 +34,56 @@ class _Reply(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Field order is the order a schema-constrained model writes them in: the reasoning first,
+# so the verdict follows from it instead of being rationalised after the fact.
 class CritiqueReply(_Reply):
+    feedback: str = Field(min_length=1)
     scores: dict[str, int]
     overall: float = Field(ge=1, le=10)
-    feedback: str = Field(min_length=1)
 
 
 class JudgeReply(_Reply):
-    winner: Literal["A", "B", "tie"]
     reason: str = ""
+    winner: Literal["A", "B", "tie"]
 
 
 class GoalReply(_Reply):
-    goal_met: bool
     reason: str = ""
+    goal_met: bool
+
+
+def reply_schema(model: type[BaseModel]) -> dict[str, object]:
+    """The JSON schema an API is asked to follow for ``model``'s replies.
+
+    Every property is required and no other is allowed (OpenAI's strict mode wants both;
+    constrained decoders then never stop early), titles and defaults are dropped.
+    """
+    schema = model.model_json_schema()
+    properties = {
+        name: {k: v for k, v in spec.items() if k not in ("title", "default")}
+        for name, spec in schema["properties"].items()
+    }
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+def critique_schema(rubric: Sequence[str]) -> dict[str, object]:
+    """The critique schema for one rubric: each criterion a required integer from 1 to 10."""
+    schema = reply_schema(CritiqueReply)
+    properties = dict(schema["properties"])  # type: ignore[call-overload]
+    properties["scores"] = {
+        "type": "object",
+        "properties": {criterion: {"type": "integer", "minimum": 1, "maximum": 10} for criterion in rubric},
+        "required": list(rubric),
+        "additionalProperties": False,
+    }
+    # Whole numbers: a grammar-constrained decoder can bound an integer range exactly.
+    properties["overall"] = {"type": "integer", "minimum": 1, "maximum": 10}
+    return {**schema, "properties": properties}
 
 
 def _json_object(text: str) -> object:

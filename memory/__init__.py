@@ -14,6 +14,7 @@ from dramaturg.memory._records import (
     RevisionRow,
     RunRecord,
     TurnRecord,
+    TurnRejectionRow,
 )
 from dramaturg.memory._store import EPISODE_TABLES, CachedCall, Store, StoreWriter, utcnow
 
@@ -36,5 +37,6 @@ __all__ = [
     "Store",
     "StoreWriter",
     "TurnRecord",
+    "TurnRejectionRow",
     "utcnow",
 ]

@@ -215,9 +215,44 @@ CREATE TABLE filtered (
 );
 """
 
+M005_TURN_REJECTIONS = """
+-- Generated turns that failed validation before entering the dialogue (a role flip, an echo,
+-- meta-commentary, ...). Each was regenerated with another seed; the dialogue holds only
+-- turns that passed. An episode whose turn kept failing ends with termination_reason
+-- 'invalid_turn' and is left out of exports.
+CREATE TABLE turn_rejections (
+    episode_id VARCHAR NOT NULL,
+    turn_idx   INTEGER NOT NULL,            -- the dialogue position the text was generated for
+    kind       VARCHAR NOT NULL CHECK (kind IN ('user', 'assistant', 'revision')),
+    attempt    INTEGER NOT NULL,            -- 0 for the first try, then 1, 2, ...
+    reason     VARCHAR NOT NULL,            -- empty | truncated | role_flip | echo | meta
+                                            -- | copied_instruction | invented_fact
+    detail     VARCHAR NOT NULL,            -- what tripped the validator (all problems, '; ')
+    content    VARCHAR NOT NULL,            -- the rejected text
+    call_id    VARCHAR                      -- the llm_calls row that produced it
+);
+
+-- A revision that failed validation on every attempt is dropped (the dialogue keeps the
+-- original): a new pair outcome, 'revision_invalid'. DuckDB cannot alter a CHECK, so the
+-- table is rebuilt.
+CREATE TABLE pair_outcomes_v5 (
+    episode_id VARCHAR NOT NULL,
+    turn_idx   INTEGER NOT NULL,
+    source     VARCHAR NOT NULL,
+    outcome    VARCHAR NOT NULL CHECK (outcome IN
+        ('paired', 'tie', 'inconsistent', 'judge_rejected', 'judge_failed', 'critique_failed',
+         'low_margin', 'identical', 'chosen_below_threshold', 'revision_invalid')),
+    pair_id    VARCHAR
+);
+INSERT INTO pair_outcomes_v5 SELECT * FROM pair_outcomes;
+DROP TABLE pair_outcomes;
+ALTER TABLE pair_outcomes_v5 RENAME TO pair_outcomes;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "critique_and_pairs", M002_CRITIQUE_AND_PAIRS),
     Migration(3, "metrics", M003_METRICS),
     Migration(4, "curation", M004_CURATION),
+    Migration(5, "turn_rejections", M005_TURN_REJECTIONS),
 )

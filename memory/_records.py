@@ -184,6 +184,20 @@ class PairOutcomeRow:
     pair_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TurnRejectionRow:
+    """A generated turn that failed validation and never entered the dialogue."""
+
+    episode_id: str
+    turn_idx: int
+    kind: Literal["user", "assistant", "revision"]
+    attempt: int
+    reason: str
+    detail: str
+    content: str
+    call_id: str | None
+
+
 @dataclass(slots=True)
 class ReviewRows:
     """Everything the critic and verifier produced for one episode, written with it."""
@@ -194,3 +208,4 @@ class ReviewRows:
     checks: list[CheckRow] = field(default_factory=list)
     pairs: list[PairRow] = field(default_factory=list)
     outcomes: list[PairOutcomeRow] = field(default_factory=list)
+    rejections: list[TurnRejectionRow] = field(default_factory=list)

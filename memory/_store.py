@@ -268,6 +268,7 @@ EPISODE_TABLES = (
     "checks",
     "preference_pairs",
     "pair_outcomes",
+    "turn_rejections",
 )
 _REVIEW_TABLES = (
     ("critiques", "critiques"),
@@ -276,6 +277,7 @@ _REVIEW_TABLES = (
     ("checks", "checks"),
     ("preference_pairs", "pairs"),
     ("pair_outcomes", "outcomes"),
+    ("turn_rejections", "rejections"),
 )
 
 

@@ -53,3 +53,20 @@ def dialogues(db: Path, run_id: str | None = None) -> dict[str, list[tuple[str, 
     for episode_id, role, content in rows:
         out.setdefault(episode_id, []).append((role, content))
     return out
+
+
+LIVE_ENV = ("DRAMATURG_LIVE_BASE_URL", "DRAMATURG_LIVE_MODEL")
+
+
+@pytest.fixture(scope="session")
+def live_model() -> tuple[str, str]:
+    """(base URL, model id) of a real OpenAI-compatible server, or skip the test.
+
+    `.ci/run` starts the local Qwen2.5-Coder 0.5B server (../shared/local-llm) and sets both.
+    """
+    import os
+
+    base_url, model = (os.environ.get(name) for name in LIVE_ENV)
+    if not (base_url and model):
+        pytest.skip(f"no live model: set {' and '.join(LIVE_ENV)} (see .ci/run)")
+    return base_url, model

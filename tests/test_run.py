@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from dramaturg.evaluators import is_role_flip
 
 from dramaturg import BackendError, FunctionBackend, ModelRequest, RunConfig, Store, run
 from tests.conftest import dialogues
@@ -101,15 +102,23 @@ def test_scenarios_command_lists_builtins(cli) -> None:
     assert [line.split()[0] for line in lines] == ["support-refund", "math-tutor"]
 
 
-def test_role_flips_are_detected_and_recorded(tmp_path: Path) -> None:
+def test_role_flipped_user_turns_are_rejected_regenerated_and_counted(tmp_path: Path) -> None:
     config = RunConfig(scenarios=["support-refund"], episodes=8, sim_role_flip_rate=0.5)
     summary = asyncio.run(run(config, tmp_path / "x.duckdb"))
     with Store.open(tmp_path / "x.duckdb") as store:
+        stored_user_turns = [text for (text,) in store.sql("SELECT content FROM turns WHERE role = 'user'")]
+        rejected = store.sql("SELECT reason, kind, attempt, content FROM turn_rejections WHERE kind = 'user'")
+        endings = dict(store.sql("SELECT termination_reason, count(*) FROM episodes GROUP BY ALL"))
         flagged = store.sql("SELECT count(*) FROM turns WHERE role_flip")[0][0]
-        per_episode = store.sql("SELECT sum(role_flips) FROM episodes")[0][0]
-        assistant_flagged = store.sql("SELECT count(*) FROM turns WHERE role_flip AND role <> 'user'")[0][0]
-    assert summary.role_flips == flagged == per_episode > 0
-    assert assistant_flagged == 0
+    # Half the sim's user turns are in the assistant's voice; none reaches the dialogue.
+    assert rejected and {reason for reason, *_ in rejected} == {"role_flip"}
+    assert summary.rejected_turns["role_flip"] == len(rejected)
+    assert not any(is_role_flip(text) for text in stored_user_turns)
+    assert flagged == 0
+    # Regenerations succeed mostly; a turn that flips on every attempt ends its episode.
+    assert {attempt for _, _, attempt, _ in rejected} >= {0, 1}
+    assert sum(endings.values()) == 8
+    assert endings.get("invalid_turn", 0) == summary.invalid_turn_episodes < 8
 
 
 def test_backend_failure_marks_episodes_failed_and_keeps_the_reason(tmp_path: Path) -> None:

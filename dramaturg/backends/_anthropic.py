@@ -2,10 +2,14 @@
 
 The SDK is imported when the backend is built, not when dramaturg is imported (it adds about
 a second to import time). SDK retries are off: the gateway retries, paced by its limiter.
+
+A request with a ``response_format`` forces a call of one tool whose input schema is that
+schema; the tool call's input, as canonical JSON, is the reply text.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +26,17 @@ from dramaturg.backends._sdk import (
 
 if TYPE_CHECKING:
     import anthropic
-    from anthropic.types import MessageParam
+    from anthropic import Omit
+    from anthropic.types import MessageParam, ToolChoiceToolParam, ToolParam
 
 __all__ = ["AnthropicBackend", "anthropic_messages"]
 
 _KEY_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+# A forced tool call ends with stop_reason "tool_use": for us the reply is complete.
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "stop"}
 _OPENING = "(The conversation begins.)"
 _EMPTY = "(empty message)"
+_TOOL_DESCRIPTION = "Reply in this structure."
 
 
 class AnthropicBackend:
@@ -62,6 +69,12 @@ class AnthropicBackend:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Send ``request`` once; raise :class:`BackendError` with the right kind on failure."""
+        fmt = request.response_format
+        tools: list[ToolParam] | Omit = self._sdk.omit
+        tool_choice: ToolChoiceToolParam | Omit = self._sdk.omit
+        if fmt is not None:
+            tools = [{"name": fmt.name, "description": _TOOL_DESCRIPTION, "input_schema": fmt.schema_dict()}]
+            tool_choice = {"type": "tool", "name": fmt.name}
         try:
             message = await self._client.messages.create(
                 model=request.model,
@@ -70,21 +83,34 @@ class AnthropicBackend:
                 # anthropic >= 2 dropped the `temperature` argument; the API still takes it.
                 extra_body={"temperature": request.params.temperature},
                 system=request.system or self._sdk.omit,
+                tools=tools,
+                tool_choice=tool_choice,
             )
         except self._catch as exc:
-            raise self._translate(exc) from exc
-        return _response(message)
+            raise self._translate(exc, structured=fmt is not None) from exc
+        return _response(message, tool=fmt.name if fmt is not None else None)
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""
         await self._client.close()
 
-    def _translate(self, exc: BaseException) -> BackendError:
+    def _translate(self, exc: BaseException, *, structured: bool) -> BackendError:
         sdk = self._sdk
         if isinstance(exc, sdk.APIStatusError):
             status = exc.status_code
             kind = kind_for_status(status)
             detail = body_message(exc.body) or exc.message
+            if structured and status in (400, 422) and _names_tools(detail):
+                # A compatible server without tool use, or a schema the API will not take:
+                # the gateway falls back to asking for JSON in the prompt alone.
+                return BackendError(
+                    scrub(
+                        f"anthropic: HTTP {status} {detail} (the server refuses the forced tool call)",
+                        *_KEY_VARS,
+                    ),
+                    kind="unsupported",
+                    status=status,
+                )
             hint = " (check ANTHROPIC_API_KEY)" if kind == "auth" else ""
             return BackendError(
                 scrub(f"anthropic: HTTP {status} {detail}{hint}", *_KEY_VARS),
@@ -133,11 +159,19 @@ def anthropic_messages(messages: tuple[Message, ...]) -> list[MessageParam]:
     return params
 
 
-def _response(message: anthropic.types.Message) -> ModelResponse:
+def _names_tools(detail: str) -> bool:
+    text = detail.lower()
+    return "tool" in text or "input_schema" in text
+
+
+def _response(message: anthropic.types.Message, *, tool: str | None = None) -> ModelResponse:
     # Without strict validation the SDK builds the model without checking it, so a 200
     # whose JSON has the wrong shape surfaces here as a missing attribute.
     try:
-        text = "".join(block.text for block in message.content if block.type == "text")
+        if tool is None:
+            text = "".join(block.text for block in message.content if block.type == "text")
+        else:
+            text = _tool_input(message, tool)
         usage = message.usage
         response = ModelResponse(
             text=text,
@@ -154,3 +188,19 @@ def _response(message: anthropic.types.Message) -> ModelResponse:
             f"anthropic: the reply has no text (stop_reason {message.stop_reason})", kind="malformed"
         )
     return response
+
+
+def _tool_input(message: anthropic.types.Message, tool: str) -> str:
+    """The forced tool call's input as canonical JSON text: the structured reply."""
+    for block in message.content:
+        if block.type == "tool_use":
+            if not isinstance(block.input, dict):
+                raise BackendError(
+                    f"anthropic: the {tool} tool call's input is not an object", kind="malformed"
+                )
+            return json.dumps(block.input, sort_keys=True, ensure_ascii=False)
+    kinds = ", ".join(block.type for block in message.content) or "nothing"
+    raise BackendError(
+        f"anthropic: the reply has no {tool} tool call (got {kinds}; stop_reason {message.stop_reason})",
+        kind="malformed",
+    )

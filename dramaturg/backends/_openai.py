@@ -3,16 +3,22 @@
 OpenAI itself, or vLLM, Ollama, llama.cpp server and the like through a base URL (which, unlike
 Anthropic's, includes ``/v1``). The SDK is imported when the backend is built; its retries are
 off because the gateway retries.
+
+A request with a ``response_format`` goes out as OpenAI's ``json_schema`` shape, which OpenAI,
+vLLM, Ollama and llama.cpp's own ``llama-server`` decode under. llama-cpp-python's server (0.3.x)
+only knows ``{"type": "json_object", "schema": ...}`` and answers ``json_schema`` with an HTTP
+500 validation error naming ``'json_object'``; from that refusal on, the backend sends that
+model the ``json_object`` shape, so the gateway's retry of the refused call is constrained too.
 """
 
 from __future__ import annotations
 
 import os
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dramaturg._errors import BackendError, ConfigError
-from dramaturg._model import ModelRequest, ModelResponse
+from dramaturg._model import ModelRequest, ModelResponse, ResponseFormat
 from dramaturg.backends._sdk import (
     body_message,
     call_errors,
@@ -24,13 +30,17 @@ from dramaturg.backends._sdk import (
 
 if TYPE_CHECKING:
     import openai
+    from openai import Omit
     from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+    from openai.types.chat.completion_create_params import ResponseFormat as WireFormat
 
 __all__ = ["OpenAIBackend"]
 
 _KEY_VAR = "OPENAI_API_KEY"
 # Local servers ignore the key, but the SDK refuses to start without one.
 _NO_KEY = "no-key-needed"
+
+SchemaShape = Literal["json_schema", "json_object"]
 
 
 class OpenAIBackend:
@@ -67,6 +77,9 @@ class OpenAIBackend:
             max_retries=0,
             timeout=timeout,
         )
+        # Models whose server refused the json_schema shape but named json_object as one it
+        # takes; learned from the refusal, so one run pays for that lesson once.
+        self._json_object_models: set[str] = set()
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Send ``request`` once; raise :class:`BackendError` with the right kind on failure."""
@@ -81,6 +94,18 @@ class OpenAIBackend:
         # OpenAI's newer models only accept max_completion_tokens; many compatible servers
         # only know max_tokens.
         limit, omit = request.params.max_tokens, self._sdk.omit
+        fmt = request.response_format
+        shape: SchemaShape | None = None
+        wire_format: WireFormat | Omit = omit
+        extra_body: dict[str, object] | None = None
+        if fmt is not None:
+            if request.model in self._json_object_models:
+                shape = "json_object"
+                # llama-cpp-python's extension of json_object; the SDK's types do not know it.
+                extra_body = {"response_format": {"type": "json_object", "schema": fmt.schema_dict()}}
+            else:
+                shape = "json_schema"
+                wire_format = json_schema_format(fmt)
         try:
             completion = await self._client.chat.completions.create(
                 model=request.model,
@@ -89,21 +114,25 @@ class OpenAIBackend:
                 seed=request.seed,
                 max_completion_tokens=limit if self._official else omit,
                 max_tokens=omit if self._official else limit,
+                response_format=wire_format,
+                extra_body=extra_body,
             )
         except self._catch as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, request.model, shape) from exc
         return _response(completion)
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""
         await self._client.close()
 
-    def _translate(self, exc: BaseException) -> BackendError:
+    def _translate(self, exc: BaseException, model: str, shape: SchemaShape | None) -> BackendError:
         sdk = self._sdk
         if isinstance(exc, sdk.APIStatusError):
             status = exc.status_code
             kind = kind_for_status(status)
             detail = body_message(exc.body) or exc.message
+            if shape is not None and refuses_response_format(status, detail):
+                return self._refusal(status, detail, model, shape)
             hint = " (check OPENAI_API_KEY)" if kind == "auth" else ""
             if status == 429 and exc.code == "insufficient_quota":
                 # Not a rate limit: the account has no credit left, and waiting will not help.
@@ -126,6 +155,42 @@ class OpenAIBackend:
         if mapped is not None:
             return mapped
         return BackendError(scrub(f"openai: {type(exc).__name__}: {exc}", _KEY_VAR), kind="other")
+
+    def _refusal(self, status: int, detail: str, model: str, shape: SchemaShape) -> BackendError:
+        message = scrub(f"openai: HTTP {status} {detail}", _KEY_VAR)
+        if shape == "json_schema" and "json_object" in detail:
+            self._json_object_models.add(model)
+            if status >= 500:
+                # A 500 is retried by the gateway as it stands, and that attempt now goes
+                # out in the json_object shape: constrained decoding survives the refusal.
+                return BackendError(
+                    f"{message} (sending response_format json_object with the schema from now on)",
+                    kind="server",
+                    status=status,
+                )
+        return BackendError(
+            f"{message} (the server refuses response_format)", kind="unsupported", status=status
+        )
+
+
+def json_schema_format(fmt: ResponseFormat) -> WireFormat:
+    """OpenAI's ``response_format`` for a schema, strict so conforming servers enforce it."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": fmt.name, "schema": fmt.schema_dict(), "strict": True},
+    }
+
+
+def refuses_response_format(status: int, detail: str) -> bool:
+    """Whether an error answer to a request carrying ``response_format`` refuses that field.
+
+    Servers that cannot decode under a schema answer 400 or 422 naming it;
+    llama-cpp-python answers its request validation errors with 500, naming the field.
+    """
+    text = detail.lower()
+    if status in (400, 422):
+        return "response_format" in text or "schema" in text
+    return status >= 500 and "response_format" in text
 
 
 def _response(completion: ChatCompletion) -> ModelResponse:

@@ -282,23 +282,23 @@ def _parse_persona(system: str) -> _Persona:
 
 @dataclass(frozen=True, slots=True)
 class _Direction:
-    stage: str
     instruction: str
     terminal: bool
 
 
 def _split_direction(text: str) -> tuple[str, _Direction | None]:
-    """Separate the assistant's words from the director's note appended to them."""
-    index = text.rfind(mk.DIRECTOR_PREFIX)
+    """Separate the assistant's words from the cue that follows them."""
+    index = text.rfind("\n" + mk.DIRECTOR_PREFIX + " ")
+    if index < 0 and text.startswith(mk.DIRECTOR_PREFIX + " "):
+        index = 0
+    said = text if index < 0 else text[:index]
+    said = said.replace(mk.CONVERSATION_START, "").strip().removeprefix(mk.ASSISTANT_SAID).strip()
     if index < 0:
-        return text, None
-    said, note = text[:index].strip(), text[index + len(mk.DIRECTOR_PREFIX) :]
-    stage = ""
-    match = re.search(re.escape(mk.STAGE_LABEL) + r"\s*([^\n.]+)", note)
-    if match:
-        stage = match.group(1).strip()
+        return said, None
+    # The cue is one line; what follows it (asked-for facts, the reminder) is not the instruction.
+    note = text[index:].strip().split("\n", 1)[0]
     instruction = note.partition(mk.WHAT_NOW_LABEL)[2].replace(mk.TERMINAL_NOTE, "").strip()
-    return said, _Direction(stage=stage, instruction=instruction, terminal=mk.TERMINAL_NOTE in note)
+    return said, _Direction(instruction=instruction, terminal=mk.TERMINAL_NOTE in note)
 
 
 _OPENERS = {

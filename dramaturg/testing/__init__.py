@@ -8,6 +8,10 @@ Example::
         client = anthropic.Anthropic(base_url=fake.anthropic_base_url, api_key="k")
         ...
         assert fake.stats()["repeats_after_200"] == 0
+
+A critic that ignores ``response_format`` and answers in prose, for tests of loud failure::
+
+    FakeAPIConfig(responder="dramaturg.testing._fake_api:prose_critic_responder")
 """
 
 from __future__ import annotations

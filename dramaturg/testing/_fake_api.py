@@ -13,6 +13,11 @@ Run it directly::
     python -m dramaturg.testing._fake_api --port 0 --config '{"latency_ms": 200}'
 
 It prints ``LISTENING <port> <pid>`` once it accepts connections.
+
+Structured replies: the OpenAI route accepts ``response_format`` (``json_schema`` or
+``json_object``) and returns the responder's text as is; the Anthropic route accepts ``tools``
+with a forced ``tool_choice`` and answers with a ``tool_use`` block holding the responder's
+text parsed as a JSON object (a text block when it is not one).
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import IO, Any, Literal, Self
@@ -45,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 DEFAULT_RESPONDER = "dramaturg.backends._sim:respond_text"
 ECHO_LIMIT = 200
+LAST_BODIES = 16  # request bodies kept for stats()["last_bodies"]
 
 Provider = Literal["anthropic", "openai"]
 Responder = Callable[[str, list[tuple[str, str]], int], str]
@@ -72,6 +79,11 @@ class FakeAPIConfig(BaseModel):
         rate_500: Share answered 500.
         rate_drop: Share whose connection is cut halfway through the response body.
         rate_malformed: Share answered 200 with a truncated JSON body.
+        refuse_response_format: Answer any OpenAI request carrying ``response_format`` with
+            400, as servers without structured output do.
+        refuse_json_schema: Answer an OpenAI ``json_schema`` response format the way
+            llama-cpp-python's server (0.3.x) does: HTTP 500 with a validation error that
+            names ``'json_object'``, which it accepts (with an optional ``schema``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -87,6 +99,8 @@ class FakeAPIConfig(BaseModel):
     rate_500: float = Field(default=0.0, ge=0, le=1)
     rate_drop: float = Field(default=0.0, ge=0, le=1)
     rate_malformed: float = Field(default=0.0, ge=0, le=1)
+    refuse_response_format: bool = False
+    refuse_json_schema: bool = False
 
     @model_validator(mode="after")
     def _rates_are_a_distribution(self) -> Self:
@@ -226,11 +240,90 @@ def _parse_openai(body: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     return "\n".join(system_parts), turns
 
 
+_RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+
+
+def _openai_response_format(body: dict[str, Any]) -> str | None:
+    """Validate ``response_format`` the way OpenAI does; return its type, None if absent."""
+    if "response_format" not in body:
+        return None
+    fmt = body["response_format"]
+    if not isinstance(fmt, dict) or fmt.get("type") not in _RESPONSE_FORMAT_TYPES:
+        raise _BadRequest(
+            "Invalid value for 'response_format.type': expected one of 'text', 'json_object' "
+            "or 'json_schema'."
+        )
+    if fmt["type"] == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise _BadRequest("Missing required parameter: 'response_format.json_schema.name'.")
+        if "schema" in spec and not isinstance(spec["schema"], dict):
+            raise _BadRequest("Invalid type for 'response_format.json_schema.schema': expected an object.")
+    return str(fmt["type"])
+
+
+def _anthropic_forced_tool(body: dict[str, Any]) -> str | None:
+    """Validate ``tools`` and ``tool_choice``; return the forced tool's name, if one is forced."""
+    tools = body.get("tools", [])
+    if not isinstance(tools, list):
+        raise _BadRequest("tools: Input should be a valid list")
+    names: list[str] = []
+    for index, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise _BadRequest(f"tools.{index}.name: Field required")
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            raise _BadRequest(f"tools.{index}.custom.input_schema.type: Input should be 'object'")
+        names.append(tool["name"])
+    choice = body.get("tool_choice")
+    if choice is None:
+        return None
+    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+        raise _BadRequest("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
+    if choice["type"] != "tool":
+        return None
+    name = choice.get("name")
+    if name not in names:
+        raise _BadRequest(f"tool_choice: Tool '{name}' not found in the provided tools")
+    return str(name)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def echo_responder(system: str, messages: list[tuple[str, str]], seed: int) -> str:
     """Reply ``"echo: "`` plus the last user message, cut to 200 characters."""
     del system, seed
     last_user = next((text for role, text in reversed(messages) if role == "user"), "")
     return f"echo: {last_user}"[:ECHO_LIMIT]
+
+
+_PROSE_CRITIQUES = (
+    "Score: {score}/10. The reply is polite but could mention the policy.",
+    "Score: {score}/10. Clear and friendly, though it skips the refund policy.",
+    "I'd give this a {score} out of 10: helpful tone, but the policy is never cited.",
+)
+
+
+def prose_critic_responder(system: str, messages: Sequence[tuple[str, str]], seed: int) -> str:
+    """The sim's replies, except that the critic answers in prose instead of JSON.
+
+    A server whose critic ignores ``response_format``: the tests of loud failure use it to
+    check that unparseable critiques are retried, recorded and finally stop the run.
+    """
+    from dramaturg._markers import CRITIC_HEADER
+
+    if system.startswith(CRITIC_HEADER):
+        template = _PROSE_CRITIQUES[seed % len(_PROSE_CRITIQUES)]
+        return template.format(score=5 + seed % 4)
+    from dramaturg.backends._sim import respond_text
+
+    return respond_text(system, messages, seed)
 
 
 def _error_kind(provider: Provider, status: int) -> tuple[str, str | None]:
@@ -290,11 +383,13 @@ class _State:
             self.max_in_flight = self.in_flight
             self.first_request_at: float | None = None
             self.last_response_at: float | None = None
+            self.last_bodies: deque[Any] = deque(maxlen=LAST_BODIES)
 
-    def arrive(self, body_hash: str) -> tuple[int, FakeAPIConfig]:
+    def arrive(self, body_hash: str, body: Any) -> tuple[int, FakeAPIConfig]:
         """Count a model request; return its attempt number and the config to answer with."""
         with self.lock:
             self.requests += 1
+            self.last_bodies.append(None if body is _UNPARSEABLE else body)
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             if self.first_request_at is None:
@@ -327,6 +422,7 @@ class _State:
                 "max_in_flight": self.max_in_flight,
                 "first_request_at": self.first_request_at,
                 "last_response_at": self.last_response_at,
+                "last_bodies": list(self.last_bodies),
             }
 
     def merge_config(self, changes: dict[str, Any]) -> FakeAPIConfig:
@@ -435,7 +531,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = _UNPARSEABLE
             body_hash = hashlib.sha256(raw).hexdigest()
-        attempt, config = state.arrive(body_hash)
+        attempt, config = state.arrive(body_hash, body)
         outcome = "500"
         answered_hash: str | None = None
         try:
@@ -469,8 +565,20 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _BadRequest("request body must be a JSON object")
             parse = _parse_anthropic if provider == "anthropic" else _parse_openai
             system, turns = parse(body)
+            forced_tool = _anthropic_forced_tool(body) if provider == "anthropic" else None
+            format_type = _openai_response_format(body) if provider == "openai" else None
         except _BadRequest as exc:
             return self._fail(provider, 400, str(exc)), False
+        if format_type is not None and config.refuse_response_format:
+            message = f"response_format {format_type} is not supported by this server"
+            return self._fail(provider, 400, message), False
+        if format_type == "json_schema" and config.refuse_json_schema:
+            # llama-cpp-python's words, and its status: it answers validation errors with 500.
+            message = (
+                "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
+                "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}"
+            )
+            return self._fail(provider, 500, message), False
 
         fault = decide_fault(config, body_hash, attempt)
         if fault == "429":
@@ -498,7 +606,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._fail(provider, 500, f"responder {config.responder} failed: {exc!r}"), False
 
         input_text = system + "".join(text for _, text in turns)
-        reply = _reply_body(provider, str(body["model"]), text, input_text)
+        reply = _reply_body(provider, str(body["model"]), text, input_text, forced_tool)
         payload = json.dumps(reply).encode()
         if fault == "drop":
             self._drop(payload)
@@ -551,17 +659,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _reply_body(provider: Provider, model: str, text: str, input_text: str) -> dict[str, Any]:
+def _reply_body(
+    provider: Provider, model: str, text: str, input_text: str, forced_tool: str | None = None
+) -> dict[str, Any]:
     input_tokens = _rough_tokens(input_text)
     output_tokens = _rough_tokens(text)
     if provider == "anthropic":
+        tool_input = _json_object(text) if forced_tool is not None else None
+        content: dict[str, Any] = {"type": "text", "text": text}
+        if forced_tool is not None and tool_input is not None:
+            content = {
+                "type": "tool_use",
+                "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                "name": forced_tool,
+                "input": tool_input,
+            }
         return {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
+            "content": [content],
+            "stop_reason": "tool_use" if content["type"] == "tool_use" else "end_turn",
             "stop_sequence": None,
             "usage": {
                 "input_tokens": input_tokens,
@@ -742,7 +861,9 @@ class FakeAPI:
         Returns:
             ``requests``, ``by_status`` (status or ``"drop"``/``"malformed"`` → count),
             ``answered_200``, ``repeats_after_200``, ``distinct_bodies``, ``in_flight``,
-            ``max_in_flight``, ``first_request_at`` and ``last_response_at``.
+            ``max_in_flight``, ``first_request_at``, ``last_response_at`` and
+            ``last_bodies`` (the latest model request bodies, oldest first; None for one
+            that was not JSON).
         """
         stats: dict[str, Any] = self._call("GET", "/_fake/stats", None)
         return stats
