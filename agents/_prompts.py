@@ -117,8 +117,10 @@ def user_turn_request(
     after the history, where models weight instructions most (UltraChat appends the user
     prompt the same way to keep roles from swapping).
     """
-    said = f"{mk.ASSISTANT_SAID} {assistant_text}" if assistant_text is not None else mk.CONVERSATION_START
-    cue = [said, "", director_note(spec, stage)]
+    # The first message answers nothing: the cue alone (a bracketed "[chat opens]" line made
+    # a small model narrate "[The person says hello...]" instead of writing the message).
+    cue = [] if assistant_text is None else [f"{mk.ASSISTANT_SAID} {assistant_text}", ""]
+    cue.append(director_note(spec, stage))
     if assistant_text is not None:
         cue += [f"{mk.FACT_ASKED_LABEL} {key}: {value}." for key, value in asked_facts(spec, assistant_text)]
     if retry_reasons:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dramaturg._calibrate import CalibrationReport, CalibrationRun, run_calibration
+from dramaturg._calibrate import CalibrationReport, CalibrationRun, calibrated_judges, run_calibration
 from dramaturg._errors import DramaturgError, StoreError, UserError
 from dramaturg._export import ExportFormat, export
 from dramaturg._gateway import GatewayStats
@@ -223,7 +223,29 @@ def run_command(
             "note: using the offline [bold]sim[/] backend (simulated replies; pass --model for a real one)",
             soft_wrap=True,
         )
+    _note_uncalibrated_judge(config, db)
     _finish(_run_with_progress(config, db))
+
+
+def _note_uncalibrated_judge(config: RunConfig, db: Path) -> None:
+    """A judge nobody measured decides which pairs ship: say so, and how to measure it."""
+    judge = config.role_models().verifier
+    if judge.backend == "sim":
+        return  # the sim judges only its own planted mistakes; there is nothing to learn
+    calibrated: set[str] = set()
+    if db.exists():
+        try:
+            with Store.open(db, read_only=True) as store:
+                calibrated = calibrated_judges(store)
+        except StoreError:
+            return  # the run itself will say what is wrong with the store
+    if str(judge) not in calibrated:
+        err.print(
+            f"note: judge {escape(str(judge))} was never calibrated in this store; measure it with "
+            f"`dramaturg calibrate --judge-model {escape(str(judge))} --db {escape(str(db))}`",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 @app.command("resume")

@@ -122,27 +122,39 @@ async def perform_episode(
     turns: list[TurnRecord] = []
     last_answer: str | None = None
     reason = "max_turns"
+
+    async def user_turn(stage: PlannedStage) -> Reply:
+        await user.set_history(user_view(turns[:-1] if turns else []))
+
+        async def attempt(n: int, problems: Sequence[TurnProblem]) -> Reply:
+            request = user_turn_request(spec, stage, last_answer, [p.reason for p in problems])
+            return await user.respond(("director", request), attempt=n)
+
+        def check(reply: Reply) -> list[TurnProblem]:
+            text, ended = strip_end_marker(reply.text)
+            if ended and not turns:
+                return [TurnProblem("meta", "ends the chat before it began")]
+            if not text and ended:
+                return []  # a bare end marker: the user has nothing more to say
+            return validate_turn(text, gate.context("user", turns, stage, reply.finish_reason))
+
+        def clean(text: str) -> str:
+            return clean_turn(text, spec.persona)
+
+        return await gate.generate("user", len(turns), attempt, user.retract, check, clean)
+
+    async def assistant_turn(stage: PlannedStage, said: str) -> Reply:
+        async def attempt(n: int, _problems: Sequence[TurnProblem]) -> Reply:
+            return await assistant.respond(("user", said), attempt=n)
+
+        def check(reply: Reply) -> list[TurnProblem]:
+            return validate_turn(reply.text, gate.context("assistant", turns, stage, reply.finish_reason))
+
+        return await gate.generate("assistant", len(turns), attempt, assistant.retract, check)
+
     try:
         for stage in spec.stage_path:
-            await user.set_history(user_view(turns[:-1] if turns else []))
-
-            def check_user(reply: Reply, stage: PlannedStage = stage) -> list[TurnProblem]:
-                text, ended = strip_end_marker(reply.text)
-                if not text and ended:
-                    return []  # a bare end marker: the user has nothing more to say
-                return validate_turn(text, gate.context("user", turns, stage, reply.finish_reason))
-
-            said = await gate.generate(
-                "user",
-                len(turns),
-                lambda attempt, problems, stage=stage, heard=last_answer: user.respond(
-                    ("director", user_turn_request(spec, stage, heard, [p.reason for p in problems])),
-                    attempt=attempt,
-                ),
-                user.retract,
-                check_user,
-                lambda text: clean_turn(text, spec.persona),
-            )
+            said = await user_turn(stage)
             text, ended = strip_end_marker(said.text)
             if not text:
                 reason = "user_ended"
@@ -150,17 +162,7 @@ async def perform_episode(
             turns.append(
                 TurnRecord(idx=len(turns), role="user", content=text, stage=stage.name, call_id=said.call_id)
             )
-
-            def check_assistant(reply: Reply, stage: PlannedStage = stage) -> list[TurnProblem]:
-                return validate_turn(reply.text, gate.context("assistant", turns, stage, reply.finish_reason))
-
-            answer = await gate.generate(
-                "assistant",
-                len(turns),
-                lambda attempt, _problems, text=text: assistant.respond(("user", text), attempt=attempt),
-                assistant.retract,
-                check_assistant,
-            )
+            answer = await assistant_turn(stage, text)
             final_text: str = answer.text
             final_call: str | None = answer.call_id
             if reviewer is not None:

@@ -218,6 +218,8 @@ def _pair_filters(run_id: str | None, min_margin: float | None, only_verified: b
     filters: list[_Filter] = []
     if run_id is not None:
         filters.append(_Filter("run_id", "run_id = ?", (run_id,)))
+    # An episode whose turn kept failing validation is left out whole, pairs included.
+    filters.append(_Filter("invalid_turn", f"episode_id NOT IN ({_INVALID_EPISODES})"))
     if min_margin is not None:
         filters.append(_Filter("min_margin", "margin >= ?", (min_margin,)))
     if only_verified:
@@ -230,7 +232,11 @@ def _episode_filters(run_id: str | None) -> list[_Filter]:
     filters = [_Filter("unfinished", "status = 'done'")]
     if run_id is not None:
         filters.append(_Filter("run_id", "run_id = ?", (run_id,)))
+    filters.append(_Filter("invalid_turn", "termination_reason IS DISTINCT FROM 'invalid_turn'"))
     return filters
+
+
+_INVALID_EPISODES = "SELECT episode_id FROM episodes WHERE termination_reason = 'invalid_turn'"
 
 
 def _where(filters: Sequence[_Filter]) -> tuple[str, list[object]]:

@@ -107,7 +107,9 @@ class RoleHealth:
         """(role, model, replies, failures by kind) for every role that replied."""
         rows = []
         for (role, model), replies in sorted(self.replies.items()):
-            kinds = {k: n for (r, m, k), n in self.failures.items() if (r, m) == (role, model)}
+            kinds: dict[str, int] = {
+                k: n for (r, m, k), n in self.failures.items() if (r, m) == (role, model)
+            }
             rows.append((role, model, replies, kinds))
         return rows
 

@@ -46,7 +46,7 @@ USER_SIMULATOR_HEADER = "You write the chat messages of one person, who is talki
 # How the other side's lines reach the user simulator: a model that sees them unlabelled, as
 # its own "user" turns, slides into the assistant's voice (measured on Qwen2.5-Coder 1.5B).
 ASSISTANT_SAID = "[Assistant]:"
-CONVERSATION_START = "[The person opens the chat.]"
+CONVERSATION_START = "(The chat starts: write the first message.)"
 FACT_ASKED_LABEL = "The assistant asked for this:"
 PERSONA_LABEL = "Persona:"
 TRAITS_LABEL = "Traits:"

@@ -124,7 +124,7 @@ class RunSummary:
     def failed_without_pairs(self) -> bool:
         """No pair exists and reviewing failed somewhere: a corpus of failures, not a quiet 0."""
         report = self.pair_report
-        if report is None or sum(report.pairs.values()):
+        if report is None or any(report.pairs.values()):
             return False
         failed_outcomes = sum(n for outcome, n in report.outcomes.items() if outcome.endswith("_failed"))
         return bool(failed_outcomes or self.stopped)

@@ -280,7 +280,7 @@ def test_sft_has_one_message_list_per_done_episode_with_the_system_prompt(db: Pa
         assert row["messages"] == [{"role": "system", "content": system}] + [
             {"role": role, "content": content} for role, content in turns
         ]
-    assert dict(summary.skipped) == {"unfinished": 1}
+    assert dict(summary.skipped) == {"unfinished": 1, "invalid_turn": 0}
 
 
 def test_filters_count_what_each_one_skipped(db: Path, tmp_path: Path) -> None:
@@ -290,16 +290,16 @@ def test_filters_count_what_each_one_skipped(db: Path, tmp_path: Path) -> None:
         return [json.loads(line)["pair_id"] for line in out.read_text().splitlines()]
 
     everything = export(db, format="dpo", out=out)
-    assert everything.skipped == ()
+    assert everything.skipped == (("invalid_turn", 0),)
     assert everything.skipped_total == 0
 
     by_run = export(db, format="dpo", out=out, run_id="r1")
     assert pair_ids() == ["p-a", "p-b", "p-c"]
-    assert by_run.skipped == (("run_id", 1),)
+    assert by_run.skipped == (("run_id", 1), ("invalid_turn", 0))
 
     by_margin = export(db, format="dpo-text", out=out, min_margin=2.5)
     assert pair_ids() == ["p-a", "p-b", "p-d"]
-    assert by_margin.skipped == (("min_margin", 1),)
+    assert by_margin.skipped == (("invalid_turn", 0), ("min_margin", 1))
 
     verified = export(db, format="dpo", out=out, only_verified=True)
     assert pair_ids() == ["p-b", "p-d"]
@@ -385,10 +385,16 @@ def test_cli_export_prints_one_summary_line(cli, db: Path, tmp_path: Path) -> No
     out = tmp_path / "pairs.parquet"
     result = cli("export", "--db", db, "--format", "dpo", "--out", out, "--run-id", "r1", "--only-verified")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"exported 1 dpo rows to {out} (skipped: run_id 1, only_verified 2)"
+    assert (
+        result.output.strip()
+        == f"exported 1 dpo rows to {out} (skipped: run_id 1, invalid_turn 0, only_verified 2)"
+    )
     result = cli("export", "--db", db, "--format", "sft", "--out", tmp_path / "sft.jsonl")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == f"exported 2 sft rows to {tmp_path / 'sft.jsonl'} (skipped: unfinished 1)"
+    assert (
+        result.output.strip()
+        == f"exported 2 sft rows to {tmp_path / 'sft.jsonl'} (skipped: unfinished 1, invalid_turn 0)"
+    )
     assert len(_load(out, tmp_path)) == 1
 
 
