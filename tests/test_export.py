@@ -303,7 +303,7 @@ def test_filters_count_what_each_one_skipped(db: Path, tmp_path: Path) -> None:
 
     verified = export(db, format="dpo", out=out, only_verified=True)
     assert pair_ids() == ["p-b", "p-d"]
-    assert verified.skipped == (("only_verified", 2),)
+    assert verified.skipped == (("invalid_turn", 0), ("only_verified", 2))
 
     # Filters apply in order; each counts what it removed from what the ones before kept.
     combined = export(db, format="dpo", out=out, run_id="r1", min_margin=2.0, only_verified=True)
