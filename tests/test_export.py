@@ -308,7 +308,7 @@ def test_filters_count_what_each_one_skipped(db: Path, tmp_path: Path) -> None:
     # Filters apply in order; each counts what it removed from what the ones before kept.
     combined = export(db, format="dpo", out=out, run_id="r1", min_margin=2.0, only_verified=True)
     assert pair_ids() == ["p-b"]
-    assert combined.skipped == (("run_id", 1), ("min_margin", 1), ("only_verified", 1))
+    assert combined.skipped == (("run_id", 1), ("invalid_turn", 0), ("min_margin", 1), ("only_verified", 1))
     assert combined.rows + combined.skipped_total == len(PAIRS)
 
     sft = export(db, format="sft", out=tmp_path / "sft.parquet", run_id="r2")
