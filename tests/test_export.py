@@ -313,7 +313,7 @@ def test_filters_count_what_each_one_skipped(db: Path, tmp_path: Path) -> None:
 
     sft = export(db, format="sft", out=tmp_path / "sft.parquet", run_id="r2")
     assert sft.rows == 1
-    assert sft.skipped == (("unfinished", 1), ("run_id", 1))
+    assert sft.skipped == (("unfinished", 1), ("run_id", 1), ("invalid_turn", 0))
 
 
 def test_export_is_deterministic(db: Path, tmp_path: Path) -> None:
