@@ -110,7 +110,6 @@ class RunSummary:
     failed: int = 0
     skipped: int = 0  # already done by an earlier invocation of this run
     turns: int = 0
-    role_flips: int = 0
     elapsed_s: float = 0.0
     stopped: str | None = None  # why the run stopped early, if it did
     pairs: int = 0  # preference pairs built by this invocation
@@ -454,7 +453,6 @@ async def _episode(
     summary.pairs += len(outcome.review.pairs) if outcome.review else 0
     summary.done += 1
     summary.turns += len(outcome.turns)
-    summary.role_flips += result.role_flips
     return "done"
 
 

@@ -248,7 +248,7 @@ _META = re.compile(
     r" (?:version|response|reply|answer|message)"
     r"|\b(?:revised|updated|rewritten|improved) (?:version|response|reply|answer)\s*:"
     r"|\bas (?:the|a|an) (?:user|customer|assistant|ai|language model|student|agent)\b,"
-    r"|\bas an ai\b|\b(?:the|this) (?:reviewer|critic|feedback|revision request)\b"
+    r"|\bas an ai\b|\b(?:the|this) (?:reviewer|critic|revision request)\b"
     r"|\bin character\b|\brole[- ]?play"
     r"|\b(?:the )?(?:user|customer|assistant)'s (?:next )?(?:message|reply|response|turn)\b"
     r"|\bnext message\b|\bstage directions?\b|^\s*\(?note:",
@@ -284,9 +284,12 @@ def _meta_commentary(text: str, context: TurnContext) -> str:
     label = _SPEAKER_LABEL.search(text)
     if label:
         return f"speaker label: {label.group(0).strip()!r}"
-    if context.persona and re.search(rf"^\s*{re.escape(context.persona)}\s*(?:\([^)]*\))?\s*:", text, re.M):
+    # The persona's name is the user's own: a label or third-person mention in a *user* turn
+    # is scaffolding; the assistant addressing the user by name is fine.
+    user = context.speaker == "user" and context.persona
+    if user and re.search(rf"^\s*{re.escape(context.persona)}\s*(?:\([^)]*\))?\s*:", text, re.M):
         return f"speaker label: {context.persona!r}"
-    if context.persona:
+    if user:
         # Its own name, other than in an introduction: the persona spoken of in the third person.
         name = re.escape(context.persona)
         mention = re.search(rf"\b{name}\b", text)

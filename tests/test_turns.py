@@ -145,3 +145,8 @@ def test_the_cue_comes_after_the_labelled_line_and_carries_asked_facts() -> None
     assert asked_facts(spec, "The order id is on the receipt.") == []  # a mention is not a question
     retry = user_turn_request(spec, stage, AGENT, ["role_flip"])
     assert f"written as the assistant, not as {spec.persona}" in retry
+
+
+def test_the_assistant_may_address_the_user_by_name() -> None:
+    assistant = user_context(speaker="assistant", instruction="")
+    assert reasons("Hello Grace! Could you share your order id so I can check the refund?", assistant) == set()
