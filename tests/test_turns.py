@@ -149,4 +149,5 @@ def test_the_cue_comes_after_the_labelled_line_and_carries_asked_facts() -> None
 
 def test_the_assistant_may_address_the_user_by_name() -> None:
     assistant = user_context(speaker="assistant", instruction="")
-    assert reasons("Hello Grace! Could you share your order id so I can check the refund?", assistant) == set()
+    greeting = "Hello Grace! Could you share your order id so I can check the refund?"
+    assert reasons(greeting, assistant) == set()
