@@ -71,18 +71,22 @@ def reply_schema(model: type[BaseModel]) -> dict[str, object]:
     }
 
 
+# A score is one of the integers 1..10, spelled as an enum: llama-cpp-python's grammar ignores
+# minimum/maximum (the local 0.5B model wrote 0s under them), an enum it enforces.
+_SCORE: dict[str, object] = {"type": "integer", "enum": list(range(1, 11))}
+
+
 def critique_schema(rubric: Sequence[str]) -> dict[str, object]:
     """The critique schema for one rubric: each criterion a required integer from 1 to 10."""
     schema = reply_schema(CritiqueReply)
     properties = dict(schema["properties"])  # type: ignore[call-overload]
     properties["scores"] = {
         "type": "object",
-        "properties": {criterion: {"type": "integer", "minimum": 1, "maximum": 10} for criterion in rubric},
+        "properties": {criterion: _SCORE for criterion in rubric},
         "required": list(rubric),
         "additionalProperties": False,
     }
-    # Whole numbers: a grammar-constrained decoder can bound an integer range exactly.
-    properties["overall"] = {"type": "integer", "minimum": 1, "maximum": 10}
+    properties["overall"] = _SCORE
     return {**schema, "properties": properties}
 
 
