@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, Literal, TypeVar
 
 from dramaturg._errors import ReplyParseError
@@ -61,6 +61,8 @@ __all__ = ["EpisodeReviewer", "PairReport", "ReviewSettings", "pair_report"]
 
 T = TypeVar("T")
 History = tuple[tuple[str, str], ...]
+# The fewest output tokens a critic, judge or verifier reply is given, whatever --max-tokens says.
+STRUCTURED_MIN_TOKENS = 512
 _JUDGMENT_FORMAT = ResponseFormat.from_schema("judgment", reply_schema(JudgeReply))
 _GOAL_FORMAT = ResponseFormat.from_schema("goal", reply_schema(GoalReply))
 
@@ -128,6 +130,10 @@ class EpisodeReviewer:
     # -- structured calls --------------------------------------------------------------------
 
     def _agent(self, role: RoleName, prompt: str, response_format: ResponseFormat | None = None) -> RoleAgent:
+        params = self.params
+        if response_format is not None and params.max_tokens < STRUCTURED_MIN_TOKENS:
+            # JSON cut off at the length limit never parses: structured replies get room.
+            params = replace(params, max_tokens=STRUCTURED_MIN_TOKENS)
         return RoleAgent(
             role,
             prompt,
@@ -135,7 +141,7 @@ class EpisodeReviewer:
             spec=self.models(role),
             episode_id=self.episode_id,
             seed=self.spec.seed,
-            params=self.params,
+            params=params,
             response_format=response_format,
         )
 
@@ -152,16 +158,20 @@ class EpisodeReviewer:
         message = request
         raw, call_id = "", None
         for attempt in range(1, self.settings.parse_attempts + 1):
+            finish = ""
             try:
                 reply = await agent.respond(("dramaturg", message))
-                raw, call_id = reply.text, reply.call_id
+                raw, call_id, finish = reply.text, reply.call_id, reply.finish_reason
                 value = parse(reply.text)
             except ReplyParseError as exc:
                 raw = exc.raw or raw
                 if self.health is not None:
                     self.health.record(role, False, raw)
                 message = (
-                    f"Your reply could not be used ({exc}). Reply again with JSON only, "
+                    "Your reply was cut off at the length limit. Reply again with shorter JSON: "
+                    "feedback in at most three short lines."
+                    if finish == "length"
+                    else f"Your reply could not be used ({exc}). Reply again with JSON only, "
                     "exactly in the format asked for."
                 )
                 continue

@@ -31,7 +31,8 @@ def _config(model: str, base_url: str, **changes: object) -> RunConfig:
         "model": spec,
         "base_url": base_url,
         "run_id": "live",
-        # Sized for a 2-core machine: short replies, one extra best-of-n candidate.
+        # Sized for a 2-core machine: short turns (critics and judges get at least 512 tokens),
+        # one extra best-of-n candidate.
         "max_tokens": 200,
         "best_of_n": 2,
         "concurrency": 2,
