@@ -99,7 +99,9 @@ def _json_object(text: str) -> object:
         candidates.append(text[start : end + 1])
     for candidate in candidates:
         try:
-            return json.loads(candidate)
+            # strict=False: raw newlines inside strings, which grammar-constrained llama.cpp
+            # output contains, are a syntax slip, not a different answer.
+            return json.loads(candidate, strict=False)
         except json.JSONDecodeError:
             continue
     raise ReplyParseError("the reply holds no JSON object", raw=text)

@@ -423,3 +423,11 @@ def test_live_server_answers_a_critique_schema_in_json(monkeypatch: pytest.Monke
     assert isinstance(reply, dict)
     assert set(reply) == {"comment", "score"}
     assert isinstance(reply["score"], int)
+
+
+def test_raw_newlines_inside_json_strings_parse() -> None:
+    # Real llama.cpp output under a schema: a literal newline inside the feedback string.
+    from dramaturg.evaluators import parse_critique
+
+    text = '{"feedback": "Step 1:\n   subtract 12", "overall": 7, "scores": {"concise": 3}}'
+    assert parse_critique(text, ["concise"]).feedback == "Step 1:\n   subtract 12"
