@@ -390,6 +390,10 @@ def _print_summary(summary: RunSummary) -> None:
         ),
         ("cost", _cost(calls)),
         *_usage_rows(calls),
+        *[
+            ("schema", f"{escape(label)} refused response_format; prompt-only JSON for it from then on")
+            for label in sorted(calls.schema_fallbacks)
+        ],
         ("elapsed", f"{summary.elapsed_s:.1f} s"),
     ]
     for label, value in rows:

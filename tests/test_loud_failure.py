@@ -113,3 +113,13 @@ def test_role_health_trips_on_most_recent_failures_only() -> None:
         turns.record_turn("user", False, "How can I help you?")
     turns.inconsistent("verifier")
     assert ("verifier", "sim:sim", "position_inconsistent") in turns.failures
+
+
+def test_a_server_refusing_response_format_is_named_in_the_summary(
+    cli: Callable[..., Any], fake: FakeAPI, tmp_path: Path
+) -> None:
+    fake.configure(responder="dramaturg.backends._sim:respond_text", refuse_response_format=True)
+    args = ["support-refund", "-n", "1", "--model", "openai:m", "--base-url", fake.openai_base_url]
+    result = cli("run", *args, "--db", tmp_path / "z.duckdb")
+    assert result.exit_code == 0, result.output
+    assert "openai:m refused response_format; prompt-only JSON" in result.output
