@@ -34,11 +34,11 @@ from dramaturg._model import (
     ResponseFormat,
     RoleName,
 )
+from dramaturg._review import critique_format
 from dramaturg.agents import critic_prompt, critique_request, judge_prompt, judge_request
-from dramaturg.backends import BACKEND_FACTORIES, SimOptions
+from dramaturg.backends import BACKEND_FACTORIES, SimOptions, close_backends
 from dramaturg.evaluators import (
     JudgeReply,
-    critique_schema,
     parse_critique,
     parse_judgment,
     reply_schema,
@@ -360,7 +360,7 @@ async def _judge_probe(
             critic_prompt(probe),
             critique_request(history, text),
             lambda raw: parse_critique(raw, probe.rubric),
-            ResponseFormat.from_schema("critique", critique_schema(probe.rubric)),
+            critique_format(probe.rubric),
             params,
             seed=index,
         )
@@ -493,7 +493,11 @@ async def run_calibration(
             for name in names
         }
     calibration_id = f"calibration-{utcnow():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-    store = Store.open(db)
+    try:
+        store = Store.open(db)
+    except BaseException:
+        await close_backends(backends)
+        raise
     writer = StoreWriter(store)
     try:
         gateway = Gateway(
@@ -517,10 +521,7 @@ async def run_calibration(
         )
         await writer.run(record_calibration, store, report, calibration_id)
     finally:
-        for backend in backends.values():
-            aclose = getattr(backend, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        await close_backends(backends)
         writer.close()
         store.close()
     return calibration_id, report, gateway.stats

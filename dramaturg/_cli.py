@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -62,6 +64,19 @@ _TIMEOUT_HELP = "Seconds one model call may take before it counts as a timeout."
 def _fail(message: str, code: int) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _exit_codes() -> Iterator[None]:
+    """dramaturg's errors as one line and an exit code: 2 for the user's input, else 1."""
+    try:
+        yield
+    except UserError as exc:
+        raise _fail(str(exc), 2) from exc
+    except StoreError as exc:
+        raise _fail(str(exc), 1) from exc
+    except DramaturgError as exc:
+        raise _fail(f"{type(exc).__name__}: {exc}", 1) from exc
 
 
 @app.command("run")
@@ -353,14 +368,8 @@ def _run_with_progress(config: RunConfig, db: Path) -> RunSummary:
         progress.update(task, advance=1, failed=failed)
 
     try:
-        with progress:
+        with progress, _exit_codes():
             return asyncio.run(run(config, db, on_episode=on_episode, on_start=on_start))
-    except UserError as exc:
-        raise _fail(str(exc), 2) from exc
-    except StoreError as exc:
-        raise _fail(str(exc), 1) from exc
-    except DramaturgError as exc:
-        raise _fail(f"{type(exc).__name__}: {exc}", 1) from exc
     except KeyboardInterrupt as exc:
         run_id = config.run_id or "RUN_ID"  # a generated id is in `SELECT run_id FROM runs`
         raise _fail(
@@ -552,22 +561,15 @@ def calibrate_command(
         transient=True,
     )
     task = progress.add_task("probes", total=None)
-    try:
-        with progress:
-            calibration_id, report, calls = asyncio.run(
-                run_calibration(
-                    settings,
-                    db,
-                    on_start=lambda n: progress.update(task, total=n),
-                    on_probe=lambda: progress.update(task, advance=1),
-                )
+    with progress, _exit_codes():
+        calibration_id, report, calls = asyncio.run(
+            run_calibration(
+                settings,
+                db,
+                on_start=lambda n: progress.update(task, total=n),
+                on_probe=lambda: progress.update(task, advance=1),
             )
-    except UserError as exc:
-        raise _fail(str(exc), 2) from exc
-    except StoreError as exc:
-        raise _fail(str(exc), 1) from exc
-    except DramaturgError as exc:
-        raise _fail(f"{type(exc).__name__}: {exc}", 1) from exc
+        )
     _print_calibration(report)
     out.print(
         f"calls     {calls.calls} model calls, {calls.cache_hits} from cache; stored as {calibration_id}",

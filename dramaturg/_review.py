@@ -8,6 +8,7 @@ sampling adds a second pair source: the best and worst of n candidates, judged b
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable, Sequence
@@ -57,13 +58,21 @@ from dramaturg.memory import (
 )
 from dramaturg.scenarios import Check, CheckContext, EpisodeSpec
 
-__all__ = ["EpisodeReviewer", "PairReport", "ReviewSettings", "pair_report"]
+__all__ = ["EpisodeReviewer", "PairReport", "ReviewSettings", "critique_format", "pair_report"]
 
 T = TypeVar("T")
 History = tuple[tuple[str, str], ...]
 # The fewest output tokens a critic, judge or verifier reply is given, whatever --max-tokens says.
 STRUCTURED_MIN_TOKENS = 512
 _JUDGMENT_FORMAT = ResponseFormat.from_schema("judgment", reply_schema(JudgeReply))
+
+
+@functools.cache
+def critique_format(rubric: tuple[str, ...]) -> ResponseFormat:
+    """The critique schema for a rubric, built once per rubric rather than per critique."""
+    return ResponseFormat.from_schema("critique", critique_schema(rubric))
+
+
 _GOAL_FORMAT = ResponseFormat.from_schema("goal", reply_schema(GoalReply))
 
 
@@ -193,7 +202,7 @@ class EpisodeReviewer:
             critic_prompt(self.spec),
             critique_request(history, reply),
             lambda text: parse_critique(text, rubric),
-            ResponseFormat.from_schema("critique", critique_schema(rubric)),
+            critique_format(rubric),
         )
         parsed: CritiqueReply | None = result.value
         row = CritiqueRow(

@@ -22,7 +22,7 @@ from dramaturg._limits import CircuitBreaker, RateLimiter
 from dramaturg._model import Backend, GenerationParams, ModelSpec
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg._review import PairReport, ReviewSettings, pair_report
-from dramaturg.backends import BACKEND_FACTORIES, SimOptions
+from dramaturg.backends import BACKEND_FACTORIES, SimOptions, close_backends
 from dramaturg.memory import EpisodeResult, EpisodeStart, RunRecord, Store, StoreWriter, utcnow
 from dramaturg.scenarios import LoadedScenario, load_scenario
 
@@ -247,7 +247,7 @@ async def run(
     try:
         store = Store.open(db)
     except BaseException:
-        await _close_backends(backends)
+        await close_backends(backends)
         raise
     writer = StoreWriter(store)
     summary = RunSummary(run_id=run_id, db=str(db))
@@ -310,19 +310,10 @@ async def run(
         await writer.run(record_health_metrics, writer.store, run_id)
     finally:
         summary.elapsed_s = time.perf_counter() - started
-        await _close_backends(backends)
+        await close_backends(backends)
         writer.close()
         store.close()
     return summary
-
-
-async def _close_backends(backends: dict[str, Backend]) -> None:
-    # SDK backends hold connection pools; closing them here keeps sockets from outliving
-    # the event loop. The Backend protocol leaves aclose optional.
-    for backend in backends.values():
-        aclose = getattr(backend, "aclose", None)
-        if aclose is not None:
-            await aclose()
 
 
 def _run_cost(store: Store, run_id: str) -> float:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dramaturg.evaluators._turns import FACT_TOKEN
 from dramaturg.scenarios import Check, CheckContext, CheckResult, EpisodeSpec
 
 __all__ = ["NamedResult", "run_checks", "user_consistency"]
@@ -28,11 +28,6 @@ def run_checks(checks: Sequence[Check], context: CheckContext) -> list[NamedResu
     return results
 
 
-# Things that look like specific facts: ids, dates, amounts. A user simulator that states one
-# it was never given has invented it.
-_FACT_TOKEN = re.compile(r"\b(?:[A-Z]{2,}-\d{3,}|\d{4}-\d{2}-\d{2}|\$\d+(?:\.\d\d)?)\b")
-
-
 def user_consistency(spec: EpisodeSpec, turns: Sequence[tuple[str, str, bool]]) -> CheckResult:
     """Did the user simulator stay in character and state only facts it has?
 
@@ -50,7 +45,7 @@ def user_consistency(spec: EpisodeSpec, turns: Sequence[tuple[str, str, bool]]) 
             continue
         if role_flip:
             problems.append(f"spoke as the assistant: {content[:60]!r}")
-        for token in _FACT_TOKEN.findall(content):
+        for token in FACT_TOKEN.findall(content):
             if token not in known and token not in heard:
                 problems.append(f"stated a fact it was not given: {token}")
     return CheckResult(not problems, "; ".join(problems))

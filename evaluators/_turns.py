@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import Literal
 
@@ -75,11 +75,6 @@ class TurnContext:
     given: str = ""
     instruction: str = ""
     finish_reason: str = "stop"
-    _fact_words: frozenset[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        words = {w for key, _ in self.facts for w in _words(key)} - _FILLER_WORDS
-        object.__setattr__(self, "_fact_words", frozenset(words))
 
 
 def clean_turn(text: str, persona: str = "") -> str:
@@ -353,12 +348,12 @@ def _copied_instruction(text: str, instruction: str) -> str:
 
 
 # Things that look like specific facts: ids, dates, amounts. A user simulator that states one
-# it was never given has invented it.
-_FACT_TOKEN = re.compile(r"\b(?:[A-Z]{2,}-\d{3,}|\d{4}-\d{2}-\d{2})\b|\$\d+(?:\.\d\d)?\b")
+# it was never given has invented it (the end-of-episode consistency check uses it too).
+FACT_TOKEN = re.compile(r"\b(?:[A-Z]{2,}-\d{3,}|\d{4}-\d{2}-\d{2})\b|\$\d+(?:\.\d\d)?\b")
 
 
 def _invented_facts(text: str, context: TurnContext) -> str:
     known = " ".join([context.given, *(value for _, value in context.facts)])
     heard = " ".join(content for role, content in context.history if role == "assistant")
-    invented = [t for t in _FACT_TOKEN.findall(text) if t not in known and t not in heard]
+    invented = [t for t in FACT_TOKEN.findall(text) if t not in known and t not in heard]
     return f"states facts it was not given: {', '.join(invented)}" if invented else ""
