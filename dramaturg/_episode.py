@@ -12,9 +12,9 @@ from dramaturg._model import GenerationParams, ModelSpec, RoleName
 from dramaturg._review import EpisodeReviewer, ReviewSettings
 from dramaturg._validation import InvalidTurn, TurnGate
 from dramaturg.agents import Reply, RoleAgent, user_simulator_prompt, user_turn_request
-from dramaturg.evaluators import TurnProblem, clean_turn, user_consistency, validate_turn
+from dramaturg.evaluators import CheckSuite, TurnProblem, clean_turn, user_consistency, validate_turn
 from dramaturg.memory import CheckRow, ReviewRows, TurnRecord
-from dramaturg.scenarios import Check, EpisodeSpec, PlannedStage
+from dramaturg.scenarios import EpisodeSpec, PlannedStage
 
 __all__ = ["EpisodeOutcome", "RoleModels", "perform_episode", "user_view"]
 
@@ -74,7 +74,7 @@ async def perform_episode(
     params: GenerationParams | None = None,
     review: ReviewSettings | None = None,
     run_id: str = "",
-    checks: Sequence[Check] = (),
+    checks: CheckSuite | None = None,
     turn_attempts: int = 3,
     health: RoleHealth | None = None,
 ) -> EpisodeOutcome:
@@ -84,7 +84,8 @@ async def perform_episode(
     writes the end marker, when the stage path (at most ``max_turns`` user turns) runs out, or
     when a turn fails validation on all ``turn_attempts`` tries (``invalid_turn``).
     With ``review`` settings, every assistant turn is critiqued (and maybe revised) online,
-    pairs are built, and the verifier judges the goal and the simulator's consistency.
+    pairs are built, the scenario's ``checks`` run on each reply, and the verifier judges the
+    goal and the simulator's consistency.
     """
 
     def agent(role: RoleName, prompt: str) -> RoleAgent:
@@ -109,7 +110,7 @@ async def perform_episode(
             run_id=run_id,
             settings=review,
             params=params or GenerationParams(),
-            checks=tuple(checks),
+            checks=checks or CheckSuite(),
             rows=rows,
             gate=gate,
             health=health,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Generic, Literal, TypeVar
 
@@ -32,6 +32,7 @@ from dramaturg.agents import (
     verifier_prompt,
 )
 from dramaturg.evaluators import (
+    CheckSuite,
     CritiqueReply,
     GoalReply,
     JudgeReply,
@@ -42,7 +43,6 @@ from dramaturg.evaluators import (
     parse_goal,
     parse_judgment,
     reply_schema,
-    run_checks,
     validate_turn,
 )
 from dramaturg.memory import (
@@ -56,7 +56,7 @@ from dramaturg.memory import (
     Store,
     utcnow,
 )
-from dramaturg.scenarios import Check, CheckContext, EpisodeSpec
+from dramaturg.scenarios import CheckContext, EpisodeSpec
 
 __all__ = ["EpisodeReviewer", "PairReport", "ReviewSettings", "critique_format", "pair_report"]
 
@@ -130,7 +130,7 @@ class EpisodeReviewer:
     run_id: str
     settings: ReviewSettings
     params: GenerationParams
-    checks: Sequence[Check] = ()
+    checks: CheckSuite = field(default_factory=CheckSuite)
     rows: ReviewRows = field(default_factory=ReviewRows)
     gate: TurnGate | None = None
     health: RoleHealth | None = None
@@ -284,8 +284,8 @@ class EpisodeReviewer:
             self.health.inconsistent("verifier")  # the same position won in both orders
         return "inconsistent", ids
 
-    def _checks(self, history: History, reply: str, turn_idx: int, target: str) -> bool:
-        results = run_checks(self.checks, CheckContext(self.spec, history, reply))
+    async def _checks(self, history: History, reply: str, turn_idx: int, target: str) -> bool:
+        results = await self.checks.run(CheckContext(self.spec, history, reply))
         for result in results:
             self.rows.checks.append(
                 CheckRow(self.episode_id, turn_idx, target, result.name, result.passed, result.detail)
@@ -352,7 +352,7 @@ class EpisodeReviewer:
         if critique.overall is None:
             self._outcome(turn_idx, "revision", "critique_failed")
             return TurnResult(answer, answer_call_id)
-        original_ok = self._checks(history, answer, turn_idx, "original")
+        original_ok = await self._checks(history, answer, turn_idx, "original")
         threshold = self.settings.revise_below
         if critique.overall >= threshold and original_ok:
             return TurnResult(answer, answer_call_id)
@@ -388,7 +388,7 @@ class EpisodeReviewer:
         if revised_critique.overall is None:
             self._outcome(turn_idx, "revision", "critique_failed")
             return continued
-        revised_ok = self._checks(history, revision.text, turn_idx, "revision")
+        revised_ok = await self._checks(history, revision.text, turn_idx, "revision")
         margin = revised_critique.overall - critique.overall
         outcome, judgment_ids = await self._judge_both_orders(
             history, revision.text, answer, turn_idx, "revision"
@@ -479,7 +479,7 @@ class EpisodeReviewer:
         )
         pair_id = None
         if outcome == "paired":
-            best_ok = self._checks(history, best.text, turn_idx, "candidate")
+            best_ok = await self._checks(history, best.text, turn_idx, "candidate")
             pair_id = self._pair(
                 history,
                 turn_idx,

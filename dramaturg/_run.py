@@ -7,7 +7,7 @@ import hashlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,6 +23,7 @@ from dramaturg._model import Backend, GenerationParams, ModelSpec
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg._review import PairReport, ReviewSettings, pair_report
 from dramaturg.backends import BACKEND_FACTORIES, SimOptions, close_backends
+from dramaturg.evaluators import CheckRunner, CheckSuite, ForkedCheckRunner
 from dramaturg.memory import EpisodeResult, EpisodeStart, RunRecord, Store, StoreWriter, utcnow
 from dramaturg.scenarios import LoadedScenario, load_scenario
 
@@ -118,6 +119,7 @@ class RunSummary:
     health: RoleHealth | None = None  # unusable replies per role and model, this invocation
     rejected_turns: Counter[str] = field(default_factory=Counter)  # by reason, this invocation
     invalid_turn_episodes: int = 0  # episodes ended because a turn kept failing validation
+    notices: list[str] = field(default_factory=list)  # said before the run started
 
     @property
     def failed_without_pairs(self) -> bool:
@@ -149,6 +151,26 @@ class _Job:
     seed: int
     episode_id: str
     review: ReviewSettings | None
+    checks: CheckSuite
+
+
+def _jobs(
+    config: RunConfig, loaded: list[LoadedScenario], run_id: str, check_runner: CheckRunner
+) -> Iterator[_Job]:
+    """Every episode of the run, made one at a time: memory does not grow with ``--episodes``."""
+    for item in loaded:
+        scenario = item.scenario
+        review = _review_settings(config, item)
+        checks = CheckSuite(tuple(scenario.checks), scenario.check_timeout_s, check_runner)
+        for index in range(config.episodes):
+            yield _Job(
+                item,
+                index,
+                episode_seed(config.seed, scenario.name, index),
+                f"{run_id}/{scenario.name}/{index:05d}",
+                review,
+                checks,
+            )
 
 
 def _review_settings(config: RunConfig, item: LoadedScenario) -> ReviewSettings | None:
@@ -227,6 +249,7 @@ async def run(
     *,
     on_episode: Callable[[str], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
+    on_notice: Callable[[str], None] | None = None,
     backends: dict[str, Backend] | None = None,
 ) -> RunSummary:
     """Perform ``config.episodes`` episodes of each scenario into the store at ``db``.
@@ -237,6 +260,8 @@ async def run(
     Args:
         on_start: called once with (episodes to perform, episodes already done).
         on_episode: called with each finished episode's status ('done' or 'failed').
+        on_notice: called with each one-line notice before the first episode (e.g. that this
+            run repeats the episodes of an earlier run); also kept in ``RunSummary.notices``.
         backends: override the backends built from the model specs (tests use this).
     """
     loaded, models = prepare(config)
@@ -250,26 +275,25 @@ async def run(
         await close_backends(backends)
         raise
     writer = StoreWriter(store)
+    check_runner = ForkedCheckRunner()
     summary = RunSummary(run_id=run_id, db=str(db))
     started = time.perf_counter()
     try:
-        statuses = await _register_run(writer, config, run_id, loaded)
+        statuses, notices = await _register_run(writer, config, run_id, loaded)
+        for notice in notices:
+            summary.notices.append(notice)
+            if on_notice:
+                on_notice(notice)
         prior_cost = await writer.run(_run_cost, store, run_id)
-        jobs = [
-            _Job(
-                item,
-                index,
-                episode_seed(config.seed, item.scenario.name, index),
-                f"{run_id}/{item.scenario.name}/{index:05d}",
-                _review_settings(config, item),
-            )
-            for item in loaded
-            for index in range(config.episodes)
-        ]
-        todo = [job for job in jobs if statuses.get(job.episode_id) != "done"]
-        summary.skipped = len(jobs) - len(todo)
+        total = len(loaded) * config.episodes
+        summary.skipped = sum(status == "done" for status in statuses.values())
+        todo = (
+            job
+            for job in _jobs(config, loaded, run_id, check_runner)
+            if statuses.get(job.episode_id) != "done"
+        )
         if on_start:
-            on_start(len(todo), summary.skipped)
+            on_start(total - summary.skipped, summary.skipped)
         gateway = Gateway(
             backends,
             writer,
@@ -287,29 +311,32 @@ async def run(
         health = RoleHealth(models.for_role)
         summary.health = health
         params = GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens)
-        slots = asyncio.Semaphore(config.concurrency)
         stop = asyncio.Event()
 
-        async def one(job: _Job) -> None:
-            async with slots:
+        async def performer() -> None:
+            # Each performer takes the next job when it is free: jobs are made as they start.
+            for job in todo:
                 if stop.is_set():
                     return
                 status = await _episode(
                     job, writer, gateway, models, params, run_id, summary, stop, health, config.turn_attempts
                 )
-            if on_episode and status:
-                on_episode(status)
+                if on_episode and status:
+                    on_episode(status)
 
-        tasks = [asyncio.create_task(one(job)) for job in todo]
+        performers = [
+            asyncio.create_task(performer()) for _ in range(min(config.concurrency, total - summary.skipped))
+        ]
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*performers)
         finally:
-            for task in tasks:
+            for task in performers:
                 task.cancel()
         summary.pair_report = await writer.run(pair_report, writer.store, run_id)
         await writer.run(record_health_metrics, writer.store, run_id)
     finally:
         summary.elapsed_s = time.perf_counter() - started
+        check_runner.close()
         await close_backends(backends)
         writer.close()
         store.close()
@@ -324,15 +351,19 @@ def _run_cost(store: Store, run_id: str) -> float:
 
 async def _register_run(
     writer: StoreWriter, config: RunConfig, run_id: str, loaded: list[LoadedScenario]
-) -> dict[str, str]:
-    def register() -> dict[str, str]:
+) -> tuple[dict[str, str], list[str]]:
+    """Record the run (or check a resumed one); return its episode statuses and notices."""
+
+    def register() -> tuple[dict[str, str], list[str]]:
         store = writer.store
+        notices: list[str] = []
         if store.run_exists(run_id):
             _check_same_run(store, config, run_id)
             with store.transaction() as con:
                 stored = config.model_copy(update={"run_id": run_id}).model_dump_json()
                 con.execute("UPDATE runs SET config = ? WHERE run_id = ?", [stored, run_id])
         else:
+            notices += _reproduced_runs(store, config, [item.scenario.name for item in loaded])
             with store.transaction():
                 store.insert_run(
                     RunRecord(
@@ -345,9 +376,32 @@ async def _register_run(
                 )
                 for item in loaded:
                     store.upsert_scenario(run_id, item.scenario.name, item.source, item.scenario.definition())
-        return store.episode_statuses(run_id)
+        return store.episode_statuses(run_id), notices
 
     return await writer.run(register)
+
+
+def _reproduced_runs(store: Store, config: RunConfig, scenarios: list[str]) -> list[str]:
+    """A notice when earlier runs staged these scenarios with this seed: their episodes repeat.
+
+    Episode seeds depend on the run seed, the scenario and the index, not on the run id, so
+    such a run re-stages the same personas and variables (and, on the same models, the same
+    dialogues, mostly from the call cache).
+    """
+    rows = store.sql(
+        "SELECT s.run_id, string_agg(s.name, ', ' ORDER BY s.name) "
+        "FROM scenarios s JOIN runs r USING (run_id) WHERE r.seed = ? AND list_contains(?, s.name) "
+        "GROUP BY s.run_id, r.created_at "
+        "ORDER BY r.created_at, s.run_id",
+        [config.seed, scenarios],
+    )
+    if not rows:
+        return []
+    earlier = "; ".join(f"{run} ({names})" for run, names in rows[:3]) + ("; ..." if len(rows) > 3 else "")
+    return [
+        f"note: seed {config.seed} repeats the episodes of earlier runs in this store: {earlier}; "
+        "export leaves out repeated dialogues as duplicates. Pass --seed N to stage new ones."
+    ]
 
 
 def _check_same_run(store: Store, config: RunConfig, run_id: str) -> None:
@@ -404,7 +458,7 @@ async def _episode(
             params=params,
             review=job.review,
             run_id=run_id,
-            checks=job.loaded.scenario.checks,
+            checks=job.checks,
             turn_attempts=turn_attempts,
             health=health,
         )

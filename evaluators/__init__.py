@@ -1,6 +1,14 @@
 """Judging what was generated: role flips, structured replies, checks, diversity, dedup, curation."""
 
-from dramaturg.evaluators._checks import NamedResult, run_checks, user_consistency
+from dramaturg.evaluators._checks import (
+    CheckRunner,
+    CheckSuite,
+    ForkedCheckRunner,
+    InlineCheckRunner,
+    NamedResult,
+    check_outcome,
+    user_consistency,
+)
 from dramaturg.evaluators._curate import (
     DEFAULT_REFUSAL_PATTERN,
     CurationResult,
@@ -37,11 +45,15 @@ from dramaturg.evaluators._turns import (
 __all__ = [
     "DEFAULT_REFUSAL_PATTERN",
     "REJECTION_REASONS",
+    "CheckRunner",
+    "CheckSuite",
     "CritiqueReply",
     "CurationResult",
     "Embedder",
     "FilterSettings",
+    "ForkedCheckRunner",
     "GoalReply",
+    "InlineCheckRunner",
     "ItemKind",
     "JudgeReply",
     "Metric",
@@ -50,6 +62,7 @@ __all__ = [
     "RejectionReason",
     "TurnContext",
     "TurnProblem",
+    "check_outcome",
     "clean_turn",
     "critique_schema",
     "curate",
@@ -65,7 +78,6 @@ __all__ = [
     "read_metrics",
     "reply_schema",
     "role_flip_signals",
-    "run_checks",
     "user_consistency",
     "validate_turn",
 ]

@@ -3,7 +3,7 @@
 A scenario is a short Python file that builds one :class:`Scenario`; see README.md.
 """
 
-from dramaturg.scenarios._checks import Check, CheckContext, CheckResult
+from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, CheckContext, CheckResult
 from dramaturg.scenarios._dsl import EpisodeSpec, Persona, PlannedStage, Scenario, Stage, Transition
 from dramaturg.scenarios._loader import (
     BUILTIN_SCENARIOS,
@@ -14,6 +14,7 @@ from dramaturg.scenarios._loader import (
 
 __all__ = [
     "BUILTIN_SCENARIOS",
+    "DEFAULT_CHECK_TIMEOUT_S",
     "Check",
     "CheckContext",
     "CheckResult",

@@ -12,8 +12,8 @@ from types import MappingProxyType
 from typing import Annotated, Any
 
 import networkx as nx
-from dramaturg.scenarios._checks import Check
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, signature_problem
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = ["EpisodeSpec", "Persona", "PlannedStage", "Scenario", "Stage", "Transition"]
 
@@ -85,7 +85,10 @@ class Scenario(_Strict):
         rubric: criteria the critic scores assistant turns against.
         principles: rules every assistant turn must respect.
         checks: typed functions ``(CheckContext) -> bool | CheckResult`` run on assistant
-            replies by the verifier (the math is right, the policy is respected, ...).
+            replies by the verifier (the math is right, the policy is respected, ...). Each
+            runs in a worker process: one that raises, overruns ``check_timeout_s`` or returns
+            anything but a bool or a CheckResult fails, with the reason, on that reply.
+        check_timeout_s: how long one check may take on one reply.
         revise_below: critic score under which a reply is revised; the run's setting if None.
     """
 
@@ -102,7 +105,18 @@ class Scenario(_Strict):
     rubric: list[str] = Field(default_factory=lambda: ["helpfulness", "correctness", "concision"])
     principles: list[str] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
+    check_timeout_s: float = Field(default=DEFAULT_CHECK_TIMEOUT_S, gt=0, le=3600)
     revise_below: float | None = Field(default=None, ge=1, le=10)
+
+    @field_validator("checks")
+    @classmethod
+    def _callable_as_checks(cls, checks: list[Check]) -> list[Check]:
+        for i, check in enumerate(checks):
+            problem = signature_problem(check)
+            if problem:
+                name = getattr(check, "__name__", repr(check))
+                raise ValueError(f"field 'checks.{i}': check {name}: {problem}")
+        return checks
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
