@@ -27,7 +27,7 @@ from dramaturg.evaluators import CheckRunner, CheckSuite, ForkedCheckRunner
 from dramaturg.memory import EpisodeResult, EpisodeStart, RunRecord, Store, StoreWriter, utcnow
 from dramaturg.scenarios import LoadedScenario, load_scenario
 
-__all__ = ["RunConfig", "RunSummary", "episode_seed", "load_run_config", "prepare", "run"]
+__all__ = ["RunConfig", "RunSummary", "episode_seed", "load_run_config", "new_run_id", "prepare", "run"]
 
 # Errors that will recur on every call: stop the run instead of failing a thousand episodes.
 _FATAL_KINDS = frozenset({"auth", "bad_request", "budget", "circuit_open"})
@@ -129,6 +129,11 @@ class RunSummary:
             return False
         failed_outcomes = sum(n for outcome, n in report.outcomes.items() if outcome.endswith("_failed"))
         return bool(failed_outcomes or self.stopped)
+
+
+def new_run_id() -> str:
+    """A fresh run id: when it started, and a random suffix."""
+    return f"run-{utcnow():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 def episode_seed(run_seed: int, scenario: str, index: int) -> int:
@@ -268,7 +273,7 @@ async def run(
     prices = _price_table(config, models)
     # Built before the store opens: a missing API key is a one-line error that writes nothing.
     backends = backends or _backends(models, config)
-    run_id = config.run_id or f"run-{utcnow():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = config.run_id or new_run_id()
     try:
         store = Store.open(db)
     except BaseException:

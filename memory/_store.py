@@ -49,6 +49,33 @@ class CachedCall:
     annotations: tuple[tuple[str, str], ...] = ()
 
 
+def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():  # DuckDB's message names the holder's PID
+            raise StoreError(f"{path}: the store is in use by another process: {_first_line(exc)}") from exc
+        raise _damaged(path, exc) from exc
+    except duckdb.Error as exc:
+        raise _damaged(path, exc) from exc
+
+
+def _is_damage(exc: duckdb.Error) -> bool:
+    """Whether an error says the file is unreadable, not that a statement is wrong."""
+    return isinstance(exc, duckdb.IOException | duckdb.FatalException) or "corrupt" in str(exc).lower()
+
+
+def _damaged(path: str, exc: duckdb.Error) -> StoreError:
+    return StoreError(
+        f"{path}: cannot read the store, the file is damaged, truncated or not a DuckDB database "
+        f"({_first_line(exc)}); restore it from a copy or pass another --db"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -69,22 +96,30 @@ class Store:
     def open(cls, path: str | Path, *, read_only: bool = False) -> Store:
         """Open (creating if needed) and migrate the store at ``path``.
 
+        An existing file is first inspected read-only, so a file that is damaged or is not a
+        dramaturg store is refused with not one byte changed.
+
         Raises:
-            StoreError: the file is not a DuckDB database, is locked by another process, or
-                holds a schema newer than this version of dramaturg understands.
+            StoreError: the file is not a readable DuckDB database, holds tables but no
+                dramaturg migration record (another program's database), is locked by
+                another process, or holds a schema newer than this version understands.
         """
         path = str(path)
-        if read_only and not Path(path).exists():
+        exists = Path(path).exists()
+        if read_only and not exists:
             raise StoreError(f"{path}: no such store (run `dramaturg run ... --db {path}` first)")
-        try:
-            con = duckdb.connect(path, read_only=read_only)
-        except duckdb.Error as exc:
-            raise StoreError(f"{path}: cannot open the store: {exc}") from exc
+        if exists and not read_only:
+            cls.open(path, read_only=True).close()
+        con = _connect(path, read_only)
         store = cls(con, path)
-        if read_only:
+        try:
+            store._check_is_ours()
             store._check_version()
-        else:
-            store.migrate()
+            if not read_only:
+                store.migrate()
+        except BaseException:
+            con.close()
+            raise
         return store
 
     def close(self) -> None:
@@ -99,14 +134,27 @@ class Store:
     # -- schema ------------------------------------------------------------------------------
 
     def applied_migrations(self) -> list[int]:
-        exists = self._con.execute(
+        exists = self.sql(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
-        ).fetchone()
-        if not exists or exists[0] == 0:
+        )
+        if not exists[0][0]:
             return []
-        return [
-            row[0] for row in self._con.execute("SELECT version FROM schema_migrations ORDER BY 1").fetchall()
+        return [row[0] for row in self.sql("SELECT version FROM schema_migrations ORDER BY 1")]
+
+    def _check_is_ours(self) -> None:
+        """Refuse a database another program made: it has tables, but no migration record."""
+        tables = [
+            name
+            for (name,) in self.sql(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1"
+            )
         ]
+        if tables and "schema_migrations" not in tables:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise StoreError(
+                f"{self.path}: not a dramaturg store (a DuckDB database with tables {shown} and no "
+                "schema_migrations); it was left untouched. Pass another --db"
+            )
 
     def _check_version(self) -> None:
         applied = self.applied_migrations()
@@ -151,8 +199,17 @@ class Store:
     # -- reads ---------------------------------------------------------------------------------
 
     def sql(self, query: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """Run a query and return all rows."""
-        return self._con.execute(query, list(params)).fetchall()
+        """Run a query and return all rows.
+
+        Raises:
+            StoreError: the file could not be read (damaged or truncated).
+        """
+        try:
+            return self._con.execute(query, list(params)).fetchall()
+        except duckdb.Error as exc:
+            if _is_damage(exc):
+                raise _damaged(self.path, exc) from exc
+            raise
 
     def relation(self, query: str) -> duckdb.DuckDBPyRelation:
         """A lazy DuckDB relation, e.g. for ``.df()`` or ``.arrow()`` in a notebook."""
@@ -312,8 +369,18 @@ class StoreWriter:
         self._answered: set[str] | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the writer thread.
+
+        Raises:
+            StoreError: the file could not be read or written (damaged or truncated).
+        """
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, fn, *args)
+        try:
+            return await loop.run_in_executor(self._thread, fn, *args)
+        except duckdb.Error as exc:
+            if _is_damage(exc):
+                raise _damaged(self.store.path, exc) from exc
+            raise
 
     async def cached_call(self, request_hash: str) -> CachedCall | None:
         # Most lookups of a fresh run miss; answering those from an in-memory set of the

@@ -45,7 +45,7 @@ def test_a_store_from_a_newer_version_is_refused_untouched(tmp_path: Path) -> No
 def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "notes.duckdb"
     path.write_text("hello")
-    with pytest.raises(StoreError, match="cannot open the store"):
+    with pytest.raises(StoreError, match="not a DuckDB database"):
         Store.open(path)
 
 
