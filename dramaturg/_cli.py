@@ -19,7 +19,7 @@ from rich.table import Table
 
 from dramaturg._calibrate import CalibrationReport, CalibrationRun, calibrated_judges, run_calibration
 from dramaturg._errors import DramaturgError, StoreError, UserError
-from dramaturg._export import ExportFormat, export
+from dramaturg._export import LEFT_OUT_REASONS, ExportFormat, export
 from dramaturg._gateway import GatewayStats
 from dramaturg._report import write_report
 from dramaturg._run import RunConfig, RunSummary, load_run_config, prepare, run
@@ -674,7 +674,9 @@ def view_command(
 
 @app.command("export")
 def export_command(
-    db: Annotated[Path, typer.Option("--db", help="The DuckDB file to read (opened read-only).")],
+    db: Annotated[
+        Path, typer.Option("--db", help="The DuckDB file to read (its runs are curated first if needed).")
+    ],
     export_format: Annotated[
         ExportFormat,
         typer.Option(
@@ -691,23 +693,20 @@ def export_command(
         float | None,
         typer.Option("--min-margin", help="Pairs only: keep pairs with at least this critic margin."),
     ] = None,
-    only_verified: Annotated[
-        bool,
+    include: Annotated[
+        list[str] | None,
         typer.Option(
-            "--only-verified",
-            help="Pairs only: keep pairs the judge agreed on in both orders and "
-            "whose chosen reply passed every check.",
+            "--include",
+            metavar="REASON",
+            help="Also export rows left out for this reason (repeatable), e.g. failed_check, "
+            f"duplicates, or all. Reasons: {', '.join(r for r in LEFT_OUT_REASONS if r != 'unfinished')}.",
         ),
-    ] = False,
-    keep_duplicates: Annotated[
-        bool,
-        typer.Option(
-            "--keep-duplicates",
-            help="Also export rows marked as exact or near duplicates (skipped by default).",
-        ),
-    ] = False,
+    ] = None,
 ) -> None:
-    """Write preference pairs (dpo, dpo-text) or dialogues (sft) to a JSONL or Parquet file.
+    """Write what passed curation: preference pairs (dpo, dpo-text) or dialogues (sft), JSONL or Parquet.
+
+    Duplicates across the store, failed checks, unverified pairs, refusals, role flips and
+    unfinished episodes are left out; the summary line counts them by reason.
 
     Example:  dramaturg export --db corpus.duckdb --format dpo --out pairs.parquet
     """
@@ -718,17 +717,17 @@ def export_command(
             out=out_file,
             run_id=run_id,
             min_margin=min_margin,
-            only_verified=only_verified,
-            keep_duplicates=keep_duplicates,
+            include=include or (),
         )
     except UserError as exc:
         raise _fail(str(exc), 2) from exc
     except DramaturgError as exc:
         raise _fail(str(exc), 1) from exc
-    skipped = ", ".join(f"{name} {rows}" for name, rows in summary.skipped)
+    # Only the reasons that left something out: the full list is in --help.
+    left_out = ", ".join(f"{reason} {rows}" for reason, rows in summary.left_out if rows)
     out.print(
         f"exported {summary.rows} {summary.format} rows to {summary.path}"
-        + (f" (skipped: {skipped})" if skipped else ""),
+        + (f" (left out: {left_out})" if left_out else ""),
         highlight=False,
         soft_wrap=True,
     )

@@ -19,7 +19,7 @@ Formats:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -27,13 +27,25 @@ from typing import Literal, get_args
 import duckdb
 
 from dramaturg._errors import ConfigError, StoreError
-from dramaturg.evaluators import duplicate_filter_sql, ensure_curated
+from dramaturg.evaluators import ItemKind, duplicate_filter_sql, ensure_curated, filtered_filter_sql
+
+# Not yet exported by dramaturg.evaluators: the reasons curation records.
+from dramaturg.evaluators._curate import FILTER_REASONS, FilterReason
 from dramaturg.memory import Store
 
-__all__ = ["EXPORT_FORMATS", "ExportFormat", "ExportSummary", "export"]
+__all__ = ["EXPORT_FORMATS", "LEFT_OUT_REASONS", "ExportFormat", "ExportSummary", "export"]
 
 ExportFormat = Literal["dpo", "dpo-text", "sft"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+
+# Why a row is left out, in the order rows are counted: a row left out for several reasons is
+# counted once, under the first. The episode's own state comes first, then duplicates, then
+# curation's filters (the `filtered` table) in the order curation documents them.
+LEFT_OUT_REASONS: tuple[str, ...] = ("unfinished", "invalid_turn", "duplicates", *get_args(FilterReason))
+
+# A failed or still running episode has no finished dialogue (nor checked pairs): it is never
+# training data, so `unfinished` cannot be included back.
+_ALWAYS_LEFT_OUT = "unfinished"
 
 # File extension -> DuckDB COPY format. DuckDB's FORMAT json writes newline-delimited JSON.
 _FILE_FORMATS = {".jsonl": "json", ".parquet": "parquet"}
@@ -50,29 +62,31 @@ _QUOTED_PROBLEMS = 3
 
 @dataclass(frozen=True, slots=True)
 class ExportSummary:
-    """What an export wrote.
+    """What an export wrote, and what it left out.
 
     Attributes:
         format: the export format.
         path: the file written.
         rows: rows written.
-        skipped: ``(filter, rows)`` for each filter in the order applied; ``rows`` counts the
-            rows that filter removed from what the filters before it kept.
+        left_out: ``(reason, rows)`` for every reason applied, in the order of
+            :data:`LEFT_OUT_REASONS` (then ``min_margin``), zeros included; ``rows`` counts the
+            rows that reason left out of what the ones before it kept, so
+            ``rows + left_out_total`` is every row of the exported run(s).
     """
 
     format: ExportFormat
     path: Path
     rows: int
-    skipped: tuple[tuple[str, int], ...] = ()
+    left_out: tuple[tuple[str, int], ...] = ()
 
     @property
-    def skipped_total(self) -> int:
-        return sum(rows for _, rows in self.skipped)
+    def left_out_total(self) -> int:
+        return sum(rows for _, rows in self.left_out)
 
 
 @dataclass(frozen=True, slots=True)
 class _Filter:
-    """One named WHERE fragment over the exported table's own columns."""
+    """One named WHERE fragment over the exported table's own columns: the rows it keeps."""
 
     name: str
     where: str
@@ -86,15 +100,34 @@ def export(
     out: Path,
     run_id: str | None = None,
     min_margin: float | None = None,
-    only_verified: bool = False,
-    keep_duplicates: bool = False,
+    include: Iterable[str] = (),
 ) -> ExportSummary:
-    """Write the store's preference pairs or dialogues to a training file.
+    """Write the store's preference pairs or dialogues that passed curation to a training file.
+
+    An export writes what passed. The runs exported are curated first (see
+    :func:`~dramaturg.evaluators.ensure_curated`: only when their data changed since they
+    were last curated), then every row is left out that is:
+
+    - ``unfinished``: of an episode that failed or is still running;
+    - ``invalid_turn``: of an episode that ended on a turn that kept failing validation;
+    - ``duplicates``: an exact or near copy of a dialogue or pair kept elsewhere in the store
+      (the same run, or a run created earlier: an export over several runs never holds the
+      same dialogue or pair twice, and an export of one run leaves out what repeats an
+      earlier run);
+    - marked by one of curation's filters (the ``filtered`` table, one reason each:
+      ``too_short``, ``too_long``, ``refusal``, ``role_flip``, ``failed_check``,
+      ``goal_not_met`` (off by default in curation), ``unverified``, ``judge_disagreement``,
+      ``low_margin``). An SFT dialogue fails ``failed_check`` when one of its final replies
+      (the revision where there is one) failed a check; a pair, when its chosen reply did.
+
+    ``include`` brings reasons back: ``include=["failed_check"]`` exports the rows that only
+    failed a check, ``include=["all"]`` every row but the unfinished ones.
 
     The file type follows ``out``'s extension: ``.jsonl`` (one JSON object per line) or
     ``.parquet``. Rows are ordered by episode, turn and pair id, so the same store always
-    gives the same file. The file is written under a temporary name and renamed at the end:
-    a failed export never leaves a partial file behind.
+    gives the same file, and each carries its ids (``pair_id``, ``episode_id``, ``turn_idx``)
+    back to the store. The file is written under a temporary name and renamed at the end:
+    a failed or interrupted export never leaves a partial file behind.
 
     Every pair row is validated before anything is written: the prompt is a non-empty list
     of messages, an optional system message first, then user and assistant alternating,
@@ -117,79 +150,63 @@ def export(
     should append its own cue such as ``"\\n\\nAssistant: "``.
 
     Args:
-        db: the DuckDB store; opened read-only.
+        db: the DuckDB store; curated if needed, then read read-only.
         format: ``dpo``, ``dpo-text`` or ``sft`` (see the module docstring).
         out: the file to write; ``.jsonl`` or ``.parquet``. Replaced if it exists.
         run_id: export only this run (default: every run in the store).
-        min_margin: pairs only: keep pairs whose critic margin is at least this.
-        only_verified: pairs only: keep pairs whose judgment agreed in both orders and whose
-            chosen reply passed every programmatic check.
+        min_margin: pairs only: also leave out pairs whose critic margin is below this.
+        include: reasons (of :data:`LEFT_OUT_REASONS` but ``unfinished``) whose rows are
+            exported anyway, or ``"all"``.
 
     Returns:
-        What was written and how many rows each filter removed.
+        What was written and how many rows each reason left out.
 
     Raises:
-        ConfigError: an unknown extension, format or run id, a missing store or output
-            folder, or a pair filter with ``sft``.
+        ConfigError: an unknown extension, format, reason or run id, a missing store or
+            output folder, or ``min_margin`` with ``sft``.
         StoreError: the store cannot be read, or holds a row that breaks the format.
 
     Example:
         >>> summary = export("corpus.duckdb", format="dpo", out=Path("pairs.parquet"))  # doctest: +SKIP
-        >>> summary.rows, dict(summary.skipped)  # doctest: +SKIP
-        (57, {})
+        >>> summary.rows, {reason: n for reason, n in summary.left_out if n}  # doctest: +SKIP
+        (57, {'duplicates': 3, 'failed_check': 6})
         >>> from datasets import load_dataset  # doctest: +SKIP
         >>> load_dataset("parquet", data_files="pairs.parquet", split="train")[0]["chosen"]  # doctest: +SKIP
         [{'role': 'assistant', 'content': 'Subtract 3 from both sides: 2x = 4.'}]
     """
     out = Path(out)
-    copy_format = _check_options(out, format, min_margin=min_margin, only_verified=only_verified)
+    copy_format = _check_options(out, format, min_margin=min_margin)
+    included = _included(include)
     if not Path(db).exists():
         raise ConfigError(f"{db}: no such store (run `dramaturg run ... --db {db}` first)")
-    if not keep_duplicates:
-        _curate_runs(db, run_id)
+    _curate_runs(db, run_id)
+    kind: ItemKind = "dialogue" if format == "sft" else "pair"
+    table = "episodes" if kind == "dialogue" else "preference_pairs"
+    scope = [] if run_id is None else [_Filter("run_id", "run_id = ?", (run_id,))]
+    filters = _filters(kind, min_margin, included)
     with Store.open(db, read_only=True) as store:
-        if run_id is not None and not store.run_exists(run_id):
-            raise ConfigError(f"{db}: unknown run id '{run_id}' (runs in this store: {_run_ids(store)})")
-        if format == "sft":
-            table, filters = "episodes", _episode_filters(run_id)
-            if not keep_duplicates and _has_duplicates(store, "dialogue"):
-                filters.append(_Filter("duplicates", duplicate_filter_sql("dialogue")))
-        else:
-            table, filters = "preference_pairs", _pair_filters(run_id, min_margin, only_verified)
-            if not keep_duplicates and _has_duplicates(store, "pair"):
-                filters.append(_Filter("duplicates", duplicate_filter_sql("pair")))
-            if not _has_table(store, table):
-                raise ConfigError(
-                    f"{db}: the store has no {table} table: it was written by an older dramaturg. "
-                    "Open it once with this version (e.g. `dramaturg run`) to migrate it, or export sft."
-                )
         try:
-            kept, skipped = _apply_filters(store, table, filters)
-            where, params = _where(filters)
+            kept, left_out = _count_left_out(store, table, scope, filters)
+            where, params = _where([*scope, *filters])
             query, check = _QUERIES[format]
             _validate(store, db, check(where), params)
             _write(store, query(where), params, out, copy_format, expected_rows=kept)
         except duckdb.Error as exc:
             raise StoreError(f"{db}: cannot export {format}: {exc}") from exc
-    return ExportSummary(format=format, path=out, rows=kept, skipped=skipped)
-
-
-def _has_duplicates(store: Store, kind: str) -> bool:
-    if not _has_table(store, "duplicates"):
-        return False
-    return bool(store.sql("SELECT count(*) FROM duplicates WHERE kind = ?", [kind])[0][0])
+    return ExportSummary(format=format, path=out, rows=kept, left_out=left_out)
 
 
 def _curate_runs(db: str | Path, run_id: str | None) -> None:
-    """Mark duplicates first (only runs whose data changed since they were last curated)."""
+    """Curate the runs exported (only those whose data changed since they were last curated)."""
     with Store.open(db) as store:
+        if run_id is not None and not store.run_exists(run_id):
+            raise ConfigError(f"{db}: unknown run id '{run_id}' (runs in this store: {_run_ids(store)})")
         run_ids = [run_id] if run_id else [row[0] for row in store.sql("SELECT run_id FROM runs")]
         for each in run_ids:
-            if store.run_exists(each):
-                ensure_curated(store, each)
+            ensure_curated(store, each)
 
 
-def _check_options(out: Path, format: str, *, min_margin: float | None, only_verified: bool) -> str:
+def _check_options(out: Path, format: str, *, min_margin: float | None) -> str:
     """Check everything that needs no store; return the DuckDB COPY format for ``out``."""
     if format not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format '{format}' (expected one of: {', '.join(EXPORT_FORMATS)})")
@@ -197,46 +214,57 @@ def _check_options(out: Path, format: str, *, min_margin: float | None, only_ver
     if copy_format is None:
         expected = " or ".join(_FILE_FORMATS)
         raise ConfigError(f"{out}: unknown file type '{out.suffix}' (expected a file ending in {expected})")
-    if format == "sft" and (min_margin is not None or only_verified):
-        raise ConfigError(
-            "--min-margin and --only-verified filter preference pairs: use them with dpo or dpo-text"
-        )
+    if format == "sft" and min_margin is not None:
+        raise ConfigError("--min-margin filters preference pairs: use it with dpo or dpo-text")
     if not out.parent.is_dir():
         raise ConfigError(f"{out}: the folder {out.parent} does not exist")
     return copy_format
 
 
+def _included(include: Iterable[str]) -> frozenset[str]:
+    """The reasons to include back; ``all`` is every reason that can be."""
+    names = set([include] if isinstance(include, str) else include)
+    includable = [reason for reason in LEFT_OUT_REASONS if reason != _ALWAYS_LEFT_OUT]
+    if _ALWAYS_LEFT_OUT in names:
+        raise ConfigError(
+            "--include unfinished: a failed or still running episode has no finished dialogue to "
+            "export; `dramaturg resume RUN_ID` finishes it"
+        )
+    unknown = sorted(names - {"all", *includable})
+    if unknown:
+        raise ConfigError(
+            f"--include {unknown[0]}: unknown reason (expected all or one of: {', '.join(includable)})"
+        )
+    return frozenset(includable) if "all" in names else frozenset(names)
+
+
 # -- filters -----------------------------------------------------------------------------------
 
 
-def _pair_filters(run_id: str | None, min_margin: float | None, only_verified: bool) -> list[_Filter]:
-    """The WHERE fragments over ``preference_pairs``, in the order their skips are counted.
+def _filters(kind: ItemKind, min_margin: float | None, included: frozenset[str]) -> list[_Filter]:
+    """The WHERE fragments over the exported table, in the order their rows are counted.
 
-    A new filter is one more line here (e.g. skipping near-duplicate prompts:
-    ``_Filter("duplicates", "pair_id NOT IN (SELECT pair_id FROM pair_duplicates)")``).
+    Each reason of curation is its own filter over the ``filtered`` table, so a summary can
+    say how many rows each one left out, and ``include`` can drop exactly one.
     """
-    filters: list[_Filter] = []
-    if run_id is not None:
-        filters.append(_Filter("run_id", "run_id = ?", (run_id,)))
-    # An episode whose turn kept failing validation is left out whole, pairs included.
-    filters.append(_Filter("invalid_turn", f"episode_id NOT IN ({_INVALID_EPISODES})"))
+    if kind == "dialogue":
+        finished = "status = 'done'"
+        # An episode whose turn kept failing validation is left out whole, pairs included.
+        valid = "termination_reason IS DISTINCT FROM 'invalid_turn'"
+    else:
+        episodes = "SELECT episode_id FROM episodes WHERE"
+        finished = f"episode_id IN ({episodes} status = 'done')"
+        valid = f"episode_id NOT IN ({episodes} termination_reason = 'invalid_turn')"
+    filters = [
+        _Filter("unfinished", finished),
+        _Filter("invalid_turn", valid),
+        _Filter("duplicates", duplicate_filter_sql(kind)),
+        *(_Filter(reason, filtered_filter_sql(kind, reason)) for reason in FILTER_REASONS[kind]),
+    ]
+    filters = [f for f in filters if f.name not in included]
     if min_margin is not None:
         filters.append(_Filter("min_margin", "margin >= ?", (min_margin,)))
-    if only_verified:
-        filters.append(_Filter("only_verified", "judge_agreement AND checks_passed"))
     return filters
-
-
-def _episode_filters(run_id: str | None) -> list[_Filter]:
-    """The WHERE fragments over ``episodes`` for SFT: only finished episodes are dialogues."""
-    filters = [_Filter("unfinished", "status = 'done'")]
-    if run_id is not None:
-        filters.append(_Filter("run_id", "run_id = ?", (run_id,)))
-    filters.append(_Filter("invalid_turn", "termination_reason IS DISTINCT FROM 'invalid_turn'"))
-    return filters
-
-
-_INVALID_EPISODES = "SELECT episode_id FROM episodes WHERE termination_reason = 'invalid_turn'"
 
 
 def _where(filters: Sequence[_Filter]) -> tuple[str, list[object]]:
@@ -244,19 +272,25 @@ def _where(filters: Sequence[_Filter]) -> tuple[str, list[object]]:
     return where, [param for f in filters for param in f.params]
 
 
-def _apply_filters(
-    store: Store, table: str, filters: Sequence[_Filter]
+def _count_left_out(
+    store: Store, table: str, scope: Sequence[_Filter], filters: Sequence[_Filter]
 ) -> tuple[int, tuple[tuple[str, int], ...]]:
-    """Rows kept by all filters, and the rows each filter removed, counted in one scan."""
-    counts = ["count(*)"]
-    params: list[object] = []
-    for i in range(1, len(filters) + 1):
-        where, where_params = _where(filters[:i])
-        counts.append(f"count(*) FILTER (WHERE {where})")
-        params += where_params
-    totals = store.sql(f"SELECT {', '.join(counts)} FROM {table}", params)[0]
-    skipped = tuple((f.name, totals[i] - totals[i + 1]) for i, f in enumerate(filters))
-    return totals[-1], skipped
+    """Rows in ``scope`` kept by every filter, and the rows each filter left out of what the
+    ones before it kept, in one scan (each filter is evaluated once per row)."""
+    scope_where, scope_params = _where(scope)
+    flags = [f"({f.where}) AS keep_{i}" for i, f in enumerate(filters)]
+    counts = ["count(*)"] + [
+        "count(*) FILTER (WHERE " + " AND ".join(f"keep_{j}" for j in range(i + 1)) + ")"
+        for i in range(len(filters))
+    ]
+    params = [param for f in filters for param in f.params] + scope_params
+    totals = store.sql(
+        f"SELECT {', '.join(counts)} FROM (SELECT {', '.join(['1 AS row_', *flags])} "
+        f"FROM {table} WHERE {scope_where})",
+        params,
+    )[0]
+    left_out = tuple((f.name, totals[i] - totals[i + 1]) for i, f in enumerate(filters))
+    return totals[-1], left_out
 
 
 # -- queries -----------------------------------------------------------------------------------
@@ -410,7 +444,9 @@ def _write(
     store: Store, query: str, params: list[object], out: Path, copy_format: str, *, expected_rows: int
 ) -> None:
     # Write under a temporary name in the same folder, then rename: a reader never sees a
-    # partial file, and a failed export leaves the previous file (if any) untouched.
+    # partial file, and a failed export leaves the previous file (if any) untouched. `finally`
+    # also runs on KeyboardInterrupt (Ctrl-C), so an interrupted export removes its temporary
+    # file; one a SIGKILL left behind has a fixed name, which the next export overwrites.
     partial = out.with_name(f".{out.name}.partial")
     try:
         copied = store.sql(f"COPY ({query}) TO '{_quote(partial)}' (FORMAT {copy_format})", params)[0][0]
@@ -428,12 +464,6 @@ def _write(
 def _quote(path: Path) -> str:
     # COPY takes its target as a literal, not a parameter.
     return str(path).replace("'", "''")
-
-
-def _has_table(store: Store, table: str) -> bool:
-    return bool(
-        store.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])[0][0]
-    )
 
 
 def _run_ids(store: Store) -> str:

@@ -90,9 +90,12 @@ def _split(keys: tuple[str, ...]) -> Formatter:
     return format_
 
 
-def _detail_count(key: str) -> Formatter:
+def _detail_count(key: str, *, hide_zero: bool = False) -> Formatter:
+    """The count ``key`` of the detail; with ``hide_zero``, a zero is missing (a row of them is not shown)."""
+
     def format_(m: Metric) -> str:
-        return _num(_number(m.detail, key), ",.0f")
+        n = _number(m.detail, key)
+        return MISSING if hide_zero and not n else _num(n, ",.0f")
 
     return format_
 
@@ -220,17 +223,25 @@ def stats_tables(metrics: MetricSet) -> list[StatsTable]:
             [
                 b.row("dialogues", "kept_dialogues", _detail_count("items")),
                 b.row("  duplicates", "duplicate_dialogues", _split(("exact", "near"))),
+                b.row(
+                    "    of earlier runs",
+                    "duplicate_dialogues",
+                    _detail_count("earlier_runs", hide_zero=True),
+                ),
                 b.row("  filtered", "kept_dialogues", _detail_count("filtered")),
                 *b.family("filtered_dialogues", lambda key: f"    {key}", _count),
                 b.row("  kept", "kept_dialogues", _count),
                 b.row("pairs", "kept_pairs", _detail_count("items")),
                 b.row("  duplicates", "duplicate_pairs", _split(("exact", "near"))),
+                b.row(
+                    "    of earlier runs", "duplicate_pairs", _detail_count("earlier_runs", hide_zero=True)
+                ),
                 b.row("  filtered", "kept_pairs", _detail_count("filtered")),
                 *b.family("filtered_pairs", lambda key: f"    {key}", _count),
                 b.row("  kept", "kept_pairs", _count),
             ],
-            note="duplicates are marked, not deleted; an item can fail several filters; "
-            "SQL: tables duplicates and filtered",
+            note="duplicates are marked, not deleted; of earlier runs: copies of items of runs created "
+            "before this one; an item can fail several filters; SQL: tables duplicates and filtered",
         ),
     ]
     return [table for table in tables if table is not None]

@@ -4,14 +4,16 @@
 transaction, the run's rows of three tables:
 
 - ``duplicates``: exact and near-duplicate dialogues and pairs (:func:`find_duplicates`),
-  each pointing at the kept item it repeats. Nothing is deleted.
+  each pointing at the kept item it repeats, in this run or in a run created before it.
+  Nothing is deleted.
 - ``filtered``: one row per (item, reason) for every filter an item fails
   (:class:`FilterSettings`), with a detail saying what tripped it.
 - ``metrics``: diversity, coverage and quality metrics per run and per scenario
   (:mod:`dramaturg.evaluators._metrics`).
 
 Curating again replaces those rows, so it is idempotent. Exports skip marked rows with
-:func:`duplicate_filter_sql` and :func:`filtered_filter_sql`.
+:func:`duplicate_filter_sql` and :func:`filtered_filter_sql`, one reason at a time
+(:data:`FILTER_REASONS`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, Self
@@ -48,7 +50,9 @@ from dramaturg._errors import ConfigError, StoreError
 
 __all__ = [
     "DEFAULT_REFUSAL_PATTERN",
+    "FILTER_REASONS",
     "CurationResult",
+    "FilterReason",
     "FilterSettings",
     "ItemKind",
     "curate",
@@ -59,9 +63,40 @@ __all__ = [
 
 ItemKind = Literal["dialogue", "pair"]
 
+FilterReason = Literal[
+    "too_short",
+    "too_long",
+    "refusal",
+    "role_flip",
+    "failed_check",
+    "goal_not_met",
+    "unverified",
+    "judge_disagreement",
+    "low_margin",
+]
+
+# The reasons each kind of item can be filtered for, in the order they are documented (and
+# exports count them). One name, one cause: a pair whose chosen reply failed a check is
+# `failed_check`, never also `unverified`, so an export can bring back exactly one cause.
+FILTER_REASONS: Mapping[ItemKind, tuple[FilterReason, ...]] = {
+    "dialogue": ("too_short", "too_long", "refusal", "role_flip", "failed_check", "goal_not_met"),
+    "pair": (
+        "too_short",
+        "too_long",
+        "refusal",
+        "role_flip",
+        "failed_check",
+        "unverified",
+        "judge_disagreement",
+        "low_margin",
+    ),
+}
+
 # Bump when curation computes something differently: stored metrics of an older version are
-# then stale, and `dramaturg stats` recomputes them.
-CURATION_VERSION = 1
+# then stale, and `dramaturg stats` (and `dramaturg export`) recompute them.
+# 2: duplicates across the whole store; `unverified` is the judges only, checks are `failed_check`;
+#    an unchecked revision (identical to its original) keeps the original's failed check.
+CURATION_VERSION = 2
 
 # Refusals a model gives instead of doing the task. Deliberately narrow: a support agent
 # saying "I can't offer a cash refund after 30 days" is following policy, not refusing, so
@@ -97,13 +132,14 @@ class FilterSettings(BaseModel):
         role_flips: Filter dialogues in which the user simulator spoke as the assistant,
             and pairs whose prompt holds such a turn.
         failed_checks: Filter dialogues whose final replies fail a programmatic check (or
-            whose user simulator broke character), and pairs whose chosen reply fails one.
+            whose user simulator broke character), and pairs whose chosen reply fails one
+            (a failing row in ``checks``, or ``checks_passed`` false).
         goal_not_met: Filter dialogues whose goal the verifier judged not met. Off by
             default: in a scenario where the right answer is "no" (a refund outside
             policy), the user's goal is rightly unmet, and dropping those dialogues would
             teach the assistant to give in.
-        unverified: Filter pairs not marked verified: judges disagreed, or the chosen reply
-            failed a check (``judge_agreement`` and ``checks_passed``).
+        unverified: Filter pairs whose judges did not agree in both orders
+            (``judge_agreement`` false). A failed check is ``failed_checks``' reason.
         judge_disagreement: Filter pairs whose stored judgments do not both prefer the
             chosen reply, re-read from the ``judgments`` table.
         min_margin: Filter pairs whose critic margin is below this; None to keep all.
@@ -197,14 +233,26 @@ def duplicate_filter_sql(kind: ItemKind) -> str:
     return f"{_id_column(kind)} NOT IN (SELECT item_id FROM duplicates WHERE kind = '{kind}')"
 
 
-def filtered_filter_sql(kind: ItemKind) -> str:
+def filtered_filter_sql(kind: ItemKind, reason: FilterReason | None = None) -> str:
     """A WHERE fragment that keeps rows no curation filter marked; see :func:`duplicate_filter_sql`.
+
+    Args:
+        kind: ``'pair'`` or ``'dialogue'``.
+        reason: Keep rows not marked for this reason (one of :data:`FILTER_REASONS`); None
+            for any reason.
 
     Example:
         >>> filtered_filter_sql("dialogue")
         "episode_id NOT IN (SELECT item_id FROM filtered WHERE kind = 'dialogue')"
+        >>> filtered_filter_sql("pair", "failed_check")
+        "pair_id NOT IN (SELECT item_id FROM filtered WHERE kind = 'pair' AND reason = 'failed_check')"
     """
-    return f"{_id_column(kind)} NOT IN (SELECT item_id FROM filtered WHERE kind = '{kind}')"
+    column = _id_column(kind)
+    if reason is None:
+        return f"{column} NOT IN (SELECT item_id FROM filtered WHERE kind = '{kind}')"
+    if reason not in FILTER_REASONS[kind]:
+        raise ValueError(f"unknown {kind} filter reason {reason!r} (expected one of {FILTER_REASONS[kind]})")
+    return f"{column} NOT IN (SELECT item_id FROM filtered WHERE kind = '{kind}' AND reason = '{reason}')"
 
 
 def _id_column(kind: str) -> str:
@@ -224,9 +272,15 @@ def curate(
     """Mark duplicates, apply filters and compute metrics for one run, replacing earlier results.
 
     Dialogue text is the episode's turns joined in order; pair text is the prompt's last user
-    message, the chosen and the rejected reply. The earliest item (by id) of a duplicate
-    group is kept. Cost is linear in the run's size: 100k dialogues (1M turns) take ~75 s of CPU
-    time and ~1.3 GiB (bench/curate_store.py).
+    message, the chosen and the rejected reply. Duplicates are found across the whole store:
+    the run's items are compared with each other and with the items of every run created
+    before it (by ``runs.created_at``, then run id). The earliest item of a duplicate group is
+    kept (earlier runs first, then by id), and only this run's items are marked: a later run
+    never takes an earlier run's item away, so curating runs in any order gives the same marks,
+    and a run that repeats an earlier one (same scenarios and seed) is marked whole.
+
+    Cost is linear in the size of the run and the runs before it: 100k dialogues (1M turns)
+    take ~75 s of CPU time and ~1.3 GiB (bench/curate_store.py).
 
     Args:
         store: An open, writable store.
@@ -257,14 +311,11 @@ def curate(
     # Texts are released as soon as they are measured: at 100k dialogues each copy of the
     # corpus costs hundreds of MiB.
     with _timed(timings, "dedup"):
+        runs = _runs_through(store, run_id)
         threshold = settings.near_duplicate_threshold
-        items = _dialogue_items(store, run_id)
-        dialogues = len(items)
-        dialogue_dups = find_duplicates(items, threshold=threshold)
-        items = _pair_items(store, run_id)
-        pairs = len(items)
-        pair_dups = find_duplicates(items, threshold=threshold)
-        del items
+        dialogue_ids, dialogue_dups = _dedup(store, run_id, runs, _dialogue_items, threshold)
+        pair_ids, pair_dups = _dedup(store, run_id, runs, _pair_items, threshold)
+        dialogues, pairs = len(dialogue_ids), len(pair_ids)
     with _timed(timings, "text_metrics"):
         texts = load_texts(store, run_id)
         rows = text_metrics(texts, seed=seed)
@@ -284,8 +335,8 @@ def curate(
     try:
         with store.transaction() as con:
             _clear(con, run_id)
-            _write_duplicates(con, run_id, "dialogue", dialogue_dups)
-            _write_duplicates(con, run_id, "pair", pair_dups)
+            _write_duplicates(con, run_id, "dialogue", dialogue_dups, dialogue_ids)
+            _write_duplicates(con, run_id, "pair", pair_dups, pair_ids)
             for query in _filter_queries(settings):
                 query.insert(con, run_id)
             for sql in (*EPISODE_QUERIES, *REVIEW_QUERIES, *PAIR_QUERIES, *CURATION_QUERIES):
@@ -328,8 +379,9 @@ def ensure_curated(
 ) -> CurationResult | None:
     """Curate ``run_id`` unless its stored metrics are current.
 
-    Metrics are current when the run's episodes, turns and pairs are unchanged since the
-    last curation, by the same version of curation. A re-curation reuses the filter
+    Metrics are current when the episodes, turns and pairs of the run, and of the runs created
+    before it (its duplicates point at them), are unchanged since the last curation, by the
+    same version of curation. A re-curation reuses the filter
     settings of the last one, so metrics computed with custom filters stay comparable.
 
     Args:
@@ -374,20 +426,71 @@ def _run_seed(store: Store, run_id: str) -> int:
     return int(rows[0][0])
 
 
+# The runs created before run $1, in the order their items come first in dedup.
+_EARLIER_RUNS = """
+    earlier AS (
+        SELECT r.run_id FROM runs r, (SELECT created_at, run_id FROM runs WHERE run_id = $1) AS this
+        WHERE r.created_at < this.created_at OR (r.created_at = this.created_at AND r.run_id < this.run_id)
+    )
+"""
+
+
 def _fingerprint(store: Store, run_id: str) -> str:
-    """What the run's curation depends on: changes whenever episodes, turns or pairs do."""
+    """What the run's curation depends on: changes whenever the episodes, turns or pairs of the
+    run change, or the finished ones of an earlier run (which its duplicates are found against)."""
     row = store.sql(
-        """
+        f"""
+        WITH {_EARLIER_RUNS}
         SELECT (SELECT count(*) FILTER (WHERE status = 'done') || '/' || count(*) || '/'
                        || coalesce(max(finished_at)::VARCHAR, '-')
                 FROM episodes WHERE run_id = $1),
                (SELECT count(*) FROM turns t JOIN episodes e USING (episode_id) WHERE e.run_id = $1),
                (SELECT count(*) || '/' || coalesce(max(created_at)::VARCHAR, '-')
-                FROM preference_pairs WHERE run_id = $1)
+                FROM preference_pairs WHERE run_id = $1),
+               (SELECT 'earlier ' || count(DISTINCT e.run_id) || '/' || count(DISTINCT e.episode_id) || '/'
+                       || count(t.idx) || '/' || coalesce(max(e.finished_at)::VARCHAR, '-')
+                FROM episodes e LEFT JOIN turns t USING (episode_id)
+                WHERE e.status = 'done' AND e.run_id IN (SELECT run_id FROM earlier)),
+               (SELECT count(*) || '/' || coalesce(max(created_at)::VARCHAR, '-')
+                FROM preference_pairs WHERE run_id IN (SELECT run_id FROM earlier))
         """,
         [run_id],
     )[0]
     return f"v{CURATION_VERSION}:" + "|".join(str(part) for part in row)
+
+
+def _runs_through(store: Store, run_id: str) -> list[str]:
+    """The runs created before ``run_id``, oldest first, then ``run_id`` itself."""
+    rows = store.sql(
+        f"WITH {_EARLIER_RUNS} SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM earlier) "
+        "ORDER BY created_at, run_id",
+        [run_id],
+    )
+    return [earlier for (earlier,) in rows] + [run_id]
+
+
+def _dedup(
+    store: Store,
+    run_id: str,
+    runs: Sequence[str],
+    fetch: Callable[[Store, str], list[tuple[str, str]]],
+    threshold: float,
+) -> tuple[set[str], DedupResult]:
+    """Find duplicates among the items of ``runs``, in that order; return ``run_id``'s item ids too.
+
+    Items are read one run at a time, so only one run's texts are held at once.
+    """
+    own: set[str] = set()
+
+    def items() -> Iterator[tuple[str, str]]:
+        for each in runs:
+            for item_id, text in fetch(store, each):
+                if each == run_id:
+                    own.add(item_id)
+                yield item_id, text
+
+    found = find_duplicates(items(), threshold=threshold)
+    return own, found
 
 
 def _dialogue_items(store: Store, run_id: str) -> list[tuple[str, str]]:
@@ -432,10 +535,13 @@ def _clear(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
 
 
 def _write_duplicates(
-    con: duckdb.DuckDBPyConnection, run_id: str, kind: ItemKind, found: DedupResult
+    con: duckdb.DuckDBPyConnection, run_id: str, kind: ItemKind, found: DedupResult, own: set[str]
 ) -> None:
+    """Mark the duplicates among ``own`` (the run's items); earlier runs' marks are their own."""
     ids, kept, methods, similarities = [], [], [], []
     for duplicate, original in found.duplicates.items():
+        if duplicate not in own:
+            continue
         ids.append(duplicate)
         kept.append(original)
         if duplicate in found.exact:
@@ -458,7 +564,7 @@ class _FilterQuery:
     """One filter: SQL selecting (item_id, detail) of the failing items; $1 is the run id."""
 
     kind: ItemKind
-    reason: str
+    reason: FilterReason
     select: str
     params: Sequence[object] = ()
 
@@ -556,7 +662,9 @@ def _filter_queries(settings: FilterSettings) -> list[_FilterQuery]:
         ]
     if settings.failed_checks:
         queries += [
-            # The final dialogue holds the revision where there is one, else the original.
+            # The final dialogue holds the revision where there is one, else the original. A
+            # revision is not checked when it repeats the original (outcome 'identical') or its
+            # critique failed: the original's verdict then stands, as the only one there is.
             # goal_met is an episode check too, but has its own filter (off by default).
             _FilterQuery(
                 "dialogue",
@@ -568,22 +676,27 @@ def _filter_queries(settings: FilterSettings) -> list[_FilterQuery]:
                 WHERE NOT c.passed AND c.name <> 'goal_met'
                   AND (c.target IN ('episode', 'revision')
                        OR (c.target = 'original' AND NOT EXISTS (
-                           SELECT 1 FROM revisions v
-                           WHERE v.episode_id = c.episode_id AND v.turn_idx = c.turn_idx)))
+                           SELECT 1 FROM checks r
+                           WHERE r.episode_id = c.episode_id AND r.turn_idx = c.turn_idx
+                             AND r.target = 'revision')))
                 GROUP BY c.episode_id
                 """,
             ),
-            # A revision pair's chosen side was checked as 'revision', a best-of-n pair's as 'candidate'.
+            # A revision pair's chosen side was checked as 'revision', a best-of-n pair's as
+            # 'candidate' (only the best candidate is checked). checks_passed is the same verdict
+            # as the pair was made; it names no check.
             _FilterQuery(
                 "pair",
                 "failed_check",
                 f"""
                 {pairs}
-                SELECT p.pair_id, string_agg(DISTINCT c.name, ', ' ORDER BY c.name)
-                FROM pairs p JOIN checks c ON c.episode_id = p.episode_id AND c.turn_idx = p.turn_idx
+                SELECT p.pair_id, coalesce(string_agg(DISTINCT c.name, ', ' ORDER BY c.name),
+                                           'checks_passed is false')
+                FROM pairs p LEFT JOIN checks c
+                  ON c.episode_id = p.episode_id AND c.turn_idx = p.turn_idx AND NOT c.passed
                  AND c.target = CASE p.source WHEN 'revision' THEN 'revision' ELSE 'candidate' END
-                WHERE NOT c.passed
-                GROUP BY p.pair_id
+                GROUP BY p.pair_id, p.checks_passed
+                HAVING count(c.name) > 0 OR NOT p.checks_passed
                 """,
             ),
         ]
@@ -601,10 +714,8 @@ def _filter_queries(settings: FilterSettings) -> list[_FilterQuery]:
             _FilterQuery(
                 "pair",
                 "unverified",
-                f"{pairs} SELECT pair_id, concat_ws('; ', "
-                "CASE WHEN NOT judge_agreement THEN 'judges did not agree in both orders' END, "
-                "CASE WHEN NOT checks_passed THEN 'chosen failed a check' END) "
-                "FROM pairs WHERE NOT judge_agreement OR NOT checks_passed",
+                f"{pairs} SELECT pair_id, 'judges did not agree in both orders' "
+                "FROM pairs WHERE NOT judge_agreement",
             )
         )
     if settings.judge_disagreement:

@@ -253,7 +253,10 @@ CURATION_QUERIES = (
     WITH {ITEMS_CTE}
     SELECT i.scenario, 'duplicate_' || i.kind || 's', count(d.item_id),
            json_object('items', count(*), 'exact', count(*) FILTER (WHERE d.method = 'exact'),
-                       'near', count(*) FILTER (WHERE d.method = 'near'))
+                       'near', count(*) FILTER (WHERE d.method = 'near'),
+                       -- repeats of an item of a run created before this one
+                       'earlier_runs', count(*) FILTER (WHERE d.item_id IS NOT NULL AND NOT EXISTS (
+                           SELECT 1 FROM items k WHERE k.kind = d.kind AND k.item_id = d.duplicate_of)))
     FROM items i LEFT JOIN duplicates d ON d.kind = i.kind AND d.item_id = i.item_id AND d.run_id = $1
     GROUP BY GROUPING SETS ((i.kind), (i.scenario, i.kind))
     """,

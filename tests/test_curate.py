@@ -275,7 +275,12 @@ def test_filters_record_every_reason(db: Path) -> None:
         (failing, ep, turn, source, _), (unverified, *_), (disputed, *_, judgments) = pairs
         target = "revision" if source == "revision" else "candidate"
         store.sql("INSERT INTO checks VALUES (?, ?, ?, 'json_valid', false, 'not JSON')", [ep, turn, target])
-        store.sql("UPDATE preference_pairs SET checks_passed = false WHERE pair_id = ?", [unverified])
+        store.sql("UPDATE preference_pairs SET judge_agreement = false WHERE pair_id = ?", [unverified])
+        unchecked = store.sql(
+            "SELECT pair_id FROM preference_pairs WHERE run_id = ? AND pair_id NOT IN (?, ?, ?) LIMIT 1",
+            [RUN, failing, unverified, disputed],
+        )[0][0]
+        store.sql("UPDATE preference_pairs SET checks_passed = false WHERE pair_id = ?", [unchecked])
         store.sql("UPDATE judgments SET winner = 'tie' WHERE judgment_id = ?", [json.loads(judgments)[0]])
         (low_margin,) = store.sql(
             "SELECT count(*) FROM preference_pairs WHERE run_id = ? AND margin < 5", [RUN]
@@ -287,7 +292,10 @@ def test_filters_record_every_reason(db: Path) -> None:
         assert reasons[("dialogue", refusing, "refusal")] == "turn 1: As an AI, I cannot"
         assert reasons[("dialogue", flipped, "role_flip")] == "1 user turn(s) in the assistant's voice"
         assert reasons[("pair", failing, "failed_check")] == "json_valid"
-        assert reasons[("pair", unverified, "unverified")] == "chosen failed a check"
+        # One reason, one cause: a failed check is never also 'unverified'.
+        assert reasons[("pair", unchecked, "failed_check")] == "checks_passed is false"
+        assert reasons[("pair", unverified, "unverified")] == "judges did not agree in both orders"
+        assert {item for (kind, item, reason) in reasons if reason == "unverified"} == {unverified}
         assert reasons[("pair", disputed, "judge_disagreement")].startswith("chosen won 1 of 2")
         assert sum(1 for (_, _, reason) in reasons if reason == "low_margin") == low_margin
         assert not [key for key in reasons if key[2] in ("too_long", "too_short")]

@@ -13,9 +13,10 @@ from typing import Any
 import duckdb
 import pytest
 from datasets import Dataset, List, Value, load_dataset
+from dramaturg.evaluators import ensure_curated
 
 from dramaturg import ConfigError, RunConfig, Store, StoreError, run
-from dramaturg._export import ExportFormat, export
+from dramaturg._export import ExportFormat, ExportSummary, export
 from tests.conftest import dialogues
 
 MESSAGE = {"role": Value("string"), "content": Value("string")}
@@ -24,6 +25,7 @@ SYSTEM = "You are a patient math tutor."
 CALL_ROLES = {"user": "user_simulator", "assistant": "assistant"}
 
 # (pair_id, run_id, episode_id, turn_idx, prompt, chosen, rejected, source, margin, agreed, checks)
+# p-a failed a check and p-c is unverified: the default export leaves them out.
 PAIRS: list[tuple[Any, ...]] = [
     (
         "p-b",
@@ -110,11 +112,21 @@ EPISODES: dict[str, tuple[str, str, str, str, list[tuple[str, str]]]] = {
 
 
 def _insert_pair(store: Store, pair: tuple[Any, ...]) -> None:
+    """Store a pair with the two judgments that made it: chosen won in both orders."""
     pair_id, run_id, episode_id, turn_idx, prompt, chosen, rejected, source, margin, agreed, checks = pair
+    judgment_ids = [f"{pair_id}-ab", f"{pair_id}-ba"]
+    for judgment_id, first, second, winner in zip(
+        judgment_ids, (chosen, rejected), (rejected, chosen), ("A", "B"), strict=True
+    ):
+        store.sql(
+            "INSERT INTO judgments (judgment_id, episode_id, turn_idx, source, first_text, second_text, "
+            "orientation, status, winner, raw, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 'ok', ?, '{}', 1)",
+            [judgment_id, episode_id, turn_idx, source, first, second, judgment_id[-2:], winner],
+        )
     store.sql(
         "INSERT INTO preference_pairs (pair_id, run_id, episode_id, scenario, turn_idx, prompt, chosen, "
         "rejected, source, margin, judge_agreement, checks_passed, judgment_ids, critique_ids, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', '[]', ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)",
         [
             pair_id,
             run_id,
@@ -128,6 +140,7 @@ def _insert_pair(store: Store, pair: tuple[Any, ...]) -> None:
             margin,
             agreed,
             checks,
+            json.dumps(judgment_ids),
             T0,
         ],
     )
@@ -195,7 +208,7 @@ def test_every_format_and_file_type_loads_with_datasets(
     db: Path, tmp_path: Path, export_format: ExportFormat, suffix: str
 ) -> None:
     out = tmp_path / f"out{suffix}"
-    summary = export(db, format=export_format, out=out)
+    summary = export(db, format=export_format, out=out, include=["all"])
     dataset = _load(out, tmp_path)
     expected_rows = 2 if export_format == "sft" else len(PAIRS)
     assert summary.rows == len(dataset) == expected_rows
@@ -219,7 +232,7 @@ def test_every_format_and_file_type_loads_with_datasets(
 
 def test_dpo_rows_are_the_stored_pairs_in_episode_turn_pair_order(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "pairs.parquet"
-    export(db, format="dpo", out=out)
+    export(db, format="dpo", out=out, include=["all"])
     rows = _load(out, tmp_path).to_list()
     assert [row["pair_id"] for row in rows] == ["p-a", "p-b", "p-c", "p-d"]
     by_id = {pair[0]: pair for pair in PAIRS}
@@ -239,7 +252,7 @@ def test_dpo_rows_are_the_stored_pairs_in_episode_turn_pair_order(db: Path, tmp_
 
 def test_dpo_text_renders_the_prompt_as_a_labelled_transcript(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "pairs.jsonl"
-    export(db, format="dpo-text", out=out)
+    export(db, format="dpo-text", out=out, include=["unverified"])
     rows = {row["pair_id"]: row for row in map(json.loads, out.read_text().splitlines())}
     assert rows["p-c"]["prompt"] == (
         f"System: {SYSTEM}\n\n"
@@ -259,7 +272,7 @@ def test_string_and_message_formats_are_never_mixed(db: Path, tmp_path: Path, su
     reader = "read_parquet" if suffix == ".parquet" else "read_json_auto"
     for export_format, expected in (("dpo", "STRUCT"), ("dpo-text", "VARCHAR")):
         out = tmp_path / f"{export_format}{suffix}"
-        export(db, format=export_format, out=out)
+        export(db, format=export_format, out=out, include=["all"])
         described = f"DESCRIBE SELECT prompt, chosen, rejected FROM {reader}('{out}')"
         types = dict(con.execute(f"SELECT column_name, column_type FROM ({described})").fetchall())
         if expected == "STRUCT":
@@ -280,40 +293,77 @@ def test_sft_has_one_message_list_per_done_episode_with_the_system_prompt(db: Pa
         assert row["messages"] == [{"role": "system", "content": system}] + [
             {"role": role, "content": content} for role, content in turns
         ]
-    assert dict(summary.skipped) == {"unfinished": 1, "invalid_turn": 0}
+    assert _nonzero(summary) == {"unfinished": 1}
+    assert summary.rows + summary.left_out_total == len(EPISODES)
 
 
-def test_filters_count_what_each_one_skipped(db: Path, tmp_path: Path) -> None:
+def _nonzero(summary: ExportSummary) -> dict[str, int]:
+    return {reason: rows for reason, rows in summary.left_out if rows}
+
+
+def test_left_out_rows_are_counted_by_reason(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "pairs.jsonl"
 
     def pair_ids() -> list[str]:
         return [json.loads(line)["pair_id"] for line in out.read_text().splitlines()]
 
-    everything = export(db, format="dpo", out=out)
-    assert everything.skipped == (("invalid_turn", 0),)
-    assert everything.skipped_total == 0
+    default = export(db, format="dpo", out=out)
+    assert pair_ids() == ["p-b", "p-d"]
+    assert _nonzero(default) == {"failed_check": 1, "unverified": 1}
+    # Every reason is applied and listed in its documented order, zeros included.
+    assert [reason for reason, _ in default.left_out] == [
+        "unfinished",
+        "invalid_turn",
+        "duplicates",
+        "too_short",
+        "too_long",
+        "refusal",
+        "role_flip",
+        "failed_check",
+        "unverified",
+        "judge_disagreement",
+        "low_margin",
+    ]
+    assert default.rows + default.left_out_total == len(PAIRS)
 
     by_run = export(db, format="dpo", out=out, run_id="r1")
-    assert pair_ids() == ["p-a", "p-b", "p-c"]
-    assert by_run.skipped == (("run_id", 1), ("invalid_turn", 0))
-
-    by_margin = export(db, format="dpo-text", out=out, min_margin=2.5)
-    assert pair_ids() == ["p-a", "p-b", "p-d"]
-    assert by_margin.skipped == (("invalid_turn", 0), ("min_margin", 1))
-
-    verified = export(db, format="dpo", out=out, only_verified=True)
-    assert pair_ids() == ["p-b", "p-d"]
-    assert verified.skipped == (("invalid_turn", 0), ("only_verified", 2))
-
-    # Filters apply in order; each counts what it removed from what the ones before kept.
-    combined = export(db, format="dpo", out=out, run_id="r1", min_margin=2.0, only_verified=True)
     assert pair_ids() == ["p-b"]
-    assert combined.skipped == (("run_id", 1), ("invalid_turn", 0), ("min_margin", 1), ("only_verified", 1))
-    assert combined.rows + combined.skipped_total == len(PAIRS)
+    assert _nonzero(by_run) == {"failed_check": 1, "unverified": 1}
+    assert by_run.rows + by_run.left_out_total == 3, "another run's rows are not 'left out'"
+
+    by_margin = export(db, format="dpo-text", out=out, min_margin=2.5, include=["all"])
+    assert pair_ids() == ["p-a", "p-b", "p-d"]
+    assert by_margin.left_out[-1] == ("min_margin", 1)
+    assert _nonzero(by_margin) == {"min_margin": 1}
+
+    failed_check_back = export(db, format="dpo", out=out, include=["failed_check"])
+    assert pair_ids() == ["p-a", "p-b", "p-d"]
+    assert _nonzero(failed_check_back) == {"unverified": 1}
+    assert "failed_check" not in dict(failed_check_back.left_out)
+
+    # A row left out for several reasons is counted once, under the first.
+    with Store.open(db) as store:
+        store.sql("UPDATE preference_pairs SET judge_agreement = false WHERE pair_id = 'p-a'")
+        ensure_curated(store, "r1", refresh=True)  # stored rows changed in place, not new ones
+    both = export(db, format="dpo", out=out)
+    assert _nonzero(both) == {"failed_check": 1, "unverified": 1}
+    assert _nonzero(export(db, format="dpo", out=out, include=["failed_check"])) == {"unverified": 2}
 
     sft = export(db, format="sft", out=tmp_path / "sft.parquet", run_id="r2")
     assert sft.rows == 1
-    assert sft.skipped == (("unfinished", 1), ("run_id", 1), ("invalid_turn", 0))
+    assert _nonzero(sft) == {}
+
+
+def test_include_names_a_reason(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.jsonl"
+    with pytest.raises(
+        ConfigError, match=r"--include failed_checks: unknown reason \(expected all or one of: "
+    ):
+        export(db, format="dpo", out=out, include=["failed_checks"])
+    with pytest.raises(ConfigError, match="no finished dialogue to export; `dramaturg resume RUN_ID`"):
+        export(db, format="sft", out=out, include=["unfinished"])
+    assert export(db, format="dpo", out=out, include="unverified").rows == 3, "one name is one reason"
+    assert not out.with_name(".x.jsonl.partial").exists()
 
 
 def test_export_is_deterministic(db: Path, tmp_path: Path) -> None:
@@ -336,7 +386,7 @@ def test_bad_options_are_config_errors(db: Path, tmp_path: Path) -> None:
         export(db, format="dpo", out=tmp_path / "x.jsonl", run_id="nope")
     with pytest.raises(ConfigError, match="unknown export format 'kto'"):
         export(db, format="kto", out=tmp_path / "x.jsonl")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="use them with dpo or dpo-text"):
+    with pytest.raises(ConfigError, match="use it with dpo or dpo-text"):
         export(db, format="sft", out=tmp_path / "x.jsonl", min_margin=1.0)
     with pytest.raises(ConfigError, match="no such store"):
         export(tmp_path / "missing.duckdb", format="dpo", out=tmp_path / "x.jsonl")
@@ -375,27 +425,27 @@ def test_a_bad_row_in_the_store_fails_the_export_and_writes_nothing(
         _insert_pair(store, bad)
     for export_format in ("dpo", "dpo-text"):
         with pytest.raises(StoreError, match=f"1 row breaks the format: p-bad: .*{re.escape(problem)}"):
-            export(db, format=export_format, out=out)
+            export(db, format=export_format, out=out, include=["all"])
     assert out.read_bytes() == b"previous export"
     # A filter that leaves the bad row out exports the rest.
-    assert export(db, format="dpo", out=out, min_margin=2.0).rows == 3
+    assert export(db, format="dpo", out=out, min_margin=2.0, include=["all"]).rows == 3
 
 
 def test_cli_export_prints_one_summary_line(cli, db: Path, tmp_path: Path) -> None:
     out = tmp_path / "pairs.parquet"
-    result = cli("export", "--db", db, "--format", "dpo", "--out", out, "--run-id", "r1", "--only-verified")
+    result = cli("export", "--db", db, "--format", "dpo", "--out", out, "--run-id", "r1")
     assert result.exit_code == 0, result.output
-    assert (
-        result.output.strip()
-        == f"exported 1 dpo rows to {out} (skipped: run_id 1, invalid_turn 0, only_verified 2)"
-    )
+    assert result.output.strip() == f"exported 1 dpo rows to {out} (left out: failed_check 1, unverified 1)"
+    assert len(_load(out, tmp_path)) == 1
+    result = cli("export", "--db", db, "--format", "dpo", "--out", out, "--include", "failed_check")
+    assert result.output.strip() == f"exported 3 dpo rows to {out} (left out: unverified 1)"
+    result = cli("export", "--db", db, "--format", "dpo", "--out", out, "--include", "all")
+    assert result.output.strip() == f"exported 4 dpo rows to {out}", "nothing left out, nothing said"
     result = cli("export", "--db", db, "--format", "sft", "--out", tmp_path / "sft.jsonl")
     assert result.exit_code == 0, result.output
     assert (
-        result.output.strip()
-        == f"exported 2 sft rows to {tmp_path / 'sft.jsonl'} (skipped: unfinished 1, invalid_turn 0)"
+        result.output.strip() == f"exported 2 sft rows to {tmp_path / 'sft.jsonl'} (left out: unfinished 1)"
     )
-    assert len(_load(out, tmp_path)) == 1
 
 
 def test_cli_export_bad_input_is_one_line_and_exit_2(cli, db: Path, tmp_path: Path) -> None:
@@ -408,6 +458,15 @@ def test_cli_export_bad_input_is_one_line_and_exit_2(cli, db: Path, tmp_path: Pa
     assert "unknown run id 'z'" in unknown_run.output
     assert len(unknown_run.output.strip().splitlines()) == 1
     assert not list(tmp_path.glob("p*"))
+    unknown_reason = cli(
+        "export", "--db", db, "--format", "dpo", "--out", tmp_path / "p.jsonl", "--include", "x"
+    )
+    assert unknown_reason.exit_code == 2
+    assert unknown_reason.output.strip() == (
+        "error: --include x: unknown reason (expected all or one of: invalid_turn, duplicates, "
+        "too_short, too_long, refusal, role_flip, failed_check, goal_not_met, unverified, "
+        "judge_disagreement, low_margin)"
+    )
 
 
 def test_export_of_a_sim_run(tmp_path: Path) -> None:
@@ -426,7 +485,7 @@ def test_export_of_a_sim_run(tmp_path: Path) -> None:
     with Store.open(db, read_only=True) as store:
         stored_pairs = store.sql("SELECT count(*) FROM preference_pairs")[0][0]
     out = tmp_path / "pairs.parquet"
-    pairs = export(db, format="dpo", out=out, keep_duplicates=True)
+    pairs = export(db, format="dpo", out=out, include=["all"])
     assert pairs.rows == stored_pairs > 0, "the sim run should produce preference pairs"
     for row in _load(out, tmp_path):
         _assert_trl_conversational_preference(row)
@@ -447,9 +506,9 @@ def test_export_skips_marked_duplicates_unless_asked(tmp_path: Path) -> None:
             "ORDER BY pair_id LIMIT 1"
         )
     default = export(db, format="dpo", out=tmp_path / "a.jsonl")
-    everything = export(db, format="dpo", out=tmp_path / "b.jsonl", keep_duplicates=True)
+    everything = export(db, format="dpo", out=tmp_path / "b.jsonl", include=["duplicates"])
     with Store.open(db) as store:
         marked = {row[0] for row in store.sql("SELECT item_id FROM duplicates WHERE kind = 'pair'")}
     assert marked, "the planted copy is marked"
-    assert ("duplicates", len(marked)) in default.skipped
+    assert ("duplicates", len(marked)) in default.left_out
     assert everything.rows == default.rows + len(marked)
