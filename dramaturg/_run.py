@@ -441,19 +441,15 @@ async def _episode(
     health: RoleHealth,
     turn_attempts: int,
 ) -> str | None:
-    spec = job.loaded.scenario.instantiate(job.seed)
-    await writer.start_episode(
-        EpisodeStart(
-            episode_id=job.episode_id,
-            run_id=run_id,
-            scenario=spec.scenario,
-            idx=job.index,
-            seed=job.seed,
-            persona=spec.persona,
-            spec_json=spec.to_json(),
-            started_at=utcnow(),
-        )
-    )
+    try:
+        spec = job.loaded.scenario.instantiate(job.seed)
+    except ValueError as exc:
+        # The scenario's derive function (user code) failed for this seed: this episode
+        # fails, with the reason, and the run goes on.
+        await writer.start_episode(_start(job, run_id, persona="", spec_json="{}"))
+        await _fail(writer, job, exc, summary)
+        return "failed"
+    await writer.start_episode(_start(job, run_id, persona=spec.persona, spec_json=spec.to_json()))
     try:
         outcome = await perform_episode(
             spec,
@@ -504,6 +500,19 @@ async def _episode(
     summary.done += 1
     summary.turns += len(outcome.turns)
     return "done"
+
+
+def _start(job: _Job, run_id: str, *, persona: str, spec_json: str) -> EpisodeStart:
+    return EpisodeStart(
+        episode_id=job.episode_id,
+        run_id=run_id,
+        scenario=job.loaded.scenario.name,
+        idx=job.index,
+        seed=job.seed,
+        persona=persona,
+        spec_json=spec_json,
+        started_at=utcnow(),
+    )
 
 
 async def _fail(writer: StoreWriter, job: _Job, exc: Exception, summary: RunSummary) -> None:

@@ -176,7 +176,7 @@ class Scenario(_Strict):
         }
         if self.derive is not None:
             try:
-                derived = self.derive(MappingProxyType(dict(values)), rng)
+                derived = dict(self.derive(MappingProxyType(dict(values)), rng))
             except Exception as exc:
                 raise ValueError(f"field 'derive': {type(exc).__name__}: {exc}") from exc
             values.update(derived)

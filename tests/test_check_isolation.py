@@ -308,3 +308,35 @@ def test_a_scenario_sets_its_check_time_limit(tmp_path: Path) -> None:
         run(RunConfig(scenarios=[str(path)], episodes=1, best_of_n=0, run_id="k"), tmp_path / "k.duckdb")
     )
     assert summary.done == 1
+
+
+FRAGILE_DERIVE = """
+from dramaturg import Persona, Scenario, Stage
+
+def urgency(values, rng):
+    if values["symptom"] == "a rash":
+        raise ZeroDivisionError("no rule for rashes")
+    return {"urgency": "high" if values["symptom"] == "chest pain" else "low"}
+
+scenario = Scenario(
+    name="fragile",
+    description="A caller describes {symptom}.",
+    assistant_prompt="You are a triage nurse.",
+    personas=[Persona(name="Lee", goal="find out whether {symptom} is {urgency} urgency")],
+    variables={"symptom": ["chest pain", "a headache", "a rash"]},
+    derive=urgency,
+    stages=[Stage(name="describe", instruction="Describe {symptom}.", terminal=True)],
+    max_turns=1,
+)
+"""
+
+
+def test_a_derive_function_that_fails_for_some_seeds_fails_those_episodes_only(tmp_path: Path) -> None:
+    path = tmp_path / "fragile.py"
+    path.write_text(FRAGILE_DERIVE)
+    db = tmp_path / "f.duckdb"
+    summary = asyncio.run(run(RunConfig(scenarios=[str(path)], episodes=9, run_id="f"), db))
+    assert summary.failed > 0 and summary.done > 0
+    errors = query(db, "SELECT DISTINCT error FROM episodes WHERE status = 'failed'")
+    assert errors == [("ValueError: field 'derive': ZeroDivisionError: no rule for rashes",)]
+    assert query(db, "SELECT count(*) FROM episodes") == [(9,)]
