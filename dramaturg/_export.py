@@ -27,10 +27,14 @@ from typing import Literal, get_args
 import duckdb
 
 from dramaturg._errors import ConfigError, StoreError
-from dramaturg.evaluators import ItemKind, duplicate_filter_sql, ensure_curated, filtered_filter_sql
-
-# Not yet exported by dramaturg.evaluators: the reasons curation records.
-from dramaturg.evaluators._curate import FILTER_REASONS, FilterReason
+from dramaturg.evaluators import (
+    FILTER_REASONS,
+    FilterReason,
+    ItemKind,
+    duplicate_filter_sql,
+    ensure_curated,
+    filtered_filter_sql,
+)
 from dramaturg.memory import Store
 
 __all__ = ["EXPORT_FORMATS", "LEFT_OUT_REASONS", "ExportFormat", "ExportSummary", "export"]

@@ -11,7 +11,9 @@ from dramaturg.evaluators._checks import (
 )
 from dramaturg.evaluators._curate import (
     DEFAULT_REFUSAL_PATTERN,
+    FILTER_REASONS,
     CurationResult,
+    FilterReason,
     FilterSettings,
     ItemKind,
     curate,
@@ -44,12 +46,14 @@ from dramaturg.evaluators._turns import (
 
 __all__ = [
     "DEFAULT_REFUSAL_PATTERN",
+    "FILTER_REASONS",
     "REJECTION_REASONS",
     "CheckRunner",
     "CheckSuite",
     "CritiqueReply",
     "CurationResult",
     "Embedder",
+    "FilterReason",
     "FilterSettings",
     "ForkedCheckRunner",
     "GoalReply",

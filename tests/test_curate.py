@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from dramaturg.evaluators import (
+    FILTER_REASONS,
     CurationResult,
     Embedder,
     FilterSettings,
@@ -252,6 +253,25 @@ def test_duplicate_filter_sql_skips_marked_pairs(db: Path) -> None:
     )
     with pytest.raises(ValueError, match="unknown item kind"):
         duplicate_filter_sql("turn")  # type: ignore[arg-type]
+
+
+def test_filtered_filter_sql_can_name_one_reason() -> None:
+    assert filtered_filter_sql("pair", "failed_check") == (
+        "pair_id NOT IN (SELECT item_id FROM filtered WHERE kind = 'pair' AND reason = 'failed_check')"
+    )
+    assert all(reason in FILTER_REASONS["pair"] for reason in ("unverified", "judge_disagreement"))
+    with pytest.raises(ValueError, match="unknown dialogue filter reason 'unverified'"):
+        filtered_filter_sql("dialogue", "unverified")
+
+
+def test_filter_reasons_name_every_filter_curation_can_apply() -> None:
+    from dramaturg.evaluators._curate import _filter_queries
+
+    every = FilterSettings(max_chars=100, goal_not_met=True, min_margin=1.0)
+    applied = [(query.kind, query.reason) for query in _filter_queries(every)]
+    assert sorted(applied) == sorted(
+        (kind, reason) for kind, reasons in FILTER_REASONS.items() for reason in reasons
+    )
 
 
 # -- filters -----------------------------------------------------------------------------------
