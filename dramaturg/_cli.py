@@ -723,6 +723,8 @@ def export_command(
         raise _fail(str(exc), 2) from exc
     except DramaturgError as exc:
         raise _fail(str(exc), 1) from exc
+    except KeyboardInterrupt as exc:
+        raise _fail(f"interrupted; nothing was written to {out_file}", 130) from exc
     # Only the reasons that left something out: the full list is in --help.
     left_out = ", ".join(f"{reason} {rows}" for reason, rows in summary.left_out if rows)
     out.print(

@@ -19,7 +19,8 @@ Formats:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -183,21 +184,39 @@ def export(
     included = _included(include)
     if not Path(db).exists():
         raise ConfigError(f"{db}: no such store (run `dramaturg run ... --db {db}` first)")
-    _curate_runs(db, run_id)
     kind: ItemKind = "dialogue" if format == "sft" else "pair"
     table = "episodes" if kind == "dialogue" else "preference_pairs"
     scope = [] if run_id is None else [_Filter("run_id", "run_id = ?", (run_id,))]
     filters = _filters(kind, min_margin, included)
-    with Store.open(db, read_only=True) as store:
-        try:
-            kept, left_out = _count_left_out(store, table, scope, filters)
-            where, params = _where([*scope, *filters])
-            query, check = _QUERIES[format]
-            _validate(store, db, check(where), params)
-            _write(store, query(where), params, out, copy_format, expected_rows=kept)
-        except duckdb.Error as exc:
-            raise StoreError(f"{db}: cannot export {format}: {exc}") from exc
+    with _interruptible():
+        _curate_runs(db, run_id)
+        with Store.open(db, read_only=True) as store:
+            try:
+                kept, left_out = _count_left_out(store, table, scope, filters)
+                where, params = _where([*scope, *filters])
+                query, check = _QUERIES[format]
+                _validate(store, db, check(where), params)
+                _write(store, query(where), params, out, copy_format, expected_rows=kept)
+            except duckdb.Error as exc:
+                raise StoreError(f"{db}: cannot export {format}: {exc}") from exc
     return ExportSummary(format=format, path=out, rows=kept, left_out=left_out)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Let Ctrl-C be a KeyboardInterrupt, also when it arrives while DuckDB runs a query.
+
+    DuckDB checks for signals during a query and, when Python's handler raised
+    KeyboardInterrupt, stops the query and raises ``RuntimeError('Query interrupted')``
+    instead. The clean-up (rolling back a curation, removing the temporary file) has already
+    run on the way out; the caller should see the interruption for what it is.
+    """
+    try:
+        yield
+    except RuntimeError as exc:
+        if str(exc) == "Query interrupted":
+            raise KeyboardInterrupt from exc
+        raise
 
 
 def _curate_runs(db: str | Path, run_id: str | None) -> None:

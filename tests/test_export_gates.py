@@ -318,27 +318,37 @@ def test_a_change_to_an_earlier_run_recurates_the_later_ones(tmp_path: Path) -> 
 # -- the file ----------------------------------------------------------------------------------
 
 
+# Ctrl-C during a DuckDB query: DuckDB stops the query and raises RuntimeError('Query
+# interrupted') in place of the KeyboardInterrupt (measured with SIGINT on duckdb 2.0); between
+# queries it is the KeyboardInterrupt itself.
+INTERRUPTIONS = [KeyboardInterrupt(), RuntimeError("Query interrupted")]
+
+
+@pytest.mark.parametrize("interruption", INTERRUPTIONS, ids=["KeyboardInterrupt", "during-query"])
 def test_an_interrupted_export_leaves_no_file_behind(
-    triage_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    triage_db: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cli: Callable[..., Any],
+    interruption: BaseException,
 ) -> None:
     out = tmp_path / "pairs.parquet"
     out.write_bytes(b"previous export")
-    partial = tmp_path / ".pairs.parquet.partial"
     sql = Store.sql
 
     def interrupted(self: Store, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
         result = sql(self, query, params)
         if query.startswith("COPY"):
             assert list(tmp_path.glob(".*.partial")), "the rows were written to the temporary file"
-            raise KeyboardInterrupt  # Ctrl-C while the file is being written
+            raise interruption  # Ctrl-C while the file is being written
         return result
 
     monkeypatch.setattr(Store, "sql", interrupted)
     with pytest.raises(KeyboardInterrupt):
         export(triage_db, format="dpo", out=out)
-    assert not partial.exists()
     assert out.read_bytes() == b"previous export"
     fresh = tmp_path / "fresh.jsonl"
-    with pytest.raises(KeyboardInterrupt):
-        export(triage_db, format="sft", out=fresh)
+    result = cli("export", "--db", triage_db, "--format", "sft", "--out", fresh)
+    assert result.exit_code == 130
+    assert result.output.strip() == f"error: interrupted; nothing was written to {fresh}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.parquet", "triage.duckdb"]
