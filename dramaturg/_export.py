@@ -73,8 +73,8 @@ class ExportSummary:
         format: the export format.
         path: the file written.
         rows: rows written.
-        left_out: ``(reason, rows)`` for every reason applied, in the order of
-            :data:`LEFT_OUT_REASONS` (then ``min_margin``), zeros included; ``rows`` counts the
+        left_out: ``(reason, rows)`` for every reason applied (not the included ones), in the
+            order of :data:`LEFT_OUT_REASONS` (then ``min_margin``), zeros included; ``rows`` counts the
             rows that reason left out of what the ones before it kept, so
             ``rows + left_out_total`` is every row of the exported run(s).
     """

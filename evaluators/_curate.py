@@ -280,7 +280,8 @@ def curate(
     and a run that repeats an earlier one (same scenarios and seed) is marked whole.
 
     Cost is linear in the size of the run and the runs before it: 100k dialogues (1M turns)
-    take ~75 s of CPU time and ~1.3 GiB (bench/curate_store.py).
+    take ~75 s of CPU time and ~1.3 GiB (bench/curate_store.py). Curating every run of a
+    store for the first time therefore reads the early runs once per later run.
 
     Args:
         store: An open, writable store.
@@ -381,8 +382,8 @@ def ensure_curated(
 
     Metrics are current when the episodes, turns and pairs of the run, and of the runs created
     before it (its duplicates point at them), are unchanged since the last curation, by the
-    same version of curation. A re-curation reuses the filter
-    settings of the last one, so metrics computed with custom filters stay comparable.
+    same version of curation. A re-curation reuses the filter settings of the last one, so
+    metrics computed with custom filters stay comparable.
 
     Args:
         store: An open, writable store.
