@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -22,7 +24,7 @@ from dramaturg._errors import DramaturgError, StoreError, UserError
 from dramaturg._export import LEFT_OUT_REASONS, ExportFormat, export
 from dramaturg._gateway import GatewayStats
 from dramaturg._report import write_report
-from dramaturg._run import RunConfig, RunSummary, load_run_config, prepare, run
+from dramaturg._run import RunConfig, RunSummary, load_run_config, new_run_id, prepare, run
 from dramaturg._stats import stats_tables
 from dramaturg._view import load_episode_view
 from dramaturg.evaluators import CurationResult, MetricSet, ensure_curated, read_metrics
@@ -204,7 +206,8 @@ def run_command(
             seed=seed,
             concurrency=concurrency,
             model=model,
-            run_id=run_id,
+            # Named now, so that an interrupted run can say how to resume it.
+            run_id=run_id or new_run_id(),
             sim_role_flip_rate=sim_role_flip_rate,
             sim_mistake_rate=sim_mistake_rate,
             critique=critique,
@@ -367,13 +370,15 @@ def _run_with_progress(config: RunConfig, db: Path) -> RunSummary:
         failed += status == "failed"
         progress.update(task, advance=1, failed=failed)
 
+    def on_notice(notice: str) -> None:
+        err.print(escape(notice), highlight=False, soft_wrap=True)
+
     try:
         with progress, _exit_codes():
-            return asyncio.run(run(config, db, on_episode=on_episode, on_start=on_start))
+            return asyncio.run(run(config, db, on_episode=on_episode, on_start=on_start, on_notice=on_notice))
     except KeyboardInterrupt as exc:
-        run_id = config.run_id or "RUN_ID"  # a generated id is in `SELECT run_id FROM runs`
         raise _fail(
-            f"interrupted; the store is intact. Resume with: dramaturg resume {run_id} --db {db}",
+            f"interrupted; the store is intact. Resume with: dramaturg resume {config.run_id} --db {db}",
             130,
         ) from exc
 
@@ -649,11 +654,8 @@ def view_command(
     db: DbOption = Path("dramaturg.duckdb"),
 ) -> None:
     """Show one episode: its dialogue, with critiques and revised originals inline."""
-    try:
-        with Store.open(db, read_only=True) as store:
-            view = load_episode_view(store, episode_id)
-    except (UserError, StoreError) as exc:
-        raise _fail(str(exc), 2) from exc
+    with _exit_codes(), Store.open(db, read_only=True) as store:
+        view = load_episode_view(store, episode_id)
     goal = {True: "goal met", False: "goal not met", None: "goal not judged"}[view.goal_met]
     out.print(
         f"[bold]{view.episode_id}[/]  {view.scenario} · persona {view.persona} · {view.status} "
@@ -839,4 +841,15 @@ def _curation_note(result: CurationResult | None, metrics: MetricSet) -> str:
 
 
 def main() -> None:
+    # `kill` (SIGTERM) stops a command the way Ctrl-C does, so its clean-up runs: a run
+    # leaves a resumable store, an export leaves no temporary file.
+    signal.signal(signal.SIGTERM, _interrupt)
     app()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler) and handler is not signal.default_int_handler:
+        handler(signal.SIGINT, frame)  # asyncio.run's own: cancels the run's task cleanly
+    else:
+        raise KeyboardInterrupt
