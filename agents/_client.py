@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
-from autogen_core import CancellationToken
+from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import (
     AssistantMessage,
     ChatCompletionClient,
     CreateResult,
+    FunctionExecutionResultMessage,
     LLMMessage,
     ModelCapabilities,
     ModelFamily,
@@ -29,17 +30,20 @@ from dramaturg._model import (
     ModelSpec,
     ResponseFormat,
     RoleName,
+    ToolCall,
+    ToolSpec,
 )
 from dramaturg._tokens import count_tokens
 
-__all__ = ["GatewayChatClient", "to_request_messages"]
+__all__ = ["GatewayChatClient", "to_request_messages", "tool_specs"]
 
 
 def to_request_messages(messages: Sequence[LLMMessage]) -> tuple[str, tuple[Message, ...]]:
     """Split autogen messages into a system prompt and an alternating user/assistant list.
 
-    Consecutive messages of one role are merged (Anthropic requires alternation); the
-    conversation always starts with a user message.
+    Consecutive text messages of one role are merged (Anthropic requires alternation); tool
+    calls and tool results stay messages of their own. The conversation always starts with a
+    user message.
     """
     system_parts: list[str] = []
     merged: list[Message] = []
@@ -47,21 +51,41 @@ def to_request_messages(messages: Sequence[LLMMessage]) -> tuple[str, tuple[Mess
         if isinstance(message, SystemMessage):
             system_parts.append(message.content)
             continue
+        if isinstance(message, FunctionExecutionResultMessage):
+            merged += [
+                Message("tool", result.content, tool_call_id=result.call_id) for result in message.content
+            ]
+            continue
+        if isinstance(message, AssistantMessage) and isinstance(message.content, list):
+            calls = tuple(ToolCall(call.id, call.name, call.arguments) for call in message.content)
+            merged.append(Message("assistant", message.thought or "", tool_calls=calls))
+            continue
         if isinstance(message, UserMessage):
             role: Literal["user", "assistant"] = "user"
         elif isinstance(message, AssistantMessage):
             role = "assistant"
         else:
-            raise TypeError(f"dramaturg agents do not use tools; got {type(message).__name__}")
+            raise TypeError(f"unexpected message type {type(message).__name__}")
         if not isinstance(message.content, str):
             raise TypeError("dramaturg agents exchange text only")
-        if merged and merged[-1].role == role:
-            merged[-1] = Message(role, merged[-1].content + "\n\n" + message.content)
+        last = merged[-1] if merged else None
+        if last is not None and last.role == role and not last.tool_calls:
+            merged[-1] = Message(role, last.content + "\n\n" + message.content)
         else:
             merged.append(Message(role, message.content))
     if merged and merged[0].role != "user":
         merged.insert(0, Message("user", "(The conversation begins.)"))
     return "\n\n".join(system_parts), tuple(merged)
+
+
+def tool_specs(tools: Sequence[Tool | ToolSchema]) -> tuple[ToolSpec, ...]:
+    """autogen's tool descriptions as the model layer's :class:`ToolSpec`."""
+    specs = []
+    for tool in tools:
+        schema: ToolSchema = tool if isinstance(tool, dict) else tool.schema
+        parameters = dict(schema.get("parameters") or {"type": "object", "properties": {}})
+        specs.append(ToolSpec.from_schema(schema["name"], schema.get("description", ""), parameters))
+    return tuple(specs)
 
 
 class GatewayChatClient(ChatCompletionClient):
@@ -103,8 +127,6 @@ class GatewayChatClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
-        if tools:
-            raise ValueError("dramaturg role agents do not use tools")
         system, conversation = to_request_messages(messages)
         request = ModelRequest(
             backend=self._spec.backend,
@@ -115,6 +137,8 @@ class GatewayChatClient(ChatCompletionClient):
             params=self._params,
             seed=self.seed,
             response_format=self._response_format,
+            tools=tool_specs(tools),
+            tool_choice="none" if tools and tool_choice == "none" else "auto",
         )
         outcome = await self._gateway.complete(request, episode_id=self._episode_id)
         self.last_outcome = outcome
@@ -126,9 +150,19 @@ class GatewayChatClient(ChatCompletionClient):
             prompt_tokens=self._usage.prompt_tokens + usage.prompt_tokens,
             completion_tokens=self._usage.completion_tokens + usage.completion_tokens,
         )
+        response = outcome.response
+        if response.tool_calls:
+            calls = [FunctionCall(id=c.id, name=c.name, arguments=c.arguments) for c in response.tool_calls]
+            return CreateResult(
+                finish_reason="function_calls",
+                content=calls,
+                usage=usage,
+                cached=outcome.cached,
+                thought=response.text or None,
+            )
         return CreateResult(
-            finish_reason="length" if outcome.response.finish_reason == "length" else "stop",
-            content=outcome.response.text,
+            finish_reason="length" if response.finish_reason == "length" else "stop",
+            content=response.text,
             usage=usage,
             cached=outcome.cached,
         )
@@ -158,7 +192,8 @@ class GatewayChatClient(ChatCompletionClient):
 
     def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         system, conversation = to_request_messages(messages)
-        return count_tokens(system) + sum(count_tokens(m.content) for m in conversation)
+        calls = sum(count_tokens(c.arguments) for m in conversation for c in m.tool_calls)
+        return count_tokens(system) + sum(count_tokens(m.content) for m in conversation) + calls
 
     def remaining_tokens(
         self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []
@@ -167,13 +202,13 @@ class GatewayChatClient(ChatCompletionClient):
 
     @property
     def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
-        return ModelCapabilities(vision=False, function_calling=False, json_output=False)
+        return ModelCapabilities(vision=False, function_calling=True, json_output=False)
 
     @property
     def model_info(self) -> ModelInfo:
         return ModelInfo(
             vision=False,
-            function_calling=False,
+            function_calling=True,
             json_output=False,
             family=ModelFamily.UNKNOWN,
             structured_output=False,

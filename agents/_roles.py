@@ -7,21 +7,40 @@ context, which critique-and-revise and turn regeneration need.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import TextMessage
 from autogen_core import CancellationToken
 from autogen_core.model_context import UnboundedChatCompletionContext
-from autogen_core.models import AssistantMessage, LLMMessage, UserMessage
+from autogen_core.models import (
+    AssistantMessage,
+    FunctionExecutionResult,
+    FunctionExecutionResultMessage,
+    LLMMessage,
+    SystemMessage,
+    UserMessage,
+)
+from autogen_core.tools import ToolSchema
 from dramaturg.agents._client import GatewayChatClient
 
 from dramaturg._errors import ReplyParseError
 from dramaturg._gateway import Gateway
-from dramaturg._model import GenerationParams, ModelSpec, ResponseFormat, RoleName
+from dramaturg._model import (
+    GenerationParams,
+    ModelSpec,
+    ResponseFormat,
+    RoleName,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    ToolStep,
+)
 
-__all__ = ["Reply", "RoleAgent", "attempt_seed"]
+__all__ = ["Reply", "RoleAgent", "ToolRunner", "attempt_seed"]
 
 # Far enough apart that a regenerated turn never reuses a best-of-n candidate's seed (seed + k).
 _ATTEMPT_STRIDE = 7919
@@ -34,10 +53,25 @@ def attempt_seed(seed: int, attempt: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
+    """A role's answer. ``tool_steps``: the rounds of tool calls the answer took, in order."""
+
     text: str
     call_id: str
     cached: bool
     finish_reason: str = "stop"
+    tool_steps: tuple[ToolStep, ...] = ()
+
+
+class ToolRunner(Protocol):
+    """Runs the tool calls an assistant asks for (the episode's toolbox)."""
+
+    @property
+    def specs(self) -> tuple[ToolSpec, ...]: ...
+
+    @property
+    def max_steps(self) -> int: ...
+
+    def call(self, call: ToolCall, *, model_call_id: str | None = None) -> ToolResult: ...
 
 
 class RoleAgent:
@@ -54,8 +88,11 @@ class RoleAgent:
         seed: int,
         params: GenerationParams | None = None,
         response_format: ResponseFormat | None = None,
+        tools: ToolRunner | None = None,
     ):
         self.role: RoleName = role
+        self._tools = tools
+        self._system = SystemMessage(content=system_prompt)
         self._seed = seed
         self._client = GatewayChatClient(
             gateway,
@@ -89,6 +126,8 @@ class RoleAgent:
         # A copy: the context may hand out its live list, which this exchange extends.
         self._before = list(await self._context.get_messages())
         self._client.seed = attempt_seed(self._seed, attempt)
+        if self._tools is not None and self._tools.specs:
+            return await self._respond_with_tools(incoming, self._tools)
         messages = [TextMessage(content=text, source=source) for source, text in incoming]
         response = await self._agent.on_messages(messages, CancellationToken())
         content = response.chat_message.to_text() if response.chat_message else ""
@@ -103,6 +142,59 @@ class RoleAgent:
             cached=outcome.cached,
             finish_reason=outcome.response.finish_reason,
         )
+
+    async def _respond_with_tools(self, incoming: Sequence[tuple[str, str]], tools: ToolRunner) -> Reply:
+        """Answer, calling tools for up to ``max_steps`` rounds; then the model must answer in text.
+
+        The loop is the runner's own rather than AssistantAgent's: every call the model asks
+        for, including one to an unknown tool or with arguments that are not JSON, reaches
+        the toolbox, which records it and hands the model the error as the result.
+        """
+        for source, text in incoming:
+            await self._context.add_message(UserMessage(content=text, source=source))
+        schemas: list[ToolSchema] = [
+            {"name": spec.name, "description": spec.description, "parameters": json.loads(spec.parameters)}
+            for spec in tools.specs
+        ]
+        steps: list[ToolStep] = []
+        while True:
+            last_step = len(steps) >= tools.max_steps
+            result = await self._client.create(
+                [self._system, *await self._context.get_messages()],
+                tools=schemas,
+                tool_choice="none" if last_step else "auto",
+            )
+            outcome = self._client.last_outcome
+            if outcome is None:
+                raise RuntimeError("the agent answered without calling its model")
+            if isinstance(result.content, str) or last_step:
+                text = result.content if isinstance(result.content, str) else ""
+                if not text.strip():
+                    raise ReplyParseError(f"{self.role} replied with empty text", raw=text)
+                await self._context.add_message(AssistantMessage(content=text, source=self.role))
+                return Reply(
+                    text=text.strip(),
+                    call_id=outcome.call_id,
+                    cached=outcome.cached,
+                    finish_reason=outcome.response.finish_reason,
+                    tool_steps=tuple(steps),
+                )
+            calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in result.content)
+            results = tuple(tools.call(call, model_call_id=outcome.call_id) for call in calls)
+            await self._context.add_message(
+                AssistantMessage(content=list(result.content), thought=result.thought, source=self.role)
+            )
+            await self._context.add_message(
+                FunctionExecutionResultMessage(
+                    content=[
+                        FunctionExecutionResult(
+                            content=r.content, name=c.name, call_id=c.id, is_error=r.is_error
+                        )
+                        for c, r in zip(calls, results, strict=True)
+                    ]
+                )
+            )
+            steps.append(ToolStep(calls, results))
 
     async def retract(self) -> None:
         """Forget the last exchange, as if :meth:`respond` had never been called."""
@@ -125,8 +217,12 @@ class RoleAgent:
         conversation continues as if the assistant had answered well the first time.
         """
         before = list(await self._context.get_messages())
+        # The original answer is everything after the last thing the user said (with tools:
+        # its calls and their results too); the revision replaces all of it.
+        heard = max(i for i, m in enumerate(before) if isinstance(m, UserMessage) and m.source != "critic")
         revision = await self.respond(("critic", request), attempt=attempt)
-        await self._restore([*before[:-1], AssistantMessage(content=revision.text, source=self.role)])
+        revised = list(await self._context.get_messages())[len(before) + 1 :]  # after the request
+        await self._restore([*before[: heard + 1], *revised])
         self._before = before
         return revision
 

@@ -31,7 +31,7 @@ from dramaturg._limits import (
     RateLimiter,
     estimate_input_tokens,
 )
-from dramaturg._model import Backend, ModelRequest, ModelResponse
+from dramaturg._model import Backend, ModelRequest, ModelResponse, tool_calls_from_json
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg.memory import CallRecord, StoreWriter, utcnow
 
@@ -202,6 +202,7 @@ class Gateway:
                 cache_read_tokens=cached.cache_read_tokens,
                 cache_write_tokens=cached.cache_write_tokens,
                 annotations=cached.annotations,
+                tool_calls=tool_calls_from_json(cached.tool_calls_json),
             )
             return CallOutcome(response, cached.call_id, cached=True)
         # Identical requests in flight at once are paid for once.
@@ -351,6 +352,9 @@ class Gateway:
             cost_usd=cost_usd or 0.0,
             annotations=dict(response.annotations) or None,
             attempt=attempt,
+            tool_calls_json=json.dumps([asdict(call) for call in response.tool_calls])
+            if response.tool_calls
+            else None,
         )
 
     async def _record_failure(

@@ -20,11 +20,19 @@ __all__ = [
     "ModelSpec",
     "ResponseFormat",
     "RoleName",
+    "ToolCall",
+    "ToolChoice",
+    "ToolResult",
+    "ToolSpec",
+    "ToolStep",
     "request_hash",
+    "tool_calls_from_json",
+    "tool_steps_json",
 ]
 
 RoleName = Literal["user_simulator", "assistant", "critic", "verifier"]
-MessageRole = Literal["user", "assistant"]
+MessageRole = Literal["user", "assistant", "tool"]
+ToolChoice = Literal["auto", "none"]
 
 # Bump the tag whenever the canonical form below changes, so old cache rows can never be
 # mistaken for answers to differently-shaped requests.
@@ -32,11 +40,66 @@ HASH_TAG = "dh1-sha256"
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call an assistant reply asks for: ``arguments`` is the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool call returned, as the model reads it back (an error is text too)."""
+
+    call_id: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStep:
+    """One round of an assistant turn: the calls the model asked for and their results."""
+
+    calls: tuple[ToolCall, ...]
+    results: tuple[ToolResult, ...]
+
+
+def tool_calls_from_json(text: str | None) -> tuple[ToolCall, ...]:
+    """Tool calls as stored in ``llm_calls.tool_calls``."""
+    return tuple(ToolCall(**call) for call in json.loads(text)) if text else ()
+
+
+def tool_steps_json(steps: tuple[ToolStep, ...]) -> str | None:
+    """Steps as stored (``turns.tool_steps``, ``preference_pairs.*_tool_steps``); None for none."""
+    return json.dumps([asdict(step) for step in steps]) if steps else None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool as a model is told about it: ``parameters`` is a JSON schema, canonical JSON text."""
+
+    name: str
+    description: str
+    parameters: str
+
+    @classmethod
+    def from_schema(cls, name: str, description: str, parameters: dict[str, object]) -> ToolSpec:
+        return cls(name, description, json.dumps(parameters, sort_keys=True, separators=(",", ":")))
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """One chat message as a backend sees it (the system prompt travels separately)."""
+    """One chat message as a backend sees it (the system prompt travels separately).
+
+    An assistant message may carry ``tool_calls`` (its content may then be empty); a
+    ``tool`` message is the result of the call ``tool_call_id`` names.
+    """
 
     role: MessageRole
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +148,9 @@ class ModelRequest:
         params: sampling parameters.
         seed: the episode-derived seed; providers that accept a seed receive it.
         response_format: the JSON schema the reply must follow, if the role asks for one.
+        tools: the tools the model may call.
+        tool_choice: ``auto`` (the model decides) or ``none`` (answer in text: the last step
+            of a turn that reached its tool-step limit).
     """
 
     backend: str
@@ -95,6 +161,8 @@ class ModelRequest:
     params: GenerationParams = field(default_factory=GenerationParams)
     seed: int = 0
     response_format: ResponseFormat | None = None
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
 
     @property
     def hash(self) -> str:
@@ -106,7 +174,8 @@ def request_hash(request: ModelRequest) -> str:
 
     The canonical JSON holds backend, model, role, system, messages, params and seed with
     sorted keys and no whitespace; ``response_format`` (name and schema) joins them only when
-    set, so requests without one keep the hashes they always had. Timeouts, retry settings,
+    set, so requests without one keep the hashes they always had; so do ``tools``,
+    ``tool_choice`` and a message's ``tool_calls`` and ``tool_call_id``. Timeouts, retry settings,
     API keys and base URLs are deliberately absent: they do not change what the model says.
 
     Raises:
@@ -115,8 +184,19 @@ def request_hash(request: ModelRequest) -> str:
             cache miss that pays twice.
     """
     payload = asdict(request)
+    # Fields added after the first release join the payload only when set, so requests that
+    # do not use them keep the hashes they always had (and their cached answers).
     if request.response_format is None:
         del payload["response_format"]
+    if not request.tools:
+        del payload["tools"]
+    if request.tool_choice == "auto":
+        del payload["tool_choice"]
+    for message in payload["messages"]:
+        if not message["tool_calls"]:
+            del message["tool_calls"]
+        if message["tool_call_id"] is None:
+            del message["tool_call_id"]
     if not math.isfinite(request.params.temperature):
         raise ValueError(f"cannot hash a request with temperature {request.params.temperature!r}")
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -137,6 +217,7 @@ class ModelResponse:
     # Backend notes stored with the call, never shown to models: the sim records the
     # mistakes it planted here, so pair correctness can be measured against ground truth.
     annotations: tuple[tuple[str, str], ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ from dramaturg.memory._records import (
     ReviewRows,
     RevisionRow,
     RunRecord,
+    ToolCallRow,
     TurnRecord,
     TurnRejectionRow,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "RunRecord",
     "Store",
     "StoreWriter",
+    "ToolCallRow",
     "TurnRecord",
     "TurnRejectionRow",
     "utcnow",

@@ -249,10 +249,43 @@ DROP TABLE pair_outcomes;
 ALTER TABLE pair_outcomes_v5 RENAME TO pair_outcomes;
 """
 
+M006_TOOLS = """
+-- Assistants that call tools. A reply that asked for tool calls stores them with its text,
+-- so the cache replays them exactly.
+ALTER TABLE llm_calls ADD COLUMN tool_calls JSON;     -- [{id, name, arguments}] the reply asked for
+
+-- The rounds of tool calls an assistant turn took before its text, as in the dialogue:
+-- [{calls: [{id, name, arguments}], results: [{call_id, content, is_error}]}]; NULL: none.
+ALTER TABLE turns ADD COLUMN tool_steps JSON;
+ALTER TABLE preference_pairs ADD COLUMN chosen_tool_steps JSON;
+ALTER TABLE preference_pairs ADD COLUMN rejected_tool_steps JSON;
+
+-- Every tool call an assistant made, valid or not, in every attempt at a turn.
+CREATE TABLE tool_calls (
+    episode_id    VARCHAR NOT NULL,
+    turn_idx      INTEGER NOT NULL,         -- the assistant turn it belongs to
+    target        VARCHAR NOT NULL,         -- original | revision: which version of the turn
+    attempt       INTEGER NOT NULL,         -- 0 for the first try at that version, then 1, 2, ...
+    seq           INTEGER NOT NULL,         -- order within the episode
+    tool_call_id  VARCHAR NOT NULL,         -- the id the model gave the call
+    tool          VARCHAR NOT NULL,
+    arguments     VARCHAR NOT NULL,         -- as the model wrote them (JSON text, or not)
+    status        VARCHAR NOT NULL CHECK (status IN ('ok', 'invalid', 'error')),
+                                            -- invalid: unknown tool or arguments that fail the
+                                            -- schema (never ran); error: the tool raised
+    result        VARCHAR NOT NULL,         -- what the assistant read back
+    error         VARCHAR,
+    source        VARCHAR NOT NULL CHECK (source IN ('real', 'simulated')),
+    latency_ms    DOUBLE NOT NULL,
+    model_call_id VARCHAR                   -- the llm_calls row whose reply asked for it
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "critique_and_pairs", M002_CRITIQUE_AND_PAIRS),
     Migration(3, "metrics", M003_METRICS),
     Migration(4, "curation", M004_CURATION),
     Migration(5, "turn_rejections", M005_TURN_REJECTIONS),
+    Migration(6, "tools", M006_TOOLS),
 )

@@ -18,6 +18,7 @@ __all__ = [
     "ReviewRows",
     "RevisionRow",
     "RunRecord",
+    "ToolCallRow",
     "TurnRecord",
 ]
 
@@ -53,6 +54,7 @@ class TurnRecord:
     stage: str | None = None
     call_id: str | None = None
     role_flip: bool = False
+    tool_steps_json: str | None = None  # the tool rounds before this assistant text
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,7 @@ class CallRecord:
     error_kind: str | None = None
     error: str | None = None
     annotations: dict[str, str] | None = None
+    tool_calls_json: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,8 @@ class PairRow:
     judgment_ids_json: str
     critique_ids_json: str
     created_at: datetime
+    chosen_tool_steps_json: str | None = None
+    rejected_tool_steps_json: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +203,26 @@ class TurnRejectionRow:
     call_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCallRow:
+    """One tool call an assistant made (see the ``tool_calls`` table)."""
+
+    episode_id: str
+    turn_idx: int
+    target: str
+    attempt: int
+    seq: int
+    tool_call_id: str
+    tool: str
+    arguments: str
+    status: str
+    result: str
+    error: str | None
+    source: Literal["real", "simulated"]
+    latency_ms: float
+    model_call_id: str | None
+
+
 @dataclass(slots=True)
 class ReviewRows:
     """Everything the critic and verifier produced for one episode, written with it."""
@@ -209,3 +234,4 @@ class ReviewRows:
     pairs: list[PairRow] = field(default_factory=list)
     outcomes: list[PairOutcomeRow] = field(default_factory=list)
     rejections: list[TurnRejectionRow] = field(default_factory=list)
+    tool_calls: list[ToolCallRow] = field(default_factory=list)

@@ -31,7 +31,7 @@ T = TypeVar("T")
 _CALL_COLUMNS = (
     "call_id, request_hash, run_id, episode_id, backend, model, role, status, request, "
     "latency_ms, created_at, response_text, finish_reason, input_tokens, output_tokens, "
-    "cache_read_tokens, cache_write_tokens, cost_usd, attempt, error_kind, error, annotations"
+    "cache_read_tokens, cache_write_tokens, cost_usd, attempt, error_kind, error, annotations, tool_calls"
 )
 
 
@@ -47,6 +47,7 @@ class CachedCall:
     cache_read_tokens: int
     cache_write_tokens: int
     annotations: tuple[tuple[str, str], ...] = ()
+    tool_calls_json: str | None = None
 
 
 def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
@@ -234,15 +235,15 @@ class Store:
     def cached_call(self, request_hash: str) -> CachedCall | None:
         rows = self.sql(
             "SELECT call_id, response_text, finish_reason, input_tokens, output_tokens, "
-            "cache_read_tokens, cache_write_tokens, annotations FROM llm_calls "
+            "cache_read_tokens, cache_write_tokens, annotations, tool_calls FROM llm_calls "
             "WHERE request_hash = ? AND status = 'ok' ORDER BY created_at LIMIT 1",
             [request_hash],
         )
         if not rows:
             return None
-        call_id, text, finish, tokens_in, tokens_out, cache_read, cache_write, annotations = rows[0]
+        call_id, text, finish, tokens_in, tokens_out, cache_read, cache_write, annotations, calls = rows[0]
         notes = tuple(sorted(json.loads(annotations).items())) if annotations else ()
-        return CachedCall(call_id, text, finish, tokens_in, tokens_out, cache_read, cache_write, notes)
+        return CachedCall(call_id, text, finish, tokens_in, tokens_out, cache_read, cache_write, notes, calls)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -281,9 +282,19 @@ class Store:
             con.execute("DELETE FROM turns WHERE episode_id = ?", [result.episode_id])
             if result.turns:
                 con.executemany(
-                    "INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO turns (episode_id, idx, role, content, stage, call_id, role_flip, "
+                    "tool_steps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
-                        [result.episode_id, t.idx, t.role, t.content, t.stage, t.call_id, t.role_flip]
+                        [
+                            result.episode_id,
+                            t.idx,
+                            t.role,
+                            t.content,
+                            t.stage,
+                            t.call_id,
+                            t.role_flip,
+                            t.tool_steps_json,
+                        ]
                         for t in result.turns
                     ],
                 )
@@ -309,7 +320,7 @@ class Store:
     def insert_calls(self, calls: Sequence[CallRecord]) -> None:
         with self.transaction() as con:
             con.executemany(
-                f"INSERT INTO llm_calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 22)})",
+                f"INSERT INTO llm_calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 23)})",
                 [_call_row(call) for call in calls],
             )
 
@@ -326,6 +337,7 @@ EPISODE_TABLES = (
     "preference_pairs",
     "pair_outcomes",
     "turn_rejections",
+    "tool_calls",
 )
 _REVIEW_TABLES = (
     ("critiques", "critiques"),
@@ -335,6 +347,7 @@ _REVIEW_TABLES = (
     ("preference_pairs", "pairs"),
     ("pair_outcomes", "outcomes"),
     ("turn_rejections", "rejections"),
+    ("tool_calls", "tool_calls"),
 )
 
 
@@ -349,7 +362,7 @@ def _write_review(con: duckdb.DuckDBPyConnection, episode_id: str, review: Revie
 
 def _call_row(call: CallRecord) -> list[object]:
     row: list[object] = list(astuple(call))
-    row[-1] = json.dumps(call.annotations, sort_keys=True) if call.annotations else None
+    row[-2] = json.dumps(call.annotations, sort_keys=True) if call.annotations else None
     return row
 
 

@@ -3,7 +3,7 @@
 A scenario is a short Python file that builds one :class:`Scenario`; see README.md.
 """
 
-from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, CheckContext, CheckResult
+from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, CheckContext, CheckResult, ToolUse
 from dramaturg.scenarios._dsl import EpisodeSpec, Persona, PlannedStage, Scenario, Stage, Transition
 from dramaturg.scenarios._loader import (
     BUILTIN_SCENARIOS,
@@ -11,6 +11,7 @@ from dramaturg.scenarios._loader import (
     builtin_scenarios,
     load_scenario,
 )
+from dramaturg.scenarios._tools import FunctionTool, ToolOutcome, ToolStatus
 
 __all__ = [
     "BUILTIN_SCENARIOS",
@@ -19,11 +20,15 @@ __all__ = [
     "CheckContext",
     "CheckResult",
     "EpisodeSpec",
+    "FunctionTool",
     "LoadedScenario",
     "Persona",
     "PlannedStage",
     "Scenario",
     "Stage",
+    "ToolOutcome",
+    "ToolStatus",
+    "ToolUse",
     "Transition",
     "builtin_scenarios",
     "load_scenario",

@@ -12,24 +12,66 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dramaturg.scenarios._dsl import EpisodeSpec
 
-__all__ = ["DEFAULT_CHECK_TIMEOUT_S", "Check", "CheckContext", "CheckResult", "signature_problem"]
+__all__ = ["DEFAULT_CHECK_TIMEOUT_S", "Check", "CheckContext", "CheckResult", "ToolUse", "signature_problem"]
 
 # How long one check may take on one reply when its scenario does not say.
 DEFAULT_CHECK_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
+class ToolUse:
+    """One tool call as a check sees it.
+
+    Attributes:
+        name: the tool the assistant called.
+        arguments: the arguments it passed (as parsed JSON; ``{}`` when they were not JSON).
+        status: ``ok``, ``invalid`` (unknown tool or arguments that fail the schema: it never
+            ran) or ``error`` (the tool raised).
+        result: what the assistant read back.
+    """
+
+    name: str
+    arguments: dict[str, Any]
+    status: str
+    result: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass(frozen=True, slots=True)
 class CheckContext:
-    """What a check sees: the episode spec, the dialogue before the reply, and the reply."""
+    """What a check sees: the episode spec, the dialogue before the reply, and the reply.
+
+    In a scenario with tools it also sees the reply's tool calls, those of the assistant's
+    earlier turns, and the environment as the reply left it (trajectory and final-state
+    checks, like tau2-bench's environment assertions).
+    """
 
     spec: EpisodeSpec
     history: tuple[tuple[str, str], ...]
     reply: str
+    tool_calls: tuple[ToolUse, ...] = ()
+    earlier_tool_calls: tuple[ToolUse, ...] = ()
+    environment: Any = None
 
     def user_said(self, text: str) -> bool:
         """Whether the user has already said ``text`` (case-insensitive) in this episode."""
         lowered = text.lower()
         return any(role == "user" and lowered in content.lower() for role, content in self.history)
+
+    def called(self, tool: str, *, before: str | None = None) -> bool:
+        """Whether a valid call to ``tool`` was made in this episode up to this reply.
+
+        With ``before``, whether it came before this reply's first call to ``before``
+        (``ctx.called("lookup_order", before="issue_refund")``).
+        """
+        calls = [*self.earlier_tool_calls, *self.tool_calls]
+        if before is not None:
+            firsts = [i for i, call in enumerate(calls) if call.name == before]
+            calls = calls[: firsts[0]] if firsts else calls
+        return any(call.name == tool and call.ok for call in calls)
 
 
 @dataclass(frozen=True, slots=True)

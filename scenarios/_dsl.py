@@ -13,12 +13,14 @@ from typing import Annotated, Any
 
 import networkx as nx
 from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, signature_problem
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from dramaturg.scenarios._tools import FunctionTool
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 __all__ = ["EpisodeSpec", "Persona", "PlannedStage", "Scenario", "Stage", "Transition"]
 
 VariableValue = str | int | float
 Derive = Callable[[Mapping[str, VariableValue], random.Random], Mapping[str, VariableValue]]
+Environment = Callable[["EpisodeSpec"], Any]
 _NAME = r"^[a-z0-9][a-z0-9_\-]*$"
 
 
@@ -89,6 +91,14 @@ class Scenario(_Strict):
             runs in a worker process: one that raises, overruns ``check_timeout_s`` or returns
             anything but a bool or a CheckResult fails, with the reason, on that reply.
         check_timeout_s: how long one check may take on one reply.
+        tools: typed functions ``(env, **arguments)`` the assistant may call (see
+            :class:`~dramaturg.scenarios.FunctionTool`); their schemas come from the signature
+            and the docstring.
+        environment: builds an episode's world from its spec (e.g. an orders table holding
+            the persona's hidden order), so the user's facts and the tools agree. The tools'
+            first argument; checks see it as ``context.environment``.
+        max_tool_steps: the most rounds of tool calls one assistant turn may take before it
+            must answer in text.
         revise_below: critic score under which a reply is revised; the run's setting if None.
     """
 
@@ -106,6 +116,10 @@ class Scenario(_Strict):
     principles: list[str] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
     check_timeout_s: float = Field(default=DEFAULT_CHECK_TIMEOUT_S, gt=0, le=3600)
+    tools: list[Callable[..., Any]] = Field(default_factory=list)
+    environment: Environment | None = None
+    max_tool_steps: int = Field(default=4, ge=1, le=16)
+    _function_tools: tuple[FunctionTool, ...] = PrivateAttr(default=())
     revise_below: float | None = Field(default=None, ge=1, le=10)
 
     @field_validator("checks")
@@ -117,6 +131,20 @@ class Scenario(_Strict):
                 name = getattr(check, "__name__", repr(check))
                 raise ValueError(f"field 'checks.{i}': check {name}: {problem}")
         return checks
+
+    @field_validator("tools")
+    @classmethod
+    def _described_tools(cls, tools: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+        names = set()
+        for i, tool in enumerate(tools):
+            try:
+                name = FunctionTool(tool).name
+            except ValueError as exc:
+                raise ValueError(f"field 'tools.{i}': {exc}") from exc
+            if name in names:
+                raise ValueError(f"field 'tools.{i}': two tools are named {name}")
+            names.add(name)
+        return tools
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
@@ -149,10 +177,25 @@ class Scenario(_Strict):
         reachable = nx.descendants(graph, start) | {start}
         if not any(graph.nodes[n]["terminal"] for n in reachable):
             raise ValueError(f"field 'transitions': no terminal stage can be reached from '{start}'")
-        # Instantiating once surfaces bad placeholders and broken derive functions now, at
-        # definition time, instead of in the middle of a paid run.
-        self.instantiate(0)
+        # Instantiating once surfaces bad placeholders and broken derive and environment
+        # functions now, at definition time, instead of in the middle of a paid run.
+        self._function_tools = tuple(FunctionTool(tool) for tool in self.tools)
+        self.build_environment(self.instantiate(0))
         return self
+
+    @property
+    def function_tools(self) -> tuple[FunctionTool, ...]:
+        """The tools, described and ready to validate arguments."""
+        return self._function_tools
+
+    def build_environment(self, spec: EpisodeSpec) -> object:
+        """A fresh world for one episode (None when the scenario has no environment)."""
+        if self.environment is None:
+            return None
+        try:
+            return self.environment(spec)
+        except Exception as exc:
+            raise ValueError(f"field 'environment': {type(exc).__name__}: {exc}") from exc
 
     def graph(self) -> nx.DiGraph:
         """The stage graph: nodes are stage names (with ``instruction``/``terminal``)."""
@@ -220,9 +263,14 @@ class Scenario(_Strict):
 
     def definition(self) -> dict[str, Any]:
         """The scenario as JSON-ready data, for the store (functions by qualified name)."""
-        data = self.model_dump(exclude={"derive", "checks"})
+        data = self.model_dump(exclude={"derive", "checks", "tools", "environment"})
         data["derive"] = _qualified_name(self.derive) if self.derive else None
         data["checks"] = [_qualified_name(check) for check in self.checks]
+        data["tools"] = [
+            {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+            for tool in self.function_tools
+        ]
+        data["environment"] = _qualified_name(self.environment) if self.environment else None
         return data
 
 

@@ -81,18 +81,19 @@ def _scenarios_in(path: Path) -> list[tuple[str, Scenario]]:
         raise ScenarioError("cannot be imported as a Python module", source=str(path))
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
+    # The module stays registered once loaded: environments and tool results built from its
+    # classes are pickled by reference on their way to a check's worker process.
     try:
         spec.loader.exec_module(module)
-    except ValidationError as exc:
-        raise _scenario_error(exc, path) from exc
-    except ScenarioError:
-        raise
-    except SyntaxError as exc:
-        raise ScenarioError(f"syntax error at line {exc.lineno}: {exc.msg}", source=str(path)) from exc
-    except Exception as exc:
-        raise ScenarioError(f"failed to import: {type(exc).__name__}: {exc}", source=str(path)) from exc
-    finally:
+    except BaseException as exc:
         sys.modules.pop(module_name, None)
+        if isinstance(exc, ValidationError):
+            raise _scenario_error(exc, path) from exc
+        if isinstance(exc, SyntaxError):
+            raise ScenarioError(f"syntax error at line {exc.lineno}: {exc.msg}", source=str(path)) from exc
+        if isinstance(exc, Exception) and not isinstance(exc, ScenarioError):
+            raise ScenarioError(f"failed to import: {type(exc).__name__}: {exc}", source=str(path)) from exc
+        raise
     return [(var, value) for var, value in vars(module).items() if isinstance(value, Scenario)]
 
 

@@ -79,7 +79,7 @@ def test_migration_4_adds_curation_tables_to_an_existing_file(tmp_path: Path) ->
     con.execute("INSERT INTO metrics VALUES ('old', NULL, 'distinct_2_user', 0.5, NULL, now())")
     con.close()
     with Store.open(path) as store:
-        assert store.applied_migrations() == [1, 2, 3, 4, 5]
+        assert store.applied_migrations() == [1, 2, 3, 4, 5, 6]
         assert store.sql("SELECT count(*) FROM duplicates")[0][0] == 0
         assert store.sql("SELECT count(*) FROM filtered")[0][0] == 0
         assert store.sql("SELECT run_id, value FROM metrics") == [("old", 0.5)]

@@ -1,0 +1,111 @@
+"""The tools of one episode, the environment they act on, and the record of every call.
+
+One :class:`ToolBox` per episode. The episode runner rewinds the environment to where the
+turn started before each attempt at an assistant turn (a regenerated turn, a revision), so a
+refund issued by a rejected attempt is not also in the world the dialogue continues in; the
+version that ends up in the dialogue is the one whose effects remain.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dramaturg._model import ToolCall, ToolResult, ToolSpec
+from dramaturg.memory import ToolCallRow
+from dramaturg.scenarios import FunctionTool, ToolOutcome
+
+__all__ = ["ToolBox"]
+
+
+@dataclass(slots=True)
+class ToolBox:
+    """Runs one episode's tool calls against its environment and records each one.
+
+    Attributes:
+        tools: the scenario's tools, by name.
+        environment: the episode's state; tools mutate it.
+        episode_id: for the records.
+        max_steps: the most tool steps (rounds of calls) one assistant turn may take.
+        rows: every call made, valid or not, in order (written with the episode).
+    """
+
+    tools: dict[str, FunctionTool]
+    environment: object
+    episode_id: str
+    max_steps: int = 4
+    rows: list[ToolCallRow] = field(default_factory=list)
+    _turn_idx: int = 0
+    _target: str = "original"
+    _attempt: int = 0
+    _turn_start: object = None
+
+    @classmethod
+    def build(
+        cls, tools: Sequence[FunctionTool], environment: object, *, episode_id: str, max_steps: int
+    ) -> ToolBox:
+        return cls({tool.name: tool for tool in tools}, environment, episode_id, max_steps)
+
+    @property
+    def specs(self) -> tuple[ToolSpec, ...]:
+        return tuple(
+            ToolSpec.from_schema(tool.name, tool.description, tool.parameters) for tool in self.tools.values()
+        )
+
+    # -- the environment across attempts ---------------------------------------------------------
+
+    def begin_turn(self, turn_idx: int) -> None:
+        """Remember the world as it is before the assistant's turn ``turn_idx``."""
+        self._turn_idx = turn_idx
+        self._turn_start = copy.deepcopy(self.environment)
+
+    def attempt(self, target: str, attempt: int) -> None:
+        """Start an attempt at the turn (``original`` or ``revision``) from the turn's start."""
+        self._target, self._attempt = target, attempt
+        self.environment = copy.deepcopy(self._turn_start)
+
+    def snapshot(self) -> object:
+        return copy.deepcopy(self.environment)
+
+    def restore(self, snapshot: object) -> None:
+        self.environment = copy.deepcopy(snapshot)
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    def call(self, call: ToolCall, *, model_call_id: str | None = None) -> ToolResult:
+        """Run one call the model asked for and record it. Never raises for the model's mistakes."""
+        started = time.perf_counter()
+        tool = self.tools.get(call.name)
+        if tool is None:
+            known = ", ".join(sorted(self.tools)) or "none"
+            outcome = ToolOutcome(
+                "invalid", f"Error: there is no tool named {call.name!r} (tools: {known})", "unknown tool"
+            )
+        else:
+            outcome = tool(self.environment, call.arguments)
+        self._record(call, outcome, model_call_id, (time.perf_counter() - started) * 1000)
+        return ToolResult(call.id, outcome.result, is_error=outcome.status != "ok")
+
+    def _record(
+        self, call: ToolCall, outcome: ToolOutcome, model_call_id: str | None, latency_ms: float
+    ) -> None:
+        self.rows.append(
+            ToolCallRow(
+                episode_id=self.episode_id,
+                turn_idx=self._turn_idx,
+                target=self._target,
+                attempt=self._attempt,
+                seq=len(self.rows),
+                tool_call_id=call.id,
+                tool=call.name,
+                arguments=call.arguments,
+                status=outcome.status,
+                result=outcome.result,
+                error=outcome.error,
+                source="real",
+                latency_ms=latency_ms,
+                model_call_id=model_call_id,
+            )
+        )
