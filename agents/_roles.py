@@ -218,10 +218,14 @@ class RoleAgent:
         """
         before = list(await self._context.get_messages())
         # The original answer is everything after the last thing the user said (with tools:
-        # its calls and their results too); the revision replaces all of it.
+        # its calls and their results too); the revision replaces all of it. The reviser sees
+        # its original text but not the original's tool calls: the episode rewinds the world
+        # to the turn's start, so a revision redoes the calls it needs.
         heard = max(i for i, m in enumerate(before) if isinstance(m, UserMessage) and m.source != "critic")
+        draft = before[-1]
+        await self._restore([*before[: heard + 1], draft])
         revision = await self.respond(("critic", request), attempt=attempt)
-        revised = list(await self._context.get_messages())[len(before) + 1 :]  # after the request
+        revised = list(await self._context.get_messages())[heard + 3 :]  # after the draft and the request
         await self._restore([*before[: heard + 1], *revised])
         self._before = before
         return revision

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from dramaturg import _markers as mk
 from dramaturg._gateway import Gateway
 from dramaturg._health import RoleHealth
-from dramaturg._model import GenerationParams, ModelSpec, RoleName
-from dramaturg._review import EpisodeReviewer, ReviewSettings
+from dramaturg._model import GenerationParams, ModelSpec, RoleName, tool_steps_json
+from dramaturg._review import EpisodeReviewer, ReviewSettings, TurnResult
+from dramaturg._toolbox import ToolBox
 from dramaturg._validation import InvalidTurn, TurnGate
 from dramaturg.agents import Reply, RoleAgent, user_simulator_prompt, user_turn_request
 from dramaturg.evaluators import CheckSuite, TurnProblem, clean_turn, user_consistency, validate_turn
@@ -77,6 +78,7 @@ async def perform_episode(
     checks: CheckSuite | None = None,
     turn_attempts: int = 3,
     health: RoleHealth | None = None,
+    tools: ToolBox | None = None,
 ) -> EpisodeOutcome:
     """Stage ``spec`` once and return its turns (user first, strictly alternating).
 
@@ -85,10 +87,11 @@ async def perform_episode(
     when a turn fails validation on all ``turn_attempts`` tries (``invalid_turn``).
     With ``review`` settings, every assistant turn is critiqued (and maybe revised) online,
     pairs are built, the scenario's ``checks`` run on each reply, and the verifier judges the
-    goal and the simulator's consistency.
+    goal and the simulator's consistency. With ``tools``, the assistant may call them (up to
+    ``tools.max_steps`` rounds per turn) on the episode's environment; every call is recorded.
     """
 
-    def agent(role: RoleName, prompt: str) -> RoleAgent:
+    def agent(role: RoleName, prompt: str, toolbox: ToolBox | None = None) -> RoleAgent:
         return RoleAgent(
             role,
             prompt,
@@ -97,6 +100,7 @@ async def perform_episode(
             episode_id=episode_id,
             seed=spec.seed,
             params=params,
+            tools=toolbox,
         )
 
     rows = ReviewRows()
@@ -114,12 +118,13 @@ async def perform_episode(
             rows=rows,
             gate=gate,
             health=health,
+            tools=tools,
         )
         if review is not None
         else None
     )
     user = agent("user_simulator", user_simulator_prompt(spec))
-    assistant = agent("assistant", spec.assistant_prompt)
+    assistant = agent("assistant", spec.assistant_prompt, tools)
     turns: list[TurnRecord] = []
     last_answer: str | None = None
     reason = "max_turns"
@@ -145,7 +150,12 @@ async def perform_episode(
         return await gate.generate("user", len(turns), attempt, user.retract, check, clean)
 
     async def assistant_turn(stage: PlannedStage, said: str) -> Reply:
+        if tools is not None:
+            tools.begin_turn(len(turns))
+
         async def attempt(n: int, _problems: Sequence[TurnProblem]) -> Reply:
+            if tools is not None:
+                tools.attempt("original", n)  # a regenerated turn starts from the same world
             return await assistant.respond(("user", said), attempt=n)
 
         def check(reply: Reply) -> list[TurnProblem]:
@@ -164,20 +174,21 @@ async def perform_episode(
                 TurnRecord(idx=len(turns), role="user", content=text, stage=stage.name, call_id=said.call_id)
             )
             answer = await assistant_turn(stage, text)
-            final_text: str = answer.text
-            final_call: str | None = answer.call_id
+            kept = TurnResult(answer.text, answer.call_id, answer.tool_steps)
             if reviewer is not None:
                 history = tuple((turn.role, turn.content) for turn in turns)
-                result = await reviewer.review_turn(
-                    history, answer.text, answer.call_id, len(turns), assistant
-                )
-                final_text, final_call = result.text, result.call_id
+                kept = await reviewer.review_turn(history, answer, len(turns), assistant)
             turns.append(
                 TurnRecord(
-                    idx=len(turns), role="assistant", content=final_text, stage=stage.name, call_id=final_call
+                    idx=len(turns),
+                    role="assistant",
+                    content=kept.text,
+                    stage=stage.name,
+                    call_id=kept.call_id,
+                    tool_steps_json=tool_steps_json(kept.tool_steps),
                 )
             )
-            last_answer = final_text
+            last_answer = kept.text
             if ended:
                 reason = "user_ended"
                 break
@@ -187,6 +198,9 @@ async def perform_episode(
     except InvalidTurn:
         # The dialogue so far is kept for inspection; the episode is left out of exports.
         return EpisodeOutcome(turns=tuple(turns), termination_reason="invalid_turn", review=rows)
+    finally:
+        if tools is not None:
+            rows.tool_calls[:] = tools.rows
     if reviewer is None:
         return EpisodeOutcome(turns=tuple(turns), termination_reason=reason, review=rows)
     dialogue = tuple((turn.role, turn.content) for turn in turns)

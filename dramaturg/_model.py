@@ -55,6 +55,7 @@ class ToolResult:
     call_id: str
     content: str
     is_error: bool = False
+    status: str = "ok"  # ok | invalid (never ran: unknown tool, bad arguments) | error (it raised)
 
 
 @dataclass(frozen=True, slots=True)

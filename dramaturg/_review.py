@@ -18,7 +18,17 @@ from typing import Generic, Literal, TypeVar
 from dramaturg._errors import ReplyParseError
 from dramaturg._gateway import Gateway
 from dramaturg._health import RoleHealth
-from dramaturg._model import GenerationParams, Message, ModelRequest, ModelSpec, ResponseFormat, RoleName
+from dramaturg._model import (
+    GenerationParams,
+    Message,
+    ModelRequest,
+    ModelSpec,
+    ResponseFormat,
+    RoleName,
+    ToolStep,
+    tool_steps_json,
+)
+from dramaturg._toolbox import ToolBox, tool_uses, with_tool_steps
 from dramaturg._validation import InvalidTurn, TurnGate
 from dramaturg.agents import (
     Reply,
@@ -56,7 +66,7 @@ from dramaturg.memory import (
     Store,
     utcnow,
 )
-from dramaturg.scenarios import CheckContext, EpisodeSpec
+from dramaturg.scenarios import CheckContext, EpisodeSpec, ToolUse
 
 __all__ = ["EpisodeReviewer", "PairReport", "ReviewSettings", "critique_format", "pair_report"]
 
@@ -117,6 +127,7 @@ class _Candidate:
 class TurnResult:
     text: str
     call_id: str | None
+    tool_steps: tuple[ToolStep, ...] = ()
 
 
 @dataclass(slots=True)
@@ -134,7 +145,9 @@ class EpisodeReviewer:
     rows: ReviewRows = field(default_factory=ReviewRows)
     gate: TurnGate | None = None
     health: RoleHealth | None = None
+    tools: ToolBox | None = None
     _assistant_turns: int = 0
+    _earlier_tool_uses: list[ToolUse] = field(default_factory=list)
 
     # -- structured calls --------------------------------------------------------------------
 
@@ -195,12 +208,13 @@ class EpisodeReviewer:
         reply: str,
         turn_idx: int,
         target: Literal["original", "revision", "candidate"],
+        steps: tuple[ToolStep, ...] = (),
     ) -> CritiqueRow:
         rubric = self.spec.rubric
         result = await self._ask(
             "critic",
             critic_prompt(self.spec),
-            critique_request(history, reply),
+            critique_request(history, with_tool_steps(reply, steps)),
             lambda text: parse_critique(text, rubric),
             critique_format(rubric),
         )
@@ -228,6 +242,7 @@ class EpisodeReviewer:
         worse: str,
         turn_idx: int,
         source: Literal["revision", "best_of_n"],
+        steps: tuple[tuple[ToolStep, ...], tuple[ToolStep, ...]] = ((), ()),
     ) -> tuple[str, list[str]]:
         """Judge (better, worse) in both orders. Returns an outcome and the judgment ids.
 
@@ -239,11 +254,13 @@ class EpisodeReviewer:
             ("ab", better, worse),
             ("ba", worse, better),
         )
+        # The judge sees each reply with the tool calls it made; the rows keep the texts.
+        shown = {better: with_tool_steps(better, steps[0]), worse: with_tool_steps(worse, steps[1])}
         for orientation, first, second in orders:
             result = await self._ask(
                 "verifier",
                 judge_prompt(self.spec),
-                judge_request(history, first, second),
+                judge_request(history, shown[first], shown[second]),
                 parse_judgment,
                 _JUDGMENT_FORMAT,
             )
@@ -284,8 +301,18 @@ class EpisodeReviewer:
             self.health.inconsistent("verifier")  # the same position won in both orders
         return "inconsistent", ids
 
-    async def _checks(self, history: History, reply: str, turn_idx: int, target: str) -> bool:
-        results = await self.checks.run(CheckContext(self.spec, history, reply))
+    async def _checks(
+        self, history: History, reply: str, turn_idx: int, target: str, steps: tuple[ToolStep, ...] = ()
+    ) -> bool:
+        context = CheckContext(
+            self.spec,
+            history,
+            reply,
+            tool_calls=tool_uses(steps),
+            earlier_tool_calls=tuple(self._earlier_tool_uses),
+            environment=self.tools.environment if self.tools is not None else None,
+        )
+        results = await self.checks.run(context)
         for result in results:
             self.rows.checks.append(
                 CheckRow(self.episode_id, turn_idx, target, result.name, result.passed, result.detail)
@@ -303,6 +330,7 @@ class EpisodeReviewer:
         checks_passed: bool,
         judgment_ids: list[str],
         critique_ids: list[str],
+        steps: tuple[tuple[ToolStep, ...], tuple[ToolStep, ...]] = ((), ()),
     ) -> str:
         prompt = [{"role": "system", "content": self.spec.assistant_prompt}]
         prompt += [{"role": role, "content": content} for role, content in history]
@@ -326,6 +354,8 @@ class EpisodeReviewer:
                 judgment_ids_json=json.dumps(judgment_ids),
                 critique_ids_json=json.dumps(critique_ids),
                 created_at=utcnow(),
+                chosen_tool_steps_json=tool_steps_json(steps[0]),
+                rejected_tool_steps_json=tool_steps_json(steps[1]),
             )
         )
         return pair_id
@@ -336,26 +366,43 @@ class EpisodeReviewer:
     # -- the turn ------------------------------------------------------------------------------
 
     async def review_turn(
-        self, history: History, answer: str, answer_call_id: str | None, turn_idx: int, assistant: RoleAgent
+        self, history: History, answer: Reply, turn_idx: int, assistant: RoleAgent
     ) -> TurnResult:
         """Critique (and maybe revise) the assistant's ``answer`` to the last user turn in ``history``.
 
-        Returns the text the dialogue continues with. The assistant's own context is updated
-        to hold the revision, so it never sees its original again.
+        Returns the version the dialogue continues with. The assistant's own context is
+        updated to hold the revision, so it never sees its original again; with tools, the
+        environment is left as the kept version's calls made it.
         """
+        result = await self._review_turn(history, answer, turn_idx, assistant)
+        self._earlier_tool_uses += tool_uses(result.tool_steps)
+        return result
+
+    async def _review_turn(
+        self, history: History, answer: Reply, turn_idx: int, assistant: RoleAgent
+    ) -> TurnResult:
+        original = TurnResult(answer.text, answer.call_id, answer.tool_steps)
         self._assistant_turns += 1
-        if self._assistant_turns <= self.settings.best_of_n_turns and self.settings.best_of_n > 1:
-            await self._best_of_n(history, answer, answer_call_id, turn_idx)
+        # Best-of-n samples candidates as plain completions: a turn that used tools would be
+        # compared with candidates that could not, so tool scenarios skip it.
+        uses_tools = self.tools is not None and bool(self.tools.specs)
+        if (
+            self._assistant_turns <= self.settings.best_of_n_turns
+            and self.settings.best_of_n > 1
+            and not uses_tools
+        ):
+            await self._best_of_n(history, answer.text, answer.call_id, turn_idx)
         if not self.settings.critique:
-            return TurnResult(answer, answer_call_id)
-        critique = await self._critique(history, answer, turn_idx, "original")
+            return original
+        steps = answer.tool_steps
+        critique = await self._critique(history, answer.text, turn_idx, "original", steps)
         if critique.overall is None:
             self._outcome(turn_idx, "revision", "critique_failed")
-            return TurnResult(answer, answer_call_id)
-        original_ok = await self._checks(history, answer, turn_idx, "original")
+            return original
+        original_ok = await self._checks(history, answer.text, turn_idx, "original", steps)
         threshold = self.settings.revise_below
         if critique.overall >= threshold and original_ok:
-            return TurnResult(answer, answer_call_id)
+            return original
         failed_checks = [
             f"- check {row.name} failed: {row.detail}"
             for row in self.rows.checks
@@ -366,32 +413,33 @@ class EpisodeReviewer:
         if revision is None:
             # Every revision leaked meta-text or otherwise failed validation: keep the original.
             self._outcome(turn_idx, "revision", "revision_invalid")
-            return TurnResult(answer, answer_call_id)
-        revised_critique = await self._critique(history, revision.text, turn_idx, "revision")
+            return original
+        revised_steps = revision.tool_steps
+        revised_critique = await self._critique(history, revision.text, turn_idx, "revision", revised_steps)
         self.rows.revisions.append(
             RevisionRow(
                 revision_id=uuid.uuid4().hex,
                 episode_id=self.episode_id,
                 turn_idx=turn_idx,
-                original=answer,
+                original=answer.text,
                 revised=revision.text,
                 critique_id=critique.critique_id,
                 revision_critique_id=revised_critique.critique_id,
-                original_call_id=answer_call_id,
+                original_call_id=answer.call_id,
                 revised_call_id=revision.call_id,
             )
         )
-        continued = TurnResult(revision.text, revision.call_id)
-        if revision.text.strip() == answer.strip():
+        continued = TurnResult(revision.text, revision.call_id, revised_steps)
+        if revision.text.strip() == answer.text.strip() and revised_steps == steps:
             self._outcome(turn_idx, "revision", "identical")
             return continued
         if revised_critique.overall is None:
             self._outcome(turn_idx, "revision", "critique_failed")
             return continued
-        revised_ok = await self._checks(history, revision.text, turn_idx, "revision")
+        revised_ok = await self._checks(history, revision.text, turn_idx, "revision", revised_steps)
         margin = revised_critique.overall - critique.overall
         outcome, judgment_ids = await self._judge_both_orders(
-            history, revision.text, answer, turn_idx, "revision"
+            history, revision.text, answer.text, turn_idx, "revision", (revised_steps, steps)
         )
         if outcome == "paired" and margin < self.settings.min_margin:
             outcome = "low_margin"
@@ -404,11 +452,12 @@ class EpisodeReviewer:
                 turn_idx,
                 "revision",
                 (revision.text, revision.call_id),
-                (answer, answer_call_id),
+                (answer.text, answer.call_id),
                 margin,
                 revised_ok,
                 judgment_ids,
                 [critique.critique_id, revised_critique.critique_id],
+                (revised_steps, steps),
             )
         self._outcome(turn_idx, "revision", outcome, pair_id)
         return continued
@@ -416,9 +465,21 @@ class EpisodeReviewer:
     async def _revise(
         self, assistant: RoleAgent, request: str, history: History, turn_idx: int
     ) -> Reply | None:
-        """A validated revision, or None when every attempt failed (the context is then as before)."""
+        """A validated revision, or None when every attempt failed (the context is then as before).
+
+        With tools, each attempt starts from the world as it was before the turn (the
+        original's calls undone); when no revision survives, the original's world returns.
+        """
+        tools = self.tools
+        after_original = tools.snapshot() if tools is not None else None
+
+        async def attempt(n: int) -> Reply:
+            if tools is not None:
+                tools.attempt("revision", n)
+            return await assistant.revise(request, attempt=n)
+
         if self.gate is None:
-            return await assistant.revise(request)
+            return await attempt(0)
 
         def check(reply: Reply) -> list[TurnProblem]:
             context = TurnContext("assistant", history=history, finish_reason=reply.finish_reason)
@@ -426,13 +487,11 @@ class EpisodeReviewer:
 
         try:
             return await self.gate.generate(
-                "revision",
-                turn_idx,
-                lambda attempt, _problems: assistant.revise(request, attempt=attempt),
-                assistant.retract,
-                check,
+                "revision", turn_idx, lambda n, _problems: attempt(n), assistant.retract, check
             )
         except InvalidTurn:
+            if tools is not None:
+                tools.restore(after_original)
             return None
 
     async def _best_of_n(
@@ -571,16 +630,32 @@ def pair_report(store: Store, run_id: str) -> PairReport:
         """,
         [run_id],
     )[0]
+    # A side's mistake is in its text (the final call's 'planted' note) or, with tools, in a
+    # tool call it made (a 'tool_mistake' note on a call of that version of the turn).
     known, correct = store.sql(
         """
-        SELECT count(*) FILTER (WHERE c.annotations->>'planted' IS NOT NULL
-                                  AND r.annotations->>'planted' IS NOT NULL),
-               count(*) FILTER (WHERE c.annotations->>'planted' = 'none'
-                                  AND r.annotations->>'planted' <> 'none')
-        FROM preference_pairs p
-        LEFT JOIN llm_calls c ON c.call_id = p.chosen_call_id
-        LEFT JOIN llm_calls r ON r.call_id = p.rejected_call_id
-        WHERE p.run_id = ?
+        WITH slips AS (
+            SELECT DISTINCT t.episode_id, t.turn_idx, t.target
+            FROM tool_calls t JOIN llm_calls l ON l.call_id = t.model_call_id
+            WHERE l.annotations->>'tool_mistake' IS NOT NULL
+        ),
+        sides AS (
+            SELECT c.annotations->>'planted' AS chosen_text, r.annotations->>'planted' AS rejected_text,
+                   EXISTS (SELECT 1 FROM slips s WHERE s.episode_id = p.episode_id
+                           AND s.turn_idx = p.turn_idx AND s.target = 'revision'
+                           AND p.source = 'revision') AS chosen_slip,
+                   EXISTS (SELECT 1 FROM slips s WHERE s.episode_id = p.episode_id
+                           AND s.turn_idx = p.turn_idx AND s.target = 'original'
+                           AND p.source = 'revision') AS rejected_slip
+            FROM preference_pairs p
+            LEFT JOIN llm_calls c ON c.call_id = p.chosen_call_id
+            LEFT JOIN llm_calls r ON r.call_id = p.rejected_call_id
+            WHERE p.run_id = ?
+        )
+        SELECT count(*) FILTER (WHERE chosen_text IS NOT NULL AND rejected_text IS NOT NULL),
+               count(*) FILTER (WHERE chosen_text = 'none' AND NOT chosen_slip
+                                  AND (rejected_text <> 'none' OR rejected_slip))
+        FROM sides
         """,
         [run_id],
     )[0]

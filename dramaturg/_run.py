@@ -22,6 +22,7 @@ from dramaturg._limits import CircuitBreaker, RateLimiter
 from dramaturg._model import Backend, GenerationParams, ModelSpec
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg._review import PairReport, ReviewSettings, pair_report
+from dramaturg._toolbox import ToolBox
 from dramaturg.backends import BACKEND_FACTORIES, SimOptions, close_backends
 from dramaturg.evaluators import CheckRunner, CheckSuite, ForkedCheckRunner
 from dramaturg.memory import EpisodeResult, EpisodeStart, RunRecord, Store, StoreWriter, utcnow
@@ -450,6 +451,22 @@ async def _episode(
         await _fail(writer, job, exc, summary)
         return "failed"
     await writer.start_episode(_start(job, run_id, persona=spec.persona, spec_json=spec.to_json()))
+    scenario = job.loaded.scenario
+    try:
+        toolbox = (
+            ToolBox.build(
+                scenario.function_tools,
+                scenario.build_environment(spec),
+                episode_id=job.episode_id,
+                max_steps=scenario.max_tool_steps,
+            )
+            if scenario.function_tools
+            else None
+        )
+    except ValueError as exc:
+        # The scenario's environment function (user code) failed for this episode's spec.
+        await _fail(writer, job, exc, summary)
+        return "failed"
     try:
         outcome = await perform_episode(
             spec,
@@ -462,6 +479,7 @@ async def _episode(
             checks=job.checks,
             turn_attempts=turn_attempts,
             health=health,
+            tools=toolbox,
         )
     except RoleFailing as exc:
         # Leave the episode 'running': once the role's model is fixed, a resume replays it.

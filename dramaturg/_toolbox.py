@@ -9,15 +9,16 @@ version that ends up in the dialogue is the one whose effects remain.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dramaturg._model import ToolCall, ToolResult, ToolSpec
+from dramaturg._model import ToolCall, ToolResult, ToolSpec, ToolStep
 from dramaturg.memory import ToolCallRow
-from dramaturg.scenarios import FunctionTool, ToolOutcome
+from dramaturg.scenarios import FunctionTool, ToolOutcome, ToolUse
 
-__all__ = ["ToolBox"]
+__all__ = ["ToolBox", "tool_uses", "with_tool_steps"]
 
 
 @dataclass(slots=True)
@@ -86,7 +87,7 @@ class ToolBox:
         else:
             outcome = tool(self.environment, call.arguments)
         self._record(call, outcome, model_call_id, (time.perf_counter() - started) * 1000)
-        return ToolResult(call.id, outcome.result, is_error=outcome.status != "ok")
+        return ToolResult(call.id, outcome.result, is_error=outcome.status != "ok", status=outcome.status)
 
     def _record(
         self, call: ToolCall, outcome: ToolOutcome, model_call_id: str | None, latency_ms: float
@@ -109,3 +110,36 @@ class ToolBox:
                 model_call_id=model_call_id,
             )
         )
+
+
+def tool_uses(steps: Sequence[ToolStep]) -> tuple[ToolUse, ...]:
+    """A reply's tool calls as a check sees them."""
+    uses = []
+    for step in steps:
+        for call, result in zip(step.calls, step.results, strict=True):
+            try:
+                arguments = json.loads(call.arguments)
+            except json.JSONDecodeError:
+                arguments = {}
+            uses.append(
+                ToolUse(
+                    call.name, arguments if isinstance(arguments, dict) else {}, result.status, result.content
+                )
+            )
+    return tuple(uses)
+
+
+# How much of a tool result the critic and the judge read: enough to see what it said.
+_SHOWN_RESULT_CHARS = 300
+
+
+def with_tool_steps(text: str, steps: Sequence[ToolStep]) -> str:
+    """A reply as the critic and the judge read it: the tool calls it made, then its text."""
+    if not steps:
+        return text
+    lines = ["(Tool calls made before this reply:)"]
+    for step in steps:
+        for call, result in zip(step.calls, step.results, strict=True):
+            outcome = result.content[:_SHOWN_RESULT_CHARS]
+            lines.append(f"- {call.name}({call.arguments}) -> {outcome}")
+    return "\n".join([*lines, "(Reply:)", text])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from dramaturg import _markers as mk
 from dramaturg._model import ModelRequest, ModelResponse
 from dramaturg._tokens import count_tokens
+from dramaturg.backends._sim_tools import plan_tools, tool_findings
 
 __all__ = ["SimBackend", "SimOptions", "expected_guidance", "is_goodbye", "respond", "respond_text"]
 
@@ -135,15 +136,57 @@ class SimBackend:
         self.options = options or SimOptions()
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        messages = [(message.role, message.content) for message in request.messages]
+        # Tool traffic is not conversation: the text roles read what was said; the tool
+        # policy reads the calls and results.
+        messages = [
+            (
+                message.role,
+                _without_findings(message.content) if message.role == "assistant" else message.content,
+            )
+            for message in request.messages
+            if message.role != "tool" and not message.tool_calls
+        ]
+        prompt = request.system + "\n".join(message.content for message in request.messages)
+        if request.tools and not _is_role_prompt(request.system):
+            # A revision fixes what the critic saw: it plants no tool mistake of its own.
+            revising = bool(messages) and messages[-1][1].startswith(mk.REVISION_REQUEST)
+            rate = 0.0 if revising else self.options.mistake_rate
+            plan = plan_tools(request.tools, request.messages, rate)
+            if plan.calls and request.tool_choice != "none":
+                calls = "".join(call.arguments for call in plan.calls)
+                return ModelResponse(
+                    text="",
+                    input_tokens=count_tokens(prompt),
+                    output_tokens=count_tokens(calls),
+                    finish_reason="tool_calls",
+                    annotations=(("tool_mistake", plan.mistake),) if plan.mistake else (),
+                    tool_calls=plan.calls,
+                )
         text, notes = respond(request.system, messages, request.seed, options=self.options)
-        prompt = request.system + "\n".join(content for _, content in messages)
+        findings = tool_findings(request.messages) if request.tools else ""
+        if findings:
+            text = f"{findings} {text}"
         return ModelResponse(
             text=text,
             input_tokens=count_tokens(prompt),
             output_tokens=count_tokens(text),
             annotations=tuple(sorted(notes.items())),
         )
+
+
+# What the tools found opens a reply ("I ran lookup order (...)."), so a revision can drop
+# it and report what its own calls found instead. One paragraph: the sim's readers are line-based.
+_FINDINGS = re.compile(r"^(?:I ran [a-z_ ]+ \([^()]*\)\.\s*)+")
+
+
+def _without_findings(text: str) -> str:
+    return _FINDINGS.sub("", text, count=1)
+
+
+def _is_role_prompt(system: str) -> bool:
+    """Whether a system prompt is one of dramaturg's own roles (they never call tools)."""
+    headers = (mk.USER_SIMULATOR_HEADER, mk.CRITIC_HEADER, mk.JUDGE_HEADER, mk.VERIFIER_HEADER)
+    return system.startswith(headers)
 
 
 def respond_text(

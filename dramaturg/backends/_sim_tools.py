@@ -11,9 +11,10 @@ conversation (the user's words, earlier tool calls and their results). Per assis
    style tools are used instead where they exist;
 3. then the assistant answers in text.
 
-At ``mistake_rate`` a turn carries one planted mistake, recorded in the call's annotations:
-``act_before_lookup`` (the action first, unlooked-up), ``wrong_arguments`` (an amount
-doubled, or an id altered) or ``unneeded_call`` (the same lookup twice).
+At ``mistake_rate`` a step of tool calls carries one planted mistake that fits it, recorded
+in the call's annotations: ``act_before_lookup`` (the action first, unlooked-up) or
+``unneeded_call`` (the same lookup twice) where a lookup is due, ``wrong_arguments`` (an
+amount doubled, or an id altered) where an action is.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _ESCALATE = re.compile(r"escalat|transfer|handoff|hand_off")
 _ID_VALUE = re.compile(r"\b(?:[A-Z]{1,4}-?\d{3,}|#\d{3,}|\d{5,})\b")
 _AMOUNT_VALUE = re.compile(r"\$\s?(\d+(?:\.\d{1,2})?)")
 _WORD = re.compile(r"[a-z]+")
+_MONEY_KEYS = ("amount", "price", "total", "cost")
 MISTAKES = ("act_before_lookup", "wrong_arguments", "unneeded_call")
 
 
@@ -49,23 +51,30 @@ def plan_tools(tools: Sequence[ToolSpec], messages: Sequence[Message], mistake_r
     """The tool calls of the sim assistant's next step in this turn."""
     turn = _current_turn(messages)
     said = " ".join(m.content for m in messages if m.role == "user" and not m.tool_call_id)
-    done = [(call, _result_of(call, turn)) for m in turn if m.role == "assistant" for call in m.tool_calls]
+    # What earlier turns looked up or did still holds: no second lookup, no second refund.
+    done = [
+        (call, _result_of(call, messages)) for m in messages if m.role == "assistant" for call in m.tool_calls
+    ]
     lookups = [t for t in tools if _LOOKUP.match(t.name)]
     actions = [t for t in tools if not _LOOKUP.match(t.name) and not _ESCALATE.search(t.name)]
     escalations = [t for t in tools if _ESCALATE.search(t.name)]
     step = sum(1 for m in turn if m.role == "assistant" and m.tool_calls)
-    # At most one planted mistake per turn: every step of the turn draws the same one.
-    mistake = _mistake(messages, mistake_rate)
+    planted = _plants(messages, step, mistake_rate)
     turn_tag = sum(1 for m in messages if m.role == "user" and not m.tool_call_id)
 
     looked_up = [(call, result) for call, result in done if _LOOKUP.match(call.name) and result is not None]
-    acted = [call for call, _ in done if not _LOOKUP.match(call.name)]
-    if acted or step >= 3:
+    acted = [call for call, result in done if not _LOOKUP.match(call.name) and result is not None]
+    tried_this_turn = [call for m in turn if m.role == "assistant" for call in m.tool_calls]
+    if acted or step >= 3 or any(not _LOOKUP.match(call.name) for call in tried_this_turn):
         return ToolPlan(())
     wanted = _wanted_action(actions, said)
     if not looked_up:
-        if mistake == "act_before_lookup" and wanted is not None:
-            return ToolPlan((_call(wanted, _arguments(wanted, said, {}), turn_tag, step),), mistake)
+        if tried_this_turn:
+            return ToolPlan(())  # the lookup failed: ask the customer rather than guess again
+        if planted and wanted is not None and planted.random() < 0.5:
+            return ToolPlan(
+                (_call(wanted, _arguments(wanted, said, {}), turn_tag, step),), "act_before_lookup"
+            )
         lookup = _best(lookups, said)
         if lookup is None:
             return ToolPlan(())
@@ -73,19 +82,17 @@ def plan_tools(tools: Sequence[ToolSpec], messages: Sequence[Message], mistake_r
         if _missing_required(lookup, arguments):
             return ToolPlan(())  # nothing to look up yet: ask the user in text
         calls = [_call(lookup, arguments, turn_tag, step)]
-        if mistake == "unneeded_call":
+        if planted:
             calls.append(_call(lookup, arguments, turn_tag, step, index=1))
-        return ToolPlan(tuple(calls), mistake if mistake != "act_before_lookup" else None)
+        return ToolPlan(tuple(calls), "unneeded_call" if planted else None)
     found = _merged_results([result for _, result in looked_up])
     if found is None:
         return ToolPlan(())
     if wanted is not None and not _forbidden(wanted, found):
         arguments = _arguments(wanted, said, found)
-        if mistake == "wrong_arguments":
+        if planted:
             arguments = _corrupt(arguments)
-        return ToolPlan(
-            (_call(wanted, arguments, turn_tag, step),), mistake if mistake == "wrong_arguments" else None
-        )
+        return ToolPlan((_call(wanted, arguments, turn_tag, step),), "wrong_arguments" if planted else None)
     if wanted is not None and escalations:
         escalate = escalations[0]
         return ToolPlan((_call(escalate, _arguments(escalate, said, found), turn_tag, step),))
@@ -104,11 +111,15 @@ def tool_findings(messages: Sequence[Message]) -> str:
             if result is None:
                 continue
             if isinstance(result, dict) and result:
-                shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in list(result.items())[:4])
-                parts.append(f"I ran {call.name.replace('_', ' ')}: {shown}.")
+                shown = ", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in list(result.items())[:4])
             else:
-                parts.append(f"I ran {call.name.replace('_', ' ')}: {str(result)[:120]}.")
+                shown = _plain(result)
+            parts.append(f"I ran {call.name.replace('_', ' ')} ({shown}).")
     return " ".join(parts[-2:])
+
+
+def _plain(value: object) -> str:
+    return re.sub(r"[()]", "", str(value))[:40]
 
 
 # -- reading the conversation --------------------------------------------------------------------
@@ -123,8 +134,8 @@ def _current_turn(messages: Sequence[Message]) -> list[Message]:
     return list(messages)
 
 
-def _result_of(call: ToolCall, turn: Sequence[Message]) -> Any:
-    for message in turn:
+def _result_of(call: ToolCall, messages: Sequence[Message]) -> Any:
+    for message in messages:
         if message.tool_call_id == call.id:
             if message.content.startswith("Error"):
                 return None
@@ -135,13 +146,15 @@ def _result_of(call: ToolCall, turn: Sequence[Message]) -> Any:
     return None
 
 
-def _mistake(messages: Sequence[Message], rate: float) -> str | None:
-    # Seeded by what the user and the assistant said, not by tool traffic: the same for
-    # every step of a turn.
-    draw = random.Random(
-        repr([(m.role, m.content) for m in messages if not m.tool_call_id and not m.tool_calls])
-    )
-    return draw.choice(MISTAKES) if draw.random() < rate else None
+def _plants(messages: Sequence[Message], step: int, rate: float) -> random.Random | None:
+    """A seeded draw when this step plants a mistake, else None.
+
+    Seeded by what the user and the assistant said (not by tool traffic) and the step, so a
+    step's replay is identical.
+    """
+    spoken = [(m.role, m.content) for m in messages if not m.tool_call_id and not m.tool_calls]
+    draw = random.Random(repr((spoken, step)))
+    return draw if draw.random() < rate else None
 
 
 def _merged_results(results: Sequence[Any]) -> dict[str, Any] | None:
@@ -192,6 +205,9 @@ def _arguments(tool: ToolSpec, said: str, found: dict[str, Any]) -> dict[str, An
         kind = schema.get("type") if isinstance(schema, dict) else None
         if name in found:
             arguments[name] = found[name]
+        elif kind in {"number", "integer"} and any(key in found for key in _MONEY_KEYS):
+            value = next(found[key] for key in _MONEY_KEYS if key in found)
+            arguments[name] = int(value) if kind == "integer" else value
         elif name.endswith("id") or name.endswith("number"):
             match = _ID_VALUE.search(said)
             if match:
@@ -202,7 +218,7 @@ def _arguments(tool: ToolSpec, said: str, found: dict[str, Any]) -> dict[str, An
                 value = float(amount.group(1))
                 arguments[name] = int(value) if kind == "integer" else value
         elif kind == "string" and name in {"reason", "note", "summary"}:
-            arguments[name] = said[-160:].strip()
+            arguments[name] = "as the customer asked"
     return arguments
 
 
