@@ -93,7 +93,7 @@ def post(fake: FakeAPI, path: str, body: Any, key: str = "k") -> tuple[int, Any]
 
 
 def test_exports_and_config_defaults() -> None:
-    assert dramaturg.testing.__all__ == ["FakeAPI", "FakeAPIConfig"]
+    assert dramaturg.testing.__all__ == ["FakeAPI", "FakeAPIConfig", "request_responder"]
     config = FakeAPIConfig()
     assert config.responder == "dramaturg.backends._sim:respond_text"
     assert (config.latency_ms, config.seed, config.retry_after_s) == (0, 0, 1.0)

@@ -5,6 +5,14 @@ a second to import time). SDK retries are off: the gateway retries, paced by its
 
 A request with a ``response_format`` forces a call of one tool whose input schema is that
 schema; the tool call's input, as canonical JSON, is the reply text.
+
+A request with ``tools`` (never together with a ``response_format``) declares them with
+``tool_choice`` ``{"type": "auto"}`` or ``{"type": "none"}``. An assistant message's tool
+calls become ``tool_use`` blocks after its text; the ``tool`` messages that answer them
+become ``tool_result`` blocks of one user message, ahead of anything the user says next (the
+API wants the results directly after the ``tool_use`` turn, and first in their message). A
+reply's ``tool_use`` blocks become ``ModelResponse.tool_calls`` whose ``arguments`` are the
+input as canonical JSON (sorted keys). Requests without tools are sent as before tools existed.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from dramaturg._errors import BackendError, ConfigError
-from dramaturg._model import Message, ModelRequest, ModelResponse
+from dramaturg._model import Message, ModelRequest, ModelResponse, ToolCall
 from dramaturg.backends._sdk import (
     body_message,
     call_errors,
@@ -27,9 +35,16 @@ from dramaturg.backends._sdk import (
 if TYPE_CHECKING:
     import anthropic
     from anthropic import Omit
-    from anthropic.types import MessageParam, ToolChoiceToolParam, ToolParam
+    from anthropic.types import (
+        ContentBlockParam,
+        MessageParam,
+        ToolChoiceParam,
+        ToolParam,
+        ToolResultBlockParam,
+        ToolUseBlockParam,
+    )
 
-__all__ = ["AnthropicBackend", "anthropic_messages"]
+__all__ = ["AnthropicBackend", "anthropic_messages", "tool_use_input"]
 
 _KEY_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 # A forced tool call ends with stop_reason "tool_use": for us the reply is complete.
@@ -37,6 +52,8 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", 
 _OPENING = "(The conversation begins.)"
 _EMPTY = "(empty message)"
 _TOOL_DESCRIPTION = "Reply in this structure."
+# The key under which arguments that are not a JSON object travel in a tool_use input.
+INVALID_ARGUMENTS_KEY = "INVALID_JSON"
 
 
 class AnthropicBackend:
@@ -71,10 +88,25 @@ class AnthropicBackend:
         """Send ``request`` once; raise :class:`BackendError` with the right kind on failure."""
         fmt = request.response_format
         tools: list[ToolParam] | Omit = self._sdk.omit
-        tool_choice: ToolChoiceToolParam | Omit = self._sdk.omit
+        tool_choice: ToolChoiceParam | Omit = self._sdk.omit
+        if fmt is not None and request.tools:
+            # The structured reply is itself a forced tool call: it would forbid the real tools.
+            raise BackendError(
+                "anthropic: a request cannot carry both tools and a response_format", kind="bad_request"
+            )
         if fmt is not None:
             tools = [{"name": fmt.name, "description": _TOOL_DESCRIPTION, "input_schema": fmt.schema_dict()}]
             tool_choice = {"type": "tool", "name": fmt.name}
+        elif request.tools:
+            tools = [
+                {
+                    "name": spec.name,
+                    "description": spec.description,
+                    "input_schema": json.loads(spec.parameters),
+                }
+                for spec in request.tools
+            ]
+            tool_choice = {"type": "none"} if request.tool_choice == "none" else {"type": "auto"}
         try:
             message = await self._client.messages.create(
                 model=request.model,
@@ -139,24 +171,83 @@ def anthropic_messages(messages: tuple[Message, ...]) -> list[MessageParam]:
 
     The API requires a user message first, strictly alternating roles and non-empty text.
     dramaturg's agents already send that shape; this guard merges same-role neighbours and
-    fills the gaps, so a request built some other way is still one the API accepts.
+    fills the gaps, so a request built some other way is still one the API accepts. A turn
+    of text alone is sent as a string, as it always was.
+
+    Tool traffic is mapped, never repaired: tool calls become ``tool_use`` blocks of their
+    assistant turn, and ``tool`` messages become ``tool_result`` blocks of the user turn that
+    follows it (together with any user text after them). A result that does not directly
+    follow its call is left where it is, for the API to refuse loudly.
     """
-    merged: list[Message] = []
+    turns: list[tuple[str, list[str | ContentBlockParam]]] = []
     for message in messages:
-        content = message.content if message.content.strip() else _EMPTY
-        if merged and merged[-1].role == message.role:
-            merged[-1] = Message(message.role, merged[-1].content + "\n\n" + content)
+        role = "assistant" if message.role == "assistant" else "user"
+        parts = _parts(message)
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(parts)
         else:
-            merged.append(Message(message.role, content))
-    if not merged or merged[0].role != "user":
-        merged.insert(0, Message("user", _OPENING))
+            turns.append((role, parts))
+    if not turns or turns[0][0] != "user":
+        turns.insert(0, ("user", [_OPENING]))
     params: list[MessageParam] = []
-    for message in merged:
-        if message.role == "user":
-            params.append({"role": "user", "content": message.content})
+    for role, parts in turns:
+        content = _content(parts)
+        if role == "user":
+            params.append({"role": "user", "content": content})
         else:
-            params.append({"role": "assistant", "content": message.content})
+            params.append({"role": "assistant", "content": content})
     return params
+
+
+def _parts(message: Message) -> list[str | ContentBlockParam]:
+    """A message as text pieces (str) and tool blocks, before neighbours are merged."""
+    if message.role == "tool":
+        result: ToolResultBlockParam = {"type": "tool_result", "tool_use_id": message.tool_call_id or ""}
+        if message.content:
+            # Optional in the API; an empty string is no result text at all.
+            result["content"] = message.content
+        return [result]
+    if not message.tool_calls:
+        return [message.content if message.content.strip() else _EMPTY]
+    uses: list[ToolUseBlockParam] = [
+        {"type": "tool_use", "id": call.id, "name": call.name, "input": tool_use_input(call.arguments)}
+        for call in message.tool_calls
+    ]
+    # A turn that only called tools said nothing: no placeholder text is invented for it.
+    return [message.content, *uses] if message.content.strip() else [*uses]
+
+
+def _content(parts: list[str | ContentBlockParam]) -> str | list[ContentBlockParam]:
+    """Neighbouring text pieces joined; text alone stays a string, as it was before tools."""
+    merged: list[str | ContentBlockParam] = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] = merged[-1] + "\n\n" + part
+        else:
+            merged.append(part)
+    if len(merged) == 1 and isinstance(merged[0], str):
+        return merged[0]
+    return [{"type": "text", "text": part} if isinstance(part, str) else part for part in merged]
+
+
+def tool_use_input(arguments: str) -> dict[str, object]:
+    """A tool call's arguments as the object a ``tool_use`` block must hold.
+
+    Arguments are JSON text the model wrote; the API only takes an object. No arguments are
+    ``{}``. Text that is not a JSON object (a broken reply from some model, which the toolbox
+    answered with an error result) travels as ``{"INVALID_JSON": "<the text>"}``: the model
+    still sees what it wrote, and the error that follows makes sense. ``{}`` would show a
+    valid call without arguments that the result then calls malformed.
+    """
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    return {INVALID_ARGUMENTS_KEY: arguments}
 
 
 def _names_tools(detail: str) -> bool:
@@ -167,23 +258,28 @@ def _names_tools(detail: str) -> bool:
 def _response(message: anthropic.types.Message, *, tool: str | None = None) -> ModelResponse:
     # Without strict validation the SDK builds the model without checking it, so a 200
     # whose JSON has the wrong shape surfaces here as a missing attribute.
+    calls: tuple[ToolCall, ...] = ()
     try:
         if tool is None:
             text = "".join(block.text for block in message.content if block.type == "text")
+            calls = _tool_calls(message)
         else:
             text = _tool_input(message, tool)
         usage = message.usage
+        finish = _FINISH.get(str(message.stop_reason), str(message.stop_reason))
         response = ModelResponse(
             text=text,
             input_tokens=int(usage.input_tokens),
             output_tokens=int(usage.output_tokens),
-            finish_reason=_FINISH.get(str(message.stop_reason), str(message.stop_reason)),
+            # The same word the OpenAI-compatible backend and the sim use for "now run these".
+            finish_reason="tool_calls" if calls and message.stop_reason == "tool_use" else finish,
             cache_read_tokens=int(usage.cache_read_input_tokens or 0),
             cache_write_tokens=int(usage.cache_creation_input_tokens or 0),
+            tool_calls=calls,
         )
     except (AttributeError, TypeError, ValueError) as exc:
         raise BackendError(f"anthropic: malformed reply ({exc})", kind="malformed") from exc
-    if not text.strip():
+    if not text.strip() and not calls:
         raise BackendError(
             f"anthropic: the reply has no text (stop_reason {message.stop_reason})", kind="malformed"
         )
@@ -204,3 +300,18 @@ def _tool_input(message: anthropic.types.Message, tool: str) -> str:
         f"anthropic: the reply has no {tool} tool call (got {kinds}; stop_reason {message.stop_reason})",
         kind="malformed",
     )
+
+
+def _tool_calls(message: anthropic.types.Message) -> tuple[ToolCall, ...]:
+    """The reply's ``tool_use`` blocks; arguments are the input as canonical JSON text."""
+    calls = []
+    for block in message.content:
+        if block.type != "tool_use":
+            continue
+        if not isinstance(block.input, dict) or not block.id or not block.name:
+            raise BackendError(
+                "anthropic: a tool_use block has no id, no name or no input object", kind="malformed"
+            )
+        arguments = json.dumps(block.input, sort_keys=True, ensure_ascii=False)
+        calls.append(ToolCall(block.id, block.name, arguments))
+    return tuple(calls)

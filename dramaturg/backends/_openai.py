@@ -9,16 +9,25 @@ vLLM, Ollama and llama.cpp's own ``llama-server`` decode under. llama-cpp-python
 only knows ``{"type": "json_object", "schema": ...}`` and answers ``json_schema`` with an HTTP
 500 validation error naming ``'json_object'``; from that refusal on, the backend sends that
 model the ``json_object`` shape, so the gateway's retry of the refused call is constrained too.
+
+Tools (``request.tools``) go out as Chat Completions function tools with ``tool_choice``
+``"auto"`` or ``"none"``; an assistant message that called tools carries them as
+``tool_calls`` (its content null when it said nothing), and each result is a ``tool``
+message naming its ``tool_call_id``. A reply's ``message.tool_calls`` become
+``ModelResponse.tool_calls``; such a reply may have no text. A request without tools
+sends exactly what it sent before tools existed: no ``tools`` or ``tool_choice`` keys.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.parse
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from dramaturg._errors import BackendError, ConfigError
-from dramaturg._model import ModelRequest, ModelResponse, ResponseFormat
+from dramaturg._model import Message, ModelRequest, ModelResponse, ResponseFormat, ToolCall, ToolSpec
 from dramaturg.backends._sdk import (
     body_message,
     call_errors,
@@ -31,10 +40,16 @@ from dramaturg.backends._sdk import (
 if TYPE_CHECKING:
     import openai
     from openai import Omit
-    from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+    from openai.types.chat import (
+        ChatCompletion,
+        ChatCompletionFunctionToolParam,
+        ChatCompletionMessageParam,
+        ChatCompletionMessageToolCallUnion,
+        ChatCompletionToolChoiceOptionParam,
+    )
     from openai.types.chat.completion_create_params import ResponseFormat as WireFormat
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["OpenAIBackend", "openai_messages", "openai_tools"]
 
 _KEY_VAR = "OPENAI_API_KEY"
 # Local servers ignore the key, but the SDK refuses to start without one.
@@ -83,14 +98,11 @@ class OpenAIBackend:
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Send ``request`` once; raise :class:`BackendError` with the right kind on failure."""
-        messages: list[ChatCompletionMessageParam] = []
-        if request.system:
-            messages.append({"role": "system", "content": request.system})
-        for message in request.messages:
-            if message.role == "user":
-                messages.append({"role": "user", "content": message.content})
-            else:
-                messages.append({"role": "assistant", "content": message.content})
+        messages = openai_messages(request.system, request.messages)
+        tools: list[ChatCompletionFunctionToolParam] | Omit = self._sdk.omit
+        tool_choice: ChatCompletionToolChoiceOptionParam | Omit = self._sdk.omit
+        if request.tools:
+            tools, tool_choice = openai_tools(request.tools), request.tool_choice
         # OpenAI's newer models only accept max_completion_tokens; many compatible servers
         # only know max_tokens.
         limit, omit = request.params.max_tokens, self._sdk.omit
@@ -115,6 +127,8 @@ class OpenAIBackend:
                 max_completion_tokens=limit if self._official else omit,
                 max_tokens=omit if self._official else limit,
                 response_format=wire_format,
+                tools=tools,
+                tool_choice=tool_choice,
                 extra_body=extra_body,
             )
         except self._catch as exc:
@@ -173,6 +187,58 @@ class OpenAIBackend:
         )
 
 
+def openai_messages(system: str, messages: tuple[Message, ...]) -> list[ChatCompletionMessageParam]:
+    """The Chat Completions form of a conversation: the system prompt first, tool traffic kept.
+
+    An assistant message that called tools has ``content`` null when it said nothing (the
+    API takes null there, and an empty string would be a turn of silence the model never
+    produced); a ``tool`` message answers the call its ``tool_call_id`` names.
+    """
+    params: list[ChatCompletionMessageParam] = []
+    if system:
+        params.append({"role": "system", "content": system})
+    for message in messages:
+        if message.role == "tool":
+            params.append(
+                {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.content}
+            )
+        elif message.role == "user":
+            params.append({"role": "user", "content": message.content})
+        elif message.tool_calls:
+            params.append(
+                {
+                    "role": "assistant",
+                    "content": message.content or None,
+                    "tool_calls": [
+                        {
+                            "id": call.id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                        for call in message.tool_calls
+                    ],
+                }
+            )
+        else:
+            params.append({"role": "assistant", "content": message.content})
+    return params
+
+
+def openai_tools(specs: tuple[ToolSpec, ...]) -> list[ChatCompletionFunctionToolParam]:
+    """Function tools as Chat Completions declares them."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": spec.name,
+                "description": spec.description,
+                "parameters": json.loads(spec.parameters),
+            },
+        }
+        for spec in specs
+    ]
+
+
 def json_schema_format(fmt: ResponseFormat) -> WireFormat:
     """OpenAI's ``response_format`` for a schema, strict so conforming servers enforce it."""
     return {
@@ -197,6 +263,7 @@ def _response(completion: ChatCompletion) -> ModelResponse:
     try:
         choice = completion.choices[0]
         text = choice.message.content or ""
+        calls = _tool_calls(choice.message.tool_calls or ())
         usage = completion.usage
         prompt = int(usage.prompt_tokens) if usage else 0
         details = usage.prompt_tokens_details if usage else None
@@ -208,11 +275,31 @@ def _response(completion: ChatCompletion) -> ModelResponse:
             output_tokens=int(usage.completion_tokens) if usage else 0,
             finish_reason=str(choice.finish_reason or "stop"),
             cache_read_tokens=cached,
+            tool_calls=calls,
         )
     except (AttributeError, IndexError, TypeError, ValueError) as exc:
         raise BackendError(f"openai: malformed reply ({exc})", kind="malformed") from exc
-    if not text.strip():
+    if not text.strip() and not calls:
         raise BackendError(
             f"openai: the reply has no text (finish_reason {choice.finish_reason})", kind="malformed"
         )
     return response
+
+
+def _tool_calls(raw: Iterable[ChatCompletionMessageToolCallUnion]) -> tuple[ToolCall, ...]:
+    """The reply's function tool calls; ``arguments`` stays the text the model wrote."""
+    calls = []
+    for call in raw:
+        if call.type != "function":
+            raise BackendError(f"openai: the reply calls a {call.type} tool, never offered", kind="malformed")
+        # The SDK does not validate replies: check what the types promise.
+        arguments: object = call.function.arguments
+        if not isinstance(arguments, str):
+            # Some compatible servers send the arguments as an object, not as JSON text.
+            arguments = json.dumps(arguments, sort_keys=True, ensure_ascii=False)
+        call_id: object = call.id
+        name: object = call.function.name
+        if not isinstance(call_id, str) or not call_id or not isinstance(name, str) or not name:
+            raise BackendError("openai: a tool call in the reply has no id or no name", kind="malformed")
+        calls.append(ToolCall(call_id, name, arguments))
+    return tuple(calls)

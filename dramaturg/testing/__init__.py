@@ -12,6 +12,13 @@ Example::
 A critic that ignores ``response_format`` and answers in prose, for tests of loud failure::
 
     FakeAPIConfig(responder="dramaturg.testing._fake_api:prose_critic_responder")
+
+The sim backend itself, tool calls included (``FakeAPIConfig(responder="sim")``), or a
+responder of your own that reads the whole request and may call tools::
+
+    @request_responder
+    def look_up(request: ModelRequest) -> ModelResponse:
+        ...
 """
 
 from __future__ import annotations
@@ -19,9 +26,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dramaturg.testing._fake_api import FakeAPI, FakeAPIConfig
+    from dramaturg.testing._fake_api import FakeAPI, FakeAPIConfig, request_responder
 
-__all__ = ["FakeAPI", "FakeAPIConfig"]
+__all__ = ["FakeAPI", "FakeAPIConfig", "request_responder"]
 
 
 def __getattr__(name: str) -> Any:

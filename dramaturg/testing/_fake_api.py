@@ -18,11 +18,19 @@ Structured replies: the OpenAI route accepts ``response_format`` (``json_schema`
 ``json_object``) and returns the responder's text as is; the Anthropic route accepts ``tools``
 with a forced ``tool_choice`` and answers with a ``tool_use`` block holding the responder's
 text parsed as a JSON object (a text block when it is not one).
+
+Tools: both routes accept tool declarations, tool calls and tool results, and refuse
+malformed tool traffic with a 400 as the real APIs do (see ``_fake_wire``). A *request
+responder* (marked with :func:`request_responder`) receives the whole request as a
+``ModelRequest`` and may answer with tool calls, which go out in the provider's shape
+(``tool_calls`` with finish reason ``tool_calls``; ``tool_use`` blocks with stop reason
+``tool_use``). ``responder="sim"`` plays the sim backend itself, tools included.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import hashlib
 import importlib
@@ -45,9 +53,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import IO, Any, Literal, Self
+from typing import IO, Any, Literal, Self, TypeGuard, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dramaturg._model import ModelRequest, ModelResponse, ToolCall
+from dramaturg.testing._fake_wire import (
+    BadRequest,
+    Conversation,
+    anthropic_conversation,
+    anthropic_reply_content,
+    openai_conversation,
+    openai_reply_message,
+)
 
 DEFAULT_RESPONDER = "dramaturg.backends._sim:respond_text"
 ECHO_LIMIT = 200
@@ -55,6 +73,9 @@ LAST_BODIES = 16  # request bodies kept for stats()["last_bodies"]
 
 Provider = Literal["anthropic", "openai"]
 Responder = Callable[[str, list[tuple[str, str]], int], str]
+RequestResponder = Callable[[ModelRequest], ModelResponse]
+_REQUEST_MARK = "__fake_api_takes_request__"
+SIM_RESPONDER = "sim"
 Fault = Literal["429", "529", "500", "drop", "malformed"]
 
 
@@ -68,9 +89,10 @@ class FakeAPIConfig(BaseModel):
     Attributes:
         latency_ms: Delay applied to every model request before it is answered.
         seed: Seeds the fault decisions.
-        responder: ``"echo"`` or ``"module:function"`` called as
-            ``fn(system, messages, seed) -> str``. If the default cannot be imported the
-            server falls back to echo.
+        responder: ``"echo"``, ``"sim"`` (the sim backend, tool calls included) or
+            ``"module:function"`` called as ``fn(system, messages, seed) -> str``, or, if
+            marked with :func:`request_responder`, as ``fn(request) -> ModelResponse``. If the
+            default cannot be imported the server falls back to echo.
         reject_keys: API keys answered with 401.
         fail_all_status: If set, every model request is answered with this status.
         retry_after_s: Value of the ``retry-after`` header sent with 429s.
@@ -125,10 +147,6 @@ class FakeAPIConfig(BaseModel):
 _UNPARSEABLE = object()
 
 
-class _BadRequest(Exception):
-    """The request body breaks a rule the real API enforces; answered with 400."""
-
-
 def canonical_body_hash(body: Any) -> str:
     """SHA-256 hex digest of the canonical JSON form of a request body."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
@@ -163,23 +181,23 @@ def _blocks_text(content: Any, where: str) -> str:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
-        raise _BadRequest(f"{where}: Input should be a valid string or list of content blocks")
+        raise BadRequest(f"{where}: Input should be a valid string or list of content blocks")
     texts: list[str] = []
     for index, block in enumerate(content):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-            raise _BadRequest(f"{where}.{index}: content block must be an object with a type")
+            raise BadRequest(f"{where}.{index}: content block must be an object with a type")
         # Images, tool results and the like carry no text a responder can use.
         if block["type"] == "text":
             text = block.get("text")
             if not isinstance(text, str):
-                raise _BadRequest(f"{where}.{index}.text: Field required")
+                raise BadRequest(f"{where}.{index}.text: Field required")
             texts.append(text)
     return "\n".join(texts)
 
 
 def _require_model(body: dict[str, Any], message: str) -> None:
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise _BadRequest(message)
+        raise BadRequest(message)
 
 
 def _parse_anthropic(body: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
@@ -187,27 +205,27 @@ def _parse_anthropic(body: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     _require_model(body, "model: Field required")
     max_tokens = body.get("max_tokens")
     if "max_tokens" not in body:
-        raise _BadRequest("max_tokens: Field required")
+        raise BadRequest("max_tokens: Field required")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise _BadRequest("max_tokens: Input should be a positive integer")
+        raise BadRequest("max_tokens: Input should be a positive integer")
     messages = body.get("messages")
     if "messages" not in body:
-        raise _BadRequest("messages: Field required")
+        raise BadRequest("messages: Field required")
     if not isinstance(messages, list) or not messages:
-        raise _BadRequest("messages: at least one message is required")
+        raise BadRequest("messages: at least one message is required")
     turns: list[tuple[str, str]] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _BadRequest(f"messages.{index}: Input should be a valid dictionary")
+            raise BadRequest(f"messages.{index}: Input should be a valid dictionary")
         role = message.get("role")
         if role not in ("user", "assistant"):
-            raise _BadRequest(f"messages.{index}.role: Input should be 'user' or 'assistant'")
+            raise BadRequest(f"messages.{index}.role: Input should be 'user' or 'assistant'")
         if "content" not in message:
-            raise _BadRequest(f"messages.{index}.content: Field required")
+            raise BadRequest(f"messages.{index}.content: Field required")
         if index == 0 and role != "user":
-            raise _BadRequest('messages: first message must use the "user" role')
+            raise BadRequest('messages: first message must use the "user" role')
         if turns and turns[-1][0] == role:
-            raise _BadRequest(
+            raise BadRequest(
                 'messages: roles must alternate between "user" and "assistant", '
                 f'but found multiple "{role}" roles in a row'
             )
@@ -221,14 +239,14 @@ def _parse_openai(body: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     _require_model(body, "you must provide a model parameter")
     messages = body.get("messages")
     if "messages" not in body:
-        raise _BadRequest("Missing required parameter: 'messages'.")
+        raise BadRequest("Missing required parameter: 'messages'.")
     if not isinstance(messages, list) or not messages:
-        raise _BadRequest("Invalid 'messages': empty array. Expected an array with minimum length 1.")
+        raise BadRequest("Invalid 'messages': empty array. Expected an array with minimum length 1.")
     system_parts: list[str] = []
     turns: list[tuple[str, str]] = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise _BadRequest(f"Invalid type for 'messages[{index}]': expected an object.")
+            raise BadRequest(f"Invalid type for 'messages[{index}]': expected an object.")
         role = message.get("role")
         text = _blocks_text(message.get("content"), f"messages[{index}].content")
         if role in ("system", "developer"):
@@ -236,7 +254,7 @@ def _parse_openai(body: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
         elif role in ("user", "assistant"):
             turns.append((role, text))
         elif role != "tool":
-            raise _BadRequest(f"Invalid value for 'messages[{index}].role': {role!r}.")
+            raise BadRequest(f"Invalid value for 'messages[{index}].role': {role!r}.")
     return "\n".join(system_parts), turns
 
 
@@ -249,43 +267,17 @@ def _openai_response_format(body: dict[str, Any]) -> str | None:
         return None
     fmt = body["response_format"]
     if not isinstance(fmt, dict) or fmt.get("type") not in _RESPONSE_FORMAT_TYPES:
-        raise _BadRequest(
+        raise BadRequest(
             "Invalid value for 'response_format.type': expected one of 'text', 'json_object' "
             "or 'json_schema'."
         )
     if fmt["type"] == "json_schema":
         spec = fmt.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise _BadRequest("Missing required parameter: 'response_format.json_schema.name'.")
+            raise BadRequest("Missing required parameter: 'response_format.json_schema.name'.")
         if "schema" in spec and not isinstance(spec["schema"], dict):
-            raise _BadRequest("Invalid type for 'response_format.json_schema.schema': expected an object.")
+            raise BadRequest("Invalid type for 'response_format.json_schema.schema': expected an object.")
     return str(fmt["type"])
-
-
-def _anthropic_forced_tool(body: dict[str, Any]) -> str | None:
-    """Validate ``tools`` and ``tool_choice``; return the forced tool's name, if one is forced."""
-    tools = body.get("tools", [])
-    if not isinstance(tools, list):
-        raise _BadRequest("tools: Input should be a valid list")
-    names: list[str] = []
-    for index, tool in enumerate(tools):
-        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
-            raise _BadRequest(f"tools.{index}.name: Field required")
-        schema = tool.get("input_schema")
-        if not isinstance(schema, dict) or schema.get("type") != "object":
-            raise _BadRequest(f"tools.{index}.custom.input_schema.type: Input should be 'object'")
-        names.append(tool["name"])
-    choice = body.get("tool_choice")
-    if choice is None:
-        return None
-    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
-        raise _BadRequest("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'")
-    if choice["type"] != "tool":
-        return None
-    name = choice.get("name")
-    if name not in names:
-        raise _BadRequest(f"tool_choice: Tool '{name}' not found in the provided tools")
-    return str(name)
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
@@ -324,6 +316,35 @@ def prose_critic_responder(system: str, messages: Sequence[tuple[str, str]], see
     from dramaturg.backends._sim import respond_text
 
     return respond_text(system, messages, seed)
+
+
+def request_responder(function: RequestResponder) -> RequestResponder:
+    """Mark ``fn(request: ModelRequest) -> ModelResponse`` as a responder that reads the whole request.
+
+    Such a responder sees tools, tool calls and tool results (a text responder sees only the
+    text turns) and may answer with ``ModelResponse.tool_calls``. The request's backend is
+    ``sim``; its seed is the body's ``seed``, or one derived from the body when there is none.
+
+    Example::
+
+        @request_responder
+        def always_look_up(request: ModelRequest) -> ModelResponse:
+            if request.tools and request.tool_choice == "auto" and request.messages[-1].role == "user":
+                call = ToolCall("call_1", request.tools[0].name, '{"order_id": "A-1"}')
+                return ModelResponse("", 0, 0, finish_reason="tool_calls", tool_calls=(call,))
+            return ModelResponse("Done.", 0, 0)
+    """
+    setattr(function, _REQUEST_MARK, True)
+    return function
+
+
+@request_responder
+def sim_responder(request: ModelRequest) -> ModelResponse:
+    """The sim backend's reply to the request, tool calls included (``responder="sim"``)."""
+    from dramaturg.backends._sim import SimBackend
+
+    # Each handler thread has no event loop of its own; the sim never waits on anything.
+    return asyncio.run(SimBackend().complete(request))
 
 
 def _error_kind(provider: Provider, status: int) -> tuple[str, str | None]:
@@ -366,7 +387,7 @@ class _State:
     def __init__(self, config: FakeAPIConfig) -> None:
         self.lock = threading.Lock()
         self.config = config
-        self._responders: dict[str, Responder] = {}
+        self._responders: dict[str, Responder | RequestResponder] = {}
         self._warned_fallback = False
         self.in_flight = 0
         self.reset()
@@ -430,17 +451,21 @@ class _State:
             self.config = FakeAPIConfig.model_validate({**self.config.model_dump(), **changes})
             return self.config
 
-    def responder(self, spec: str) -> Responder:
+    def responder(self, spec: str) -> Responder | RequestResponder:
         """Import ``module:function`` once; the default falls back to echo if it is missing."""
         if spec == "echo":
             return echo_responder
+        if spec == SIM_RESPONDER:
+            return sim_responder
         with self.lock:
             cached = self._responders.get(spec)
         if cached is not None:
             return cached
         module_name, _, function_name = spec.partition(":")
         try:
-            function: Responder = getattr(importlib.import_module(module_name), function_name)
+            function: Responder | RequestResponder = getattr(
+                importlib.import_module(module_name), function_name
+            )
         except Exception as exc:
             # The default is being written alongside this fake and may be missing or
             # half-written; an explicitly chosen responder that fails is a config error.
@@ -560,14 +585,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._fail(provider, status, f"fail_all_status={status}"), False
         try:
             if body is _UNPARSEABLE:
-                raise _BadRequest("request body is not valid JSON")
+                raise BadRequest("request body is not valid JSON")
             if not isinstance(body, dict):
-                raise _BadRequest("request body must be a JSON object")
+                raise BadRequest("request body must be a JSON object")
             parse = _parse_anthropic if provider == "anthropic" else _parse_openai
             system, turns = parse(body)
-            forced_tool = _anthropic_forced_tool(body) if provider == "anthropic" else None
             format_type = _openai_response_format(body) if provider == "openai" else None
-        except _BadRequest as exc:
+            read = anthropic_conversation if provider == "anthropic" else openai_conversation
+            conversation = read(body)
+        except BadRequest as exc:
             return self._fail(provider, 400, str(exc)), False
         if format_type is not None and config.refuse_response_format:
             message = f"response_format {format_type} is not supported by this server"
@@ -597,16 +623,14 @@ class _Handler(BaseHTTPRequestHandler):
         seed = body.get("seed")
         if not isinstance(seed, int) or isinstance(seed, bool):
             seed = int(body_hash[:15], 16)
+        model = str(body["model"])
         try:
-            text = self.server.state.responder(config.responder)(system, turns, seed)
-            if not isinstance(text, str):
-                raise TypeError(f"responder returned {type(text).__name__}, not str")
+            responder = self.server.state.responder(config.responder)
+            text, calls = _respond(responder, conversation, (system, turns), model, seed)
+            reply = _reply_body(provider, model, text, conversation, calls)
         except Exception as exc:  # noqa: BLE001 - any responder bug must reach the client
             traceback.print_exc(file=sys.stderr)
             return self._fail(provider, 500, f"responder {config.responder} failed: {exc!r}"), False
-
-        input_text = system + "".join(text for _, text in turns)
-        reply = _reply_body(provider, str(body["model"]), text, input_text, forced_tool)
         payload = json.dumps(reply).encode()
         if fault == "drop":
             self._drop(payload)
@@ -659,28 +683,64 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+def _respond(
+    responder: Responder | RequestResponder,
+    conversation: Conversation,
+    text_view: tuple[str, list[tuple[str, str]]],
+    model: str,
+    seed: int,
+) -> tuple[str, tuple[ToolCall, ...]]:
+    """The responder's text and tool calls, checked against what the request allows.
+
+    A text responder gets ``text_view``, the (system, turns) it always got; a request
+    responder gets the whole conversation.
+    """
+    if _takes_request(responder):
+        response = responder(conversation.request(model, seed))
+        if not isinstance(response, ModelResponse):
+            raise TypeError(f"responder returned {type(response).__name__}, not ModelResponse")
+        if response.tool_calls and not conversation.may_call_tools():
+            # A real API never calls a tool it was not offered, or when told not to.
+            raise ValueError("responder returned tool calls although the request allows none")
+        return response.text, response.tool_calls
+    system, turns = text_view
+    text = cast(Responder, responder)(system, turns, seed)
+    if not isinstance(text, str):
+        raise TypeError(f"responder returned {type(text).__name__}, not str")
+    return text, ()
+
+
+def _takes_request(responder: Responder | RequestResponder) -> TypeGuard[RequestResponder]:
+    return getattr(responder, _REQUEST_MARK, False) is True
+
+
 def _reply_body(
-    provider: Provider, model: str, text: str, input_text: str, forced_tool: str | None = None
+    provider: Provider, model: str, text: str, conversation: Conversation, calls: tuple[ToolCall, ...] = ()
 ) -> dict[str, Any]:
-    input_tokens = _rough_tokens(input_text)
-    output_tokens = _rough_tokens(text)
+    input_tokens = _rough_tokens(conversation.input_text())
+    output_tokens = _rough_tokens(text + "".join(call.arguments for call in calls))
     if provider == "anthropic":
+        forced_tool = conversation.forced_tool
         tool_input = _json_object(text) if forced_tool is not None else None
-        content: dict[str, Any] = {"type": "text", "text": text}
         if forced_tool is not None and tool_input is not None:
-            content = {
-                "type": "tool_use",
-                "id": f"toolu_{uuid.uuid4().hex[:24]}",
-                "name": forced_tool,
-                "input": tool_input,
-            }
+            content: list[dict[str, Any]] = [
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_{uuid.uuid4().hex[:24]}",
+                    "name": forced_tool,
+                    "input": tool_input,
+                }
+            ]
+            stop_reason = "tool_use"
+        else:
+            content, stop_reason = anthropic_reply_content(text, calls)
         return {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [content],
-            "stop_reason": "tool_use" if content["type"] == "tool_use" else "end_turn",
+            "content": content,
+            "stop_reason": stop_reason,
             "stop_sequence": None,
             "usage": {
                 "input_tokens": input_tokens,
@@ -689,6 +749,7 @@ def _reply_body(
                 "cache_read_input_tokens": 0,
             },
         }
+    message, finish_reason = openai_reply_message(text, calls)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion",
@@ -697,9 +758,9 @@ def _reply_body(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": message,
                 "logprobs": None,
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
             }
         ],
         "usage": {
