@@ -1,0 +1,224 @@
+"""Assistants that use tools: scenario tools, the toolbox, the sim's tool use, trajectory checks.
+
+Issue 10's offline acceptance: `dramaturg run support-refund -n 30` on the sim puts a valid
+tool call in nearly every episode, and every tool mistake the sim planted is caught by a
+trajectory check and visible in the store's `tool_calls` table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from dramaturg.scenarios import FunctionTool
+
+from dramaturg import ModelRequest, RunConfig, Scenario, ScenarioError, load_scenario, run
+from dramaturg._model import Message, ToolCall, ToolSpec
+from dramaturg._toolbox import ToolBox
+
+Cli = Callable[..., Any]
+
+TRAJECTORY_CHECKS = (
+    "refund_only_after_lookup",
+    "refund_within_policy",
+    "tool_calls_valid",
+    "no_repeated_calls",
+)
+
+
+def query(db: Path, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def support_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("tools") / "support.duckdb"
+    summary = asyncio.run(run(RunConfig(scenarios=["support-refund"], episodes=30, run_id="t"), db))
+    assert summary.done == 30
+    return db
+
+
+def test_nearly_every_support_episode_makes_a_valid_tool_call(support_run: Path) -> None:
+    (episodes,) = query(support_run, "SELECT count(*) FROM episodes WHERE status = 'done'")[0]
+    (with_call,) = query(
+        support_run, "SELECT count(DISTINCT episode_id) FROM tool_calls WHERE status = 'ok'"
+    )[0]
+    assert episodes == 30
+    assert with_call / episodes >= 0.9
+    # The dialogue carries the kept version's tool rounds, with results answering calls in order.
+    steps = [
+        json.loads(s)
+        for (s,) in query(support_run, "SELECT tool_steps FROM turns WHERE tool_steps IS NOT NULL")
+    ]
+    assert steps
+    for turn in steps:
+        for step in turn:
+            assert [r["call_id"] for r in step["results"]] == [c["id"] for c in step["calls"]]
+
+
+def test_every_planted_tool_mistake_is_caught_by_a_trajectory_check(support_run: Path) -> None:
+    # The version of a turn a planted mistake belongs to (its last attempt: earlier ones were
+    # retracted before any check ran), and whether a trajectory check failed on it.
+    planted = query(
+        support_run,
+        f"""
+        WITH planted AS (
+            SELECT DISTINCT t.episode_id, t.turn_idx, t.target, t.attempt,
+                   l.annotations->>'tool_mistake' AS mistake
+            FROM tool_calls t JOIN llm_calls l ON l.call_id = t.model_call_id
+            WHERE l.annotations->>'tool_mistake' IS NOT NULL
+        ),
+        last_attempt AS (
+            SELECT episode_id, turn_idx, target, max(attempt) AS attempt FROM tool_calls GROUP BY ALL
+        )
+        SELECT p.mistake, p.episode_id, p.turn_idx, p.target,
+               EXISTS (SELECT 1 FROM checks c WHERE c.episode_id = p.episode_id AND c.turn_idx = p.turn_idx
+                       AND c.target = p.target AND NOT c.passed
+                       AND list_contains({list(TRAJECTORY_CHECKS)}, c.name)) AS caught
+        FROM planted p JOIN last_attempt a USING (episode_id, turn_idx, target, attempt)
+        """,
+    )
+    assert len(planted) >= 5, "the sim planted too few tool mistakes to measure"
+    missed = [row for row in planted if not row[-1]]
+    assert not missed, missed
+    kinds = {row[0] for row in planted}
+    assert kinds <= {"act_before_lookup", "wrong_arguments", "unneeded_call"}
+
+
+def test_tool_calls_replay_from_the_cache_identically(support_run: Path, tmp_path: Path) -> None:
+    db = tmp_path / "again.duckdb"
+    first = query(support_run, "SELECT request_hash FROM llm_calls")
+    # A copy of the store, the same run again under a new id: every call comes from the cache.
+    con = duckdb.connect(str(db))
+    con.execute(f"ATTACH '{support_run}' AS src (READ_ONLY)")
+    (name,) = con.execute("SELECT current_database()").fetchone() or ("",)
+    con.execute(f"COPY FROM DATABASE src TO {name}")
+    con.close()
+    summary = asyncio.run(run(RunConfig(scenarios=["support-refund"], episodes=30, run_id="again"), db))
+    assert summary.calls.calls == 0 and summary.calls.cache_hits >= len(first)
+    original = query(
+        db, "SELECT idx, content, tool_steps FROM turns WHERE episode_id LIKE 't/%' ORDER BY ALL"
+    )
+    replayed = query(
+        db, "SELECT idx, content, tool_steps FROM turns WHERE episode_id LIKE 'again/%' ORDER BY ALL"
+    )
+    assert original == replayed
+
+
+# -- the parts --------------------------------------------------------------------------------
+
+
+class Calendar:
+    def __init__(self) -> None:
+        self.bookings: dict[str, str] = {}
+
+
+def book(env: Calendar, day: str, name: str, guests: int = 1) -> dict[str, object]:
+    """Book a table on a day (YYYY-MM-DD) for a name."""
+    if day in env.bookings:
+        raise ValueError(f"{day} is already booked")
+    env.bookings[day] = name
+    return {"day": day, "name": name, "guests": guests}
+
+
+def test_a_function_tool_is_described_by_its_signature_and_docstring() -> None:
+    tool = FunctionTool(book)
+    assert tool.name == "book" and tool.description == "Book a table on a day (YYYY-MM-DD) for a name."
+    assert tool.parameters == {
+        "type": "object",
+        "properties": {
+            "day": {"type": "string"},
+            "name": {"type": "string"},
+            "guests": {"type": "integer", "default": 1},
+        },
+        "required": ["day", "name"],
+        "additionalProperties": False,
+    }
+
+
+def test_the_toolbox_records_every_call_and_never_lets_a_bad_one_run() -> None:
+    box = ToolBox.build([FunctionTool(book)], Calendar(), episode_id="e", max_steps=3)
+    box.begin_turn(1)
+    box.attempt("original", 0)
+    results = [
+        box.call(ToolCall("a", "book", '{"day": "2026-12-24", "name": "Ana"}')),
+        box.call(ToolCall("b", "book", '{"day": "2026-12-24", "name": "Bo"}')),  # the tool raises
+        box.call(ToolCall("c", "book", '{"day": "2026-12-25"}')),  # missing a required argument
+        box.call(ToolCall("d", "cancel", "{}")),  # no such tool
+        box.call(ToolCall("e", "book", "{day: 25}")),  # not JSON
+        box.call(ToolCall("f", "book", '{"day": "2026-12-26", "name": "Cy", "guests": "many"}')),
+    ]
+    assert [r.status for r in results] == ["ok", "error", "invalid", "invalid", "invalid", "invalid"]
+    assert results[1].content == "Error: ValueError: 2026-12-24 is already booked"
+    assert "name: Field required" in results[2].content
+    assert results[3].content == "Error: there is no tool named 'cancel' (tools: book)"
+    assert [row.status for row in box.rows] == [r.status for r in results]
+    assert all(row.turn_idx == 1 and row.target == "original" for row in box.rows)
+    env = box.environment
+    assert isinstance(env, Calendar) and env.bookings == {"2026-12-24": "Ana"}
+    # Another attempt at the turn starts from the world as it was before the turn.
+    box.attempt("revision", 0)
+    assert isinstance(box.environment, Calendar) and box.environment.bookings == {}
+
+
+def test_tool_scenarios_are_checked_when_defined() -> None:
+    base = load_scenario("support-refund").scenario.model_dump(
+        exclude={"checks", "tools", "environment", "derive"}
+    )
+
+    def undocumented(env: object, x: int) -> int:
+        return x
+
+    def untyped(env, x):  # type: ignore[no-untyped-def]
+        """Does something."""
+        return x
+
+    def no_environment() -> int:
+        """Takes nothing."""
+        return 1
+
+    for tool, message in [
+        (undocumented, "needs a docstring"),
+        (untyped, "parameter 'x' needs a type annotation"),
+        (no_environment, "its first parameter receives the environment"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Scenario(**{**base, "variables": {}, "derive": None}, tools=[tool])
+
+
+def test_a_broken_environment_is_a_scenario_error_naming_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text(
+        "from dramaturg import Persona, Scenario, Stage\n"
+        "def world(spec):\n    return {}['missing']\n"
+        "def look(env: dict, key: str) -> str:\n    '''Look a key up.'''\n    return env[key]\n"
+        "scenario = Scenario(name='b', description='d', assistant_prompt='p',\n"
+        "    personas=[Persona(name='A', goal='g')],\n"
+        "    stages=[Stage(name='s', instruction='i', terminal=True)],\n"
+        "    tools=[look], environment=world)\n"
+    )
+    with pytest.raises(ScenarioError, match=r"field 'Scenario\.environment': KeyError"):
+        load_scenario(str(path))
+
+
+def test_requests_without_tools_keep_their_hashes_and_tools_change_them() -> None:
+    plain = ModelRequest("sim", "sim", "assistant", "system", (Message("user", "hi"),))
+    spec = ToolSpec.from_schema("book", "Book.", {"type": "object", "properties": {}})
+    with_tools = ModelRequest("sim", "sim", "assistant", "system", (Message("user", "hi"),), tools=(spec,))
+    assert plain.hash == "dh1-sha256:" + plain.hash.split(":")[1]
+    assert plain.hash != with_tools.hash
+    assert (
+        with_tools.hash
+        != ModelRequest(
+            "sim", "sim", "assistant", "system", (Message("user", "hi"),), tools=(spec,), tool_choice="none"
+        ).hash
+    )
