@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import duckdb
+
 from tests.conftest import REPO, dialogues
 
 
-def readme_example() -> str:
+def readme_example(heading: str = "## Write a scenario") -> str:
     readme = (REPO / "README.md").read_text()
-    section = readme.split("## Write a scenario", 1)[1]
+    section = readme.split(heading, 1)[1]
     match = re.search(r"```python\n(.*?)```", section, re.S)
-    assert match, "README has no python block under 'Write a scenario'"
+    assert match, f"README has no python block under '{heading}'"
     return match.group(1)
 
 
@@ -25,6 +27,24 @@ def test_readme_scenario_runs_from_a_file(cli, tmp_path: Path, monkeypatch) -> N
     episodes = dialogues(tmp_path / "x.duckdb")
     assert len(episodes) == 3
     assert all(len(turns) >= 4 for turns in episodes.values())
+
+
+def test_readme_tool_scenario_calls_its_tools(cli, tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "library.py").write_text(readme_example("## Scenarios with tools"))
+    monkeypatch.chdir(tmp_path)
+    result = cli("run", "library.py", "-n", "3", "--db", "lib.duckdb")
+    assert result.exit_code == 0, result.output
+    con = duckdb.connect(str(tmp_path / "lib.duckdb"), read_only=True)
+    try:
+        calls = dict(
+            con.execute("SELECT tool, count(*) FROM tool_calls WHERE status = 'ok' GROUP BY 1").fetchall()
+        )
+        checked = con.execute("SELECT count(*) FROM checks WHERE name = 'renews_only_what_may_be_renewed'")
+        (checks,) = checked.fetchone() or (0,)
+    finally:
+        con.close()
+    assert calls.get("lookup_loan", 0) > 0 and calls.get("renew_loan", 0) > 0
+    assert checks > 0
 
 
 def test_readme_commands_exist() -> None:
