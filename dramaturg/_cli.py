@@ -684,10 +684,14 @@ def export_command(
         typer.Option(
             "--format",
             help="dpo: TRL conversational preference rows; dpo-text: the same as plain strings; "
-            "sft: one messages list per finished episode.",
+            "sft: one messages list per finished episode; openai: OpenAI chat fine-tuning JSONL of "
+            "the same dialogues. With tools, dpo and sft rows get a tools column and assistant "
+            "tool_calls plus tool messages (TRL's tool-calling format).",
         ),
     ],
-    out_file: Annotated[Path, typer.Option("--out", help="The file to write: FILE.jsonl or FILE.parquet.")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="The file to write: FILE.jsonl or FILE.parquet (openai: .jsonl).")
+    ],
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="Export only this run (default: all runs).")
     ] = None,
@@ -705,7 +709,7 @@ def export_command(
         ),
     ] = None,
 ) -> None:
-    """Write what passed curation: preference pairs (dpo, dpo-text) or dialogues (sft), JSONL or Parquet.
+    """Write what passed curation: pairs (dpo, dpo-text) or dialogues (sft, openai), JSONL or Parquet.
 
     Duplicates across the store, failed checks, unverified pairs, refusals, role flips and
     unfinished episodes are left out; the summary line counts them by reason.
