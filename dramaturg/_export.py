@@ -404,7 +404,8 @@ def _selected_with_system(where: str) -> str:
     system AS (
         SELECT t.episode_id, arg_min(c.request ->> '$.system', t.idx) AS system
         FROM turns t JOIN llm_calls c ON c.call_id = t.call_id
-        WHERE t.role = 'assistant' AND c.role = 'assistant' AND c.request ->> '$.system' IS NOT NULL
+        -- Parenthesized: DuckDB 1.1 binds `->>` looser than AND.
+        WHERE t.role = 'assistant' AND c.role = 'assistant' AND (c.request ->> '$.system') IS NOT NULL
           AND t.episode_id IN (SELECT episode_id FROM selected)
         GROUP BY t.episode_id
     )
