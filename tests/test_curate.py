@@ -217,7 +217,9 @@ def test_planted_duplicate_dialogues_are_marked_not_deleted(db: Path) -> None:
             (f"{RUN}/math-tutor/90000", f"{RUN}/math-tutor/00001", "exact"),
             (f"{RUN}/support-refund/90000", f"{RUN}/support-refund/00002", "near"),
         ]
-        assert marked[0][3] == 1.0 and 0.8 <= marked[1][3] < 1.0
+        # An estimate (MinHash): a near copy of a long dialogue may round to 1.0; "near" above
+        # says it was not an exact copy.
+        assert marked[0][3] == 1.0 and 0.8 <= marked[1][3] <= 1.0
         assert result.duplicates[("dialogue", "exact")] == result.duplicates[("dialogue", "near")] == 1
         unmarked = f"{duplicate_filter_sql('dialogue')} AND {filtered_filter_sql('dialogue')}"
         assert (

@@ -481,17 +481,31 @@ def test_export_of_a_sim_run(tmp_path: Path) -> None:
         system, *turns = row["messages"]
         assert system["role"] == "system"
         assert system["content"].strip()
-        assert [(m["role"], m["content"]) for m in turns] == expected[row["episode_id"]]
+        # support-refund's assistant calls tools: its turns carry their tool rounds (see
+        # tests/test_export_tools.py); the spoken dialogue is the rest.
+        assert [(m["role"], m["content"]) for m in _spoken(turns)] == expected[row["episode_id"]]
     with Store.open(db, read_only=True) as store:
         stored_pairs = store.sql("SELECT count(*) FROM preference_pairs")[0][0]
     out = tmp_path / "pairs.parquet"
     pairs = export(db, format="dpo", out=out, include=["all"])
     assert pairs.rows == stored_pairs > 0, "the sim run should produce preference pairs"
     for row in _load(out, tmp_path):
-        _assert_trl_conversational_preference(row)
+        _assert_trl_conversational_preference(
+            {key: _spoken(row[key]) for key in ("prompt", "chosen", "rejected")}
+        )
         # The ids trace a row back: the prompt is the episode's dialogue up to the pair's turn.
-        history = [(m["role"], m["content"]) for m in row["prompt"] if m["role"] != "system"]
+        history = [(m["role"], m["content"]) for m in _spoken(row["prompt"]) if m["role"] != "system"]
         assert history == expected[row["episode_id"]][: row["turn_idx"]]
+
+
+def _spoken(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation's own messages as {role, content}: no tool messages, no assistant message
+    that only calls tools."""
+    return [
+        {"role": m["role"], "content": m["content"]}
+        for m in messages
+        if m["role"] != "tool" and not m.get("tool_calls")
+    ]
 
 
 def test_export_skips_marked_duplicates_unless_asked(tmp_path: Path) -> None:

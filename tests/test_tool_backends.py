@@ -629,3 +629,37 @@ def test_the_sim_responder_plays_the_sim_with_tools(fake: FakeAPI, provider: str
         # Anthropic's API has no seed, so only the OpenAI route hands the sim the same seed.
         assert [r.text for r in through_fake] == [r.text for r in direct]
     assert all(r.text.strip() or r.tool_calls for r in through_fake)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected_text", "calls"),
+    [
+        # llama.cpp's server with Qwen's own template: the bare object, as the 0.5B writes it.
+        ('{\n  "name": "lookup_order",\n  "arguments": {\n    "order_id": "NW-1"\n  }\n}', "", 1),
+        ('```json\n{"name": "lookup_order", "arguments": {"order_id": "NW-1"}}\n```', "", 1),
+        (
+            'One moment. <tool_call>{"name": "lookup_order", "arguments": {"order_id": "NW-1"}}</tool_call>',
+            "One moment.",
+            1,
+        ),
+        ('{"name": "delete_everything", "arguments": {}}', None, 0),  # not one of the request's tools
+        ('{"order_id": "NW-1"}', None, 0),
+        ("Your order NW-1 is on its way.", None, 0),
+    ],
+)
+def test_tool_calls_a_server_left_in_the_text_become_native_calls(
+    text: str, expected_text: str | None, calls: int
+) -> None:
+    from dramaturg._model import ModelResponse
+    from dramaturg.backends._openai import calls_written_as_text
+
+    response = ModelResponse(text=text, input_tokens=5, output_tokens=5)
+    read = calls_written_as_text(response, {"lookup_order"})
+    assert len(read.tool_calls) == calls
+    if calls:
+        assert read.text == expected_text and read.finish_reason == "tool_calls"
+        assert read.tool_calls[0].name == "lookup_order"
+        assert json.loads(read.tool_calls[0].arguments) == {"order_id": "NW-1"}
+        assert ("tool_calls_from_text", "yes") in read.annotations
+    else:
+        assert read == response

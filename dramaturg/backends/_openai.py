@@ -20,10 +20,13 @@ sends exactly what it sent before tools existed: no ``tools`` or ``tool_choice``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import urllib.parse
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from dramaturg._errors import BackendError, ConfigError
@@ -133,7 +136,10 @@ class OpenAIBackend:
             )
         except self._catch as exc:
             raise self._translate(exc, request.model, shape) from exc
-        return _response(completion)
+        response = _response(completion)
+        if request.tools and not response.tool_calls:
+            return calls_written_as_text(response, {tool.name for tool in request.tools})
+        return response
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""
@@ -284,6 +290,50 @@ def _response(completion: ChatCompletion) -> ModelResponse:
             f"openai: the reply has no text (finish_reason {choice.finish_reason})", kind="malformed"
         )
     return response
+
+
+_TAGGED_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.S)
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+
+def calls_written_as_text(response: ModelResponse, tools: set[str]) -> ModelResponse:
+    """Tool calls a server left in the text, as native calls.
+
+    OpenAI-compatible servers without a tool-call parser for the model (llama.cpp's server
+    with a GGUF's own chat template, vLLM without ``--tool-call-parser``) return what the
+    model wrote: Qwen and Hermes style ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
+    blocks, or the bare JSON object. Only a call that names one of the request's tools
+    counts; anything else stays text. The call's annotations say it was read from text.
+    """
+    text = response.text.strip()
+    tagged = _TAGGED_CALL.findall(text)
+    fenced = _FENCE.match(text)
+    candidates = tagged or [fenced.group(1) if fenced else text]
+    calls: list[ToolCall] = []
+    for candidate in candidates:
+        try:
+            data = json.loads(candidate)
+        except json.JSONDecodeError:
+            return response
+        for item in data if isinstance(data, list) else [data]:
+            if not isinstance(item, dict) or item.get("name") not in tools:
+                return response
+            arguments = item.get("arguments", item.get("parameters", {}))
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments, sort_keys=True, ensure_ascii=False)
+            # Unique within a conversation, and the same on every replay of this reply.
+            call_id = f"call_{hashlib.sha256(text.encode()).hexdigest()[:10]}_{len(calls)}"
+            calls.append(ToolCall(call_id, str(item["name"]), arguments))
+    if not calls:
+        return response
+    rest = _TAGGED_CALL.sub("", text).strip() if tagged else ""
+    return replace(
+        response,
+        text=rest,
+        tool_calls=tuple(calls),
+        finish_reason="tool_calls",
+        annotations=(*response.annotations, ("tool_calls_from_text", "yes")),
+    )
 
 
 def _tool_calls(raw: Iterable[ChatCompletionMessageToolCallUnion]) -> tuple[ToolCall, ...]:
