@@ -73,8 +73,11 @@ def statuses(db: Path) -> dict[str, int]:
 
 
 def assert_no_garbage(db: Path) -> None:
-    """Every stored answer has text, every turn points at one, and no request was paid twice."""
-    empty = "SELECT count(*) FROM llm_calls WHERE status = 'ok' AND coalesce(trim(response_text), '') = ''"
+    """Every stored answer has text or tool calls, every turn points at one, nothing was paid twice."""
+    empty = (
+        "SELECT count(*) FROM llm_calls WHERE status = 'ok' AND coalesce(trim(response_text), '') = '' "
+        "AND tool_calls IS NULL"
+    )
     assert query(db, empty) == [(0,)]
     orphans = (
         "SELECT count(*) FROM turns WHERE call_id IS NOT NULL "
@@ -155,10 +158,13 @@ def tables_containing(db: Path, needle: str) -> list[str]:
         con.close()
 
 
+@pytest.mark.parametrize("responder", ["text", "sim"])
 def test_sigkill_then_resume_resends_only_calls_that_were_in_flight(
-    cli: Cli, fake: FakeAPI, tmp_path: Path
+    cli: Cli, fake: FakeAPI, tmp_path: Path, responder: str
 ) -> None:
-    fake.configure(latency_ms=40)
+    # "sim" plays the whole SimBackend behind the API, tool calls included: support-refund's
+    # assistant then calls its tools through the real SDK, and the kill lands among them.
+    fake.configure(latency_ms=40, **({"responder": "sim"} if responder == "sim" else {}))
     db = tmp_path / "kill.duckdb"
     concurrency = 4
     process = dramaturg_subprocess(
@@ -187,6 +193,9 @@ def test_sigkill_then_resume_resends_only_calls_that_were_in_flight(
     assert stats["repeats_after_200"] <= concurrency
     stored = query(db, "SELECT count(*) FROM llm_calls WHERE status = 'ok'")[0][0]
     assert stats["answered_200"] - stored == stats["repeats_after_200"]
+    if responder == "sim":
+        (valid,) = query(db, "SELECT count(*) FROM tool_calls WHERE status = 'ok'")[0]
+        assert valid > 0
 
 
 def test_bad_key_stops_within_seconds_with_one_line_and_stays_resumable(
