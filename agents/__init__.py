@@ -15,18 +15,23 @@ from dramaturg.agents._prompts import (
     judge_request,
     retry_note,
     revision_request,
+    tool_call_request,
+    tool_simulator_prompt,
     transcript,
     user_simulator_prompt,
     user_turn_request,
     verifier_prompt,
 )
-from dramaturg.agents._roles import Reply, RoleAgent, attempt_seed
+from dramaturg.agents._roles import Reply, RoleAgent, ToolRunner, attempt_seed
+from dramaturg.agents._tool_simulator import ToolSimulator
 
 __all__ = [
     "GatewayChatClient",
     "Reply",
     "RoleAgent",
     "Standards",
+    "ToolRunner",
+    "ToolSimulator",
     "asked_facts",
     "attempt_seed",
     "critic_prompt",
@@ -37,6 +42,8 @@ __all__ = [
     "judge_request",
     "retry_note",
     "revision_request",
+    "tool_call_request",
+    "tool_simulator_prompt",
     "transcript",
     "user_simulator_prompt",
     "user_turn_request",

@@ -232,5 +232,28 @@ def verifier_prompt() -> str:
     )
 
 
+def tool_simulator_prompt(spec: EpisodeSpec, name: str, description: str, result_schema: str) -> str:
+    """The tool simulator's brief: answer one tool's calls as its service would, in JSON."""
+    facts = [f"- {key}: {value}" for key, value in spec.hidden_facts]
+    facts += [f"- {key}: {value}" for key, value in spec.variables]
+    return "\n".join(
+        [
+            mk.TOOL_SIMULATOR_HEADER,
+            f"Tool: {name}. {description}",
+            "Given the arguments of a call, reply with the result the real service would return:",
+            "JSON only, matching this schema, with realistic values.",
+            f"Result schema: {result_schema}",
+            "If the arguments name something that does not exist in these facts, say so in the",
+            "result the way the service would (an empty or not-found result), never invent it.",
+            mk.TOOL_FACTS_HEADER,
+            *facts,
+        ]
+    )
+
+
+def tool_call_request(arguments: str) -> str:
+    return f"Arguments: {arguments}"
+
+
 def goal_request(goal: str, history: Sequence[tuple[str, str]]) -> str:
     return "\n".join([f"{mk.GOAL_LINE} {goal}", mk.CONVERSATION_LABEL, transcript(history)])

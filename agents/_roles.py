@@ -71,7 +71,7 @@ class ToolRunner(Protocol):
     @property
     def max_steps(self) -> int: ...
 
-    def call(self, call: ToolCall, *, model_call_id: str | None = None) -> ToolResult: ...
+    async def call(self, call: ToolCall, *, model_call_id: str | None = None) -> ToolResult: ...
 
 
 class RoleAgent:
@@ -180,7 +180,8 @@ class RoleAgent:
                     tool_steps=tuple(steps),
                 )
             calls = tuple(ToolCall(c.id, c.name, c.arguments) for c in result.content)
-            results = tuple(tools.call(call, model_call_id=outcome.call_id) for call in calls)
+            # One at a time, in the model's order: real tools may change the world in turn.
+            results = tuple([await tools.call(call, model_call_id=outcome.call_id) for call in calls])
             await self._context.add_message(
                 AssistantMessage(content=list(result.content), thought=result.thought, source=self.role)
             )

@@ -110,6 +110,10 @@ def run_command(
     judge_model: Annotated[
         str | None, typer.Option("--judge-model", help=_ROLE_MODEL.format("verifier (judge)"))
     ] = None,
+    tool_model: Annotated[
+        str | None,
+        typer.Option("--tool-model", help=_ROLE_MODEL.format("tool simulator (answers simulated tools)")),
+    ] = None,
     base_url: Annotated[
         str | None,
         typer.Option(
@@ -219,6 +223,7 @@ def run_command(
             assistant_model=assistant_model,
             critic_model=critic_model,
             judge_model=judge_model,
+            tool_model=tool_model,
             base_url=base_url,
             rpm=rpm,
             tpm=tpm,
@@ -236,7 +241,7 @@ def run_command(
         prepare(config)  # scenario and model-spec errors surface before anything is drawn
     except UserError as exc:
         raise _fail(str(exc), 2) from exc
-    if model == "sim" and not any((user_model, assistant_model, critic_model, judge_model)):
+    if model == "sim" and not any((user_model, assistant_model, critic_model, judge_model, tool_model)):
         err.print(
             "note: using the offline [bold]sim[/] backend (simulated replies; pass --model for a real one)",
             soft_wrap=True,
@@ -290,6 +295,9 @@ def resume_command(
     judge_model: Annotated[
         str | None, typer.Option("--judge-model", help="Replace the verifier's (judge's) model.")
     ] = None,
+    tool_model: Annotated[
+        str | None, typer.Option("--tool-model", help="Replace the tool simulator's model.")
+    ] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Replace the openai endpoint.")] = None,
 ) -> None:
     """Finish a run that stopped or crashed, with the settings it was started with.
@@ -319,6 +327,7 @@ def resume_command(
         "assistant_model": assistant_model,
         "critic_model": critic_model,
         "judge_model": judge_model,
+        "tool_model": tool_model,
         "base_url": base_url,
     }
     try:

@@ -28,10 +28,11 @@ class RoleModels:
     assistant: ModelSpec
     critic: ModelSpec
     verifier: ModelSpec
+    tool_simulator: ModelSpec
 
     @classmethod
     def uniform(cls, spec: ModelSpec) -> RoleModels:
-        return cls(spec, spec, spec, spec)
+        return cls(spec, spec, spec, spec, spec)
 
     def for_role(self, role: RoleName) -> ModelSpec:
         spec: ModelSpec = getattr(self, role)

@@ -33,6 +33,8 @@ __all__ = [
     "REVISION_REQUEST",
     "RUBRIC_LABEL",
     "TERMINAL_NOTE",
+    "TOOL_FACTS_HEADER",
+    "TOOL_SIMULATOR_HEADER",
     "TRAITS_LABEL",
     "USER_SIMULATOR_HEADER",
     "VERIFIER_HEADER",
@@ -64,6 +66,8 @@ MESSAGE_ONLY = "Output only the message."
 CRITIC_HEADER = "You are a CRITIC of an AI assistant's replies."
 JUDGE_HEADER = "You are a JUDGE comparing two candidate replies of an AI assistant."
 VERIFIER_HEADER = "You are a VERIFIER deciding whether a conversation reached the user's goal."
+TOOL_SIMULATOR_HEADER = "You are the SERVICE behind one tool of a software system."
+TOOL_FACTS_HEADER = "Facts of the world this service must agree with:"
 INSTRUCTIONS_OPEN = "<<<ASSISTANT INSTRUCTIONS"
 INSTRUCTIONS_CLOSE = "ASSISTANT INSTRUCTIONS>>>"
 CONVERSATION_LABEL = "Conversation so far:"

@@ -30,7 +30,7 @@ __all__ = [
     "tool_steps_json",
 ]
 
-RoleName = Literal["user_simulator", "assistant", "critic", "verifier"]
+RoleName = Literal["user_simulator", "assistant", "critic", "verifier", "tool_simulator"]
 MessageRole = Literal["user", "assistant", "tool"]
 ToolChoice = Literal["auto", "none"]
 

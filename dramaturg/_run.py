@@ -19,10 +19,11 @@ from dramaturg._errors import BackendError, ConfigError, RunError
 from dramaturg._gateway import Gateway, GatewayStats
 from dramaturg._health import RoleFailing, RoleHealth, record_health_metrics
 from dramaturg._limits import CircuitBreaker, RateLimiter
-from dramaturg._model import Backend, GenerationParams, ModelSpec
+from dramaturg._model import Backend, GenerationParams, ModelSpec, RoleName
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg._review import PairReport, ReviewSettings, pair_report
 from dramaturg._toolbox import ToolBox
+from dramaturg.agents import ToolSimulator
 from dramaturg.backends import BACKEND_FACTORIES, SimOptions, close_backends
 from dramaturg.evaluators import CheckRunner, CheckSuite, ForkedCheckRunner
 from dramaturg.memory import EpisodeResult, EpisodeStart, RunRecord, Store, StoreWriter, utcnow
@@ -40,7 +41,9 @@ _OPERATIONAL_FIELDS = frozenset(
 # A role's model may change on resume: a run stopped because a role's replies were unusable
 # resumes with a model that works. Finished episodes keep what they were made with (every
 # llm_calls row names its model); the stored config becomes the new one.
-_MODEL_FIELDS = frozenset({"model", "user_model", "assistant_model", "critic_model", "judge_model"})
+_MODEL_FIELDS = frozenset(
+    {"model", "user_model", "assistant_model", "critic_model", "judge_model", "tool_model"}
+)
 
 
 class RunConfig(BaseModel):
@@ -61,6 +64,7 @@ class RunConfig(BaseModel):
     assistant_model: str | None = None
     critic_model: str | None = None
     judge_model: str | None = None
+    tool_model: str | None = Field(default=None, description="the tool simulator's model")
     run_id: str | None = None
     temperature: float = Field(default=0.8, ge=0, le=2)
     max_tokens: int = Field(default=1024, ge=1)
@@ -101,6 +105,7 @@ class RunConfig(BaseModel):
             assistant=pick(self.assistant_model),
             critic=pick(self.critic_model),
             verifier=pick(self.judge_model),
+            tool_simulator=pick(self.tool_model),
         )
 
 
@@ -204,8 +209,11 @@ def prepare(config: RunConfig) -> tuple[list[LoadedScenario], RoleModels]:
     return loaded, config.role_models()
 
 
+_ROLES: tuple[RoleName, ...] = ("user_simulator", "assistant", "critic", "verifier", "tool_simulator")
+
+
 def _backends(models: RoleModels, config: RunConfig) -> dict[str, Backend]:
-    names = {models.for_role(role).backend for role in ("user_simulator", "assistant", "critic", "verifier")}
+    names = {models.for_role(role).backend for role in _ROLES}
     options = SimOptions(role_flip_rate=config.sim_role_flip_rate, mistake_rate=config.sim_mistake_rate)
     return {
         name: BACKEND_FACTORIES[name](
@@ -219,7 +227,13 @@ def _price_table(config: RunConfig, models: RoleModels) -> PriceTable:
     """The run's prices; with a budget, every model must have one (else it cannot be kept)."""
     table = PriceTable.from_file(config.prices)
     if config.budget_usd is not None:
-        specs = (models.user_simulator, models.assistant, models.critic, models.verifier)
+        specs = (
+            models.user_simulator,
+            models.assistant,
+            models.critic,
+            models.verifier,
+            models.tool_simulator,
+        )
         unpriced = sorted({str(s) for s in specs if table.lookup(s.backend, s.model) is None})
         if unpriced:
             raise ConfigError(
@@ -459,6 +473,7 @@ async def _episode(
                 scenario.build_environment(spec),
                 episode_id=job.episode_id,
                 max_steps=scenario.max_tool_steps,
+                simulator=ToolSimulator(gateway, models.tool_simulator, spec, job.episode_id, params),
             )
             if scenario.function_tools
             else None

@@ -11,12 +11,17 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from dramaturg._model import ToolCall, ToolResult, ToolSpec, ToolStep
 from dramaturg.memory import ToolCallRow
-from dramaturg.scenarios import FunctionTool, ToolOutcome, ToolUse
+from dramaturg.scenarios import FunctionTool, SimulatedTool, ToolOutcome, ToolUse
+from dramaturg.scenarios._tools import check_arguments
+
+# Answers a simulated tool's call (the tool simulator role): arguments as JSON text.
+Simulator = Callable[[SimulatedTool, str], Awaitable[ToolOutcome]]
 
 __all__ = ["ToolBox", "tool_uses", "with_tool_steps"]
 
@@ -33,10 +38,11 @@ class ToolBox:
         rows: every call made, valid or not, in order (written with the episode).
     """
 
-    tools: dict[str, FunctionTool]
+    tools: dict[str, FunctionTool | SimulatedTool]
     environment: object
     episode_id: str
     max_steps: int = 4
+    simulator: Simulator | None = None
     rows: list[ToolCallRow] = field(default_factory=list)
     _turn_idx: int = 0
     _target: str = "original"
@@ -45,9 +51,15 @@ class ToolBox:
 
     @classmethod
     def build(
-        cls, tools: Sequence[FunctionTool], environment: object, *, episode_id: str, max_steps: int
+        cls,
+        tools: Sequence[FunctionTool | SimulatedTool],
+        environment: object,
+        *,
+        episode_id: str,
+        max_steps: int,
+        simulator: Simulator | None = None,
     ) -> ToolBox:
-        return cls({tool.name: tool for tool in tools}, environment, episode_id, max_steps)
+        return cls({tool.name: tool for tool in tools}, environment, episode_id, max_steps, simulator)
 
     @property
     def specs(self) -> tuple[ToolSpec, ...]:
@@ -75,7 +87,7 @@ class ToolBox:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    def call(self, call: ToolCall, *, model_call_id: str | None = None) -> ToolResult:
+    async def call(self, call: ToolCall, *, model_call_id: str | None = None) -> ToolResult:
         """Run one call the model asked for and record it. Never raises for the model's mistakes."""
         started = time.perf_counter()
         tool = self.tools.get(call.name)
@@ -84,13 +96,29 @@ class ToolBox:
             outcome = ToolOutcome(
                 "invalid", f"Error: there is no tool named {call.name!r} (tools: {known})", "unknown tool"
             )
+        elif isinstance(tool, SimulatedTool):
+            outcome = await self._simulate(tool, call.arguments)
         else:
             outcome = tool(self.environment, call.arguments)
-        self._record(call, outcome, model_call_id, (time.perf_counter() - started) * 1000)
+        source: Literal["real", "simulated"] = "simulated" if isinstance(tool, SimulatedTool) else "real"
+        self._record(call, outcome, model_call_id, (time.perf_counter() - started) * 1000, source)
         return ToolResult(call.id, outcome.result, is_error=outcome.status != "ok", status=outcome.status)
 
+    async def _simulate(self, tool: SimulatedTool, arguments: str) -> ToolOutcome:
+        _, invalid = check_arguments(tool.parameters, arguments, tool.name)
+        if invalid is not None:
+            return invalid
+        if self.simulator is None:
+            return ToolOutcome("error", f"Error: {tool.name} has no simulator", "no tool simulator")
+        return await self.simulator(tool, arguments)
+
     def _record(
-        self, call: ToolCall, outcome: ToolOutcome, model_call_id: str | None, latency_ms: float
+        self,
+        call: ToolCall,
+        outcome: ToolOutcome,
+        model_call_id: str | None,
+        latency_ms: float,
+        source: Literal["real", "simulated"] = "real",
     ) -> None:
         self.rows.append(
             ToolCallRow(
@@ -105,7 +133,7 @@ class ToolBox:
                 status=outcome.status,
                 result=outcome.result,
                 error=outcome.error,
-                source="real",
+                source=source,
                 latency_ms=latency_ms,
                 model_call_id=model_call_id,
             )

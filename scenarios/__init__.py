@@ -11,7 +11,7 @@ from dramaturg.scenarios._loader import (
     builtin_scenarios,
     load_scenario,
 )
-from dramaturg.scenarios._tools import FunctionTool, ToolOutcome, ToolStatus
+from dramaturg.scenarios._tools import FunctionTool, SimulatedTool, ToolOutcome, ToolStatus
 
 __all__ = [
     "BUILTIN_SCENARIOS",
@@ -25,6 +25,7 @@ __all__ = [
     "Persona",
     "PlannedStage",
     "Scenario",
+    "SimulatedTool",
     "Stage",
     "ToolOutcome",
     "ToolStatus",

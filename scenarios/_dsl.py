@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import networkx as nx
 from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, signature_problem
-from dramaturg.scenarios._tools import FunctionTool
+from dramaturg.scenarios._tools import FunctionTool, SimulatedTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 __all__ = ["EpisodeSpec", "Persona", "PlannedStage", "Scenario", "Stage", "Transition"]
@@ -92,8 +92,9 @@ class Scenario(_Strict):
             anything but a bool or a CheckResult fails, with the reason, on that reply.
         check_timeout_s: how long one check may take on one reply.
         tools: typed functions ``(env, **arguments)`` the assistant may call (see
-            :class:`~dramaturg.scenarios.FunctionTool`); their schemas come from the signature
-            and the docstring.
+            :class:`~dramaturg.scenarios.FunctionTool`; their schemas come from the signature
+            and the docstring), and :class:`~dramaturg.scenarios.SimulatedTool` declarations
+            that the tool simulator role answers.
         environment: builds an episode's world from its spec (e.g. an orders table holding
             the persona's hidden order), so the user's facts and the tools agree. The tools'
             first argument; checks see it as ``context.environment``.
@@ -116,10 +117,10 @@ class Scenario(_Strict):
     principles: list[str] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
     check_timeout_s: float = Field(default=DEFAULT_CHECK_TIMEOUT_S, gt=0, le=3600)
-    tools: list[Callable[..., Any]] = Field(default_factory=list)
+    tools: list[SimulatedTool | Callable[..., Any]] = Field(default_factory=list)
     environment: Environment | None = None
     max_tool_steps: int = Field(default=4, ge=1, le=16)
-    _function_tools: tuple[FunctionTool, ...] = PrivateAttr(default=())
+    _function_tools: tuple[FunctionTool | SimulatedTool, ...] = PrivateAttr(default=())
     revise_below: float | None = Field(default=None, ge=1, le=10)
 
     @field_validator("checks")
@@ -134,11 +135,13 @@ class Scenario(_Strict):
 
     @field_validator("tools")
     @classmethod
-    def _described_tools(cls, tools: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+    def _described_tools(
+        cls, tools: list[SimulatedTool | Callable[..., Any]]
+    ) -> list[SimulatedTool | Callable[..., Any]]:
         names = set()
         for i, tool in enumerate(tools):
             try:
-                name = FunctionTool(tool).name
+                name = tool.name if isinstance(tool, SimulatedTool) else FunctionTool(tool).name
             except ValueError as exc:
                 raise ValueError(f"field 'tools.{i}': {exc}") from exc
             if name in names:
@@ -179,13 +182,15 @@ class Scenario(_Strict):
             raise ValueError(f"field 'transitions': no terminal stage can be reached from '{start}'")
         # Instantiating once surfaces bad placeholders and broken derive and environment
         # functions now, at definition time, instead of in the middle of a paid run.
-        self._function_tools = tuple(FunctionTool(tool) for tool in self.tools)
+        self._function_tools = tuple(
+            tool if isinstance(tool, SimulatedTool) else FunctionTool(tool) for tool in self.tools
+        )
         self.build_environment(self.instantiate(0))
         return self
 
     @property
-    def function_tools(self) -> tuple[FunctionTool, ...]:
-        """The tools, described and ready to validate arguments."""
+    def function_tools(self) -> tuple[FunctionTool | SimulatedTool, ...]:
+        """The tools, described and ready to validate arguments (real and simulated)."""
         return self._function_tools
 
     def build_environment(self, spec: EpisodeSpec) -> object:
@@ -266,12 +271,20 @@ class Scenario(_Strict):
         data = self.model_dump(exclude={"derive", "checks", "tools", "environment"})
         data["derive"] = _qualified_name(self.derive) if self.derive else None
         data["checks"] = [_qualified_name(check) for check in self.checks]
-        data["tools"] = [
-            {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
-            for tool in self.function_tools
-        ]
+        data["tools"] = [_tool_definition(tool) for tool in self.function_tools]
         data["environment"] = _qualified_name(self.environment) if self.environment else None
         return data
+
+
+def _tool_definition(tool: FunctionTool | SimulatedTool) -> dict[str, Any]:
+    definition: dict[str, Any] = {
+        "name": tool.name,
+        "description": tool.description,
+        "parameters": tool.parameters,
+    }
+    if isinstance(tool, SimulatedTool):
+        definition |= {"result_schema": tool.result_schema, "simulated": True}
+    return definition
 
 
 def _qualified_name(fn: Callable[..., object]) -> str:

@@ -20,6 +20,7 @@ __all__ = ["BUILTIN_SCENARIOS", "LoadedScenario", "builtin_scenarios", "load_sce
 BUILTIN_SCENARIOS: dict[str, str] = {
     "support-refund": "dramaturg.scenarios.support_refund",
     "math-tutor": "dramaturg.scenarios.math_tutor",
+    "airline-rebooking": "dramaturg.scenarios.airline_rebooking",
 }
 
 

@@ -22,9 +22,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-__all__ = ["FunctionTool", "ToolOutcome", "ToolStatus", "tool_schema"]
+__all__ = ["FunctionTool", "SimulatedTool", "ToolOutcome", "ToolStatus", "check_arguments", "tool_schema"]
 
 ToolStatus = Literal["ok", "invalid", "error"]
 
@@ -99,6 +100,57 @@ class FunctionTool:
             message = f"{type(exc).__name__}: {exc}"
             return ToolOutcome("error", f"Error: {message}"[:_MAX_RESULT_CHARS], message)
         return ToolOutcome("ok", _as_text(value))
+
+
+class SimulatedTool(BaseModel):
+    """A tool declared by its schemas only, answered by the tool simulator role.
+
+    For an API the scenario cannot run (an airline's booking system): the tool simulator's
+    model writes each result as JSON, validated against ``result_schema``, consistent with
+    the episode's facts, and cached like every model call.
+
+    Attributes:
+        name: the tool's name, as the model calls it.
+        description: what it does, for the assistant and the simulator.
+        parameters: the JSON schema of its arguments (an object schema).
+        result_schema: the JSON schema of its result (an object schema).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    description: str = Field(min_length=1)
+    parameters: dict[str, Any]
+    result_schema: dict[str, Any]
+
+    @field_validator("parameters", "result_schema")
+    @classmethod
+    def _object_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        if schema.get("type") != "object":
+            raise ValueError('must be an object schema: {"type": "object", "properties": {...}}')
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON schema: {exc.message}") from exc
+        return schema
+
+
+def check_arguments(
+    schema: dict[str, Any], arguments: str, tool: str
+) -> tuple[dict[str, Any] | None, ToolOutcome | None]:
+    """Parse and validate a simulated tool's arguments: (arguments, None) or (None, why not)."""
+    try:
+        raw = json.loads(arguments) if arguments.strip() else {}
+    except json.JSONDecodeError as exc:
+        problem = f"arguments are not JSON ({exc.msg})"
+        return None, ToolOutcome("invalid", f"Error: {problem}", problem)
+    problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(raw), key=lambda e: list(e.path))
+    if problems:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e.path) or 'arguments'}: {e.message}" for e in problems
+        )
+        return None, ToolOutcome("invalid", f"Error: invalid arguments for {tool}: {detail}", detail)
+    return raw, None
 
 
 def tool_schema(arguments: type[BaseModel]) -> dict[str, Any]:

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import jsonschema
 import pytest
-from dramaturg.scenarios import FunctionTool
+from dramaturg.scenarios import FunctionTool, SimulatedTool
 
 from dramaturg import ModelRequest, RunConfig, Scenario, ScenarioError, load_scenario, run
-from dramaturg._model import Message, ToolCall, ToolSpec
+from dramaturg._model import Message, ToolCall, ToolResult, ToolSpec
 from dramaturg._toolbox import ToolBox
 
 Cli = Callable[..., Any]
@@ -149,14 +150,19 @@ def test_the_toolbox_records_every_call_and_never_lets_a_bad_one_run() -> None:
     box = ToolBox.build([FunctionTool(book)], Calendar(), episode_id="e", max_steps=3)
     box.begin_turn(1)
     box.attempt("original", 0)
-    results = [
-        box.call(ToolCall("a", "book", '{"day": "2026-12-24", "name": "Ana"}')),
-        box.call(ToolCall("b", "book", '{"day": "2026-12-24", "name": "Bo"}')),  # the tool raises
-        box.call(ToolCall("c", "book", '{"day": "2026-12-25"}')),  # missing a required argument
-        box.call(ToolCall("d", "cancel", "{}")),  # no such tool
-        box.call(ToolCall("e", "book", "{day: 25}")),  # not JSON
-        box.call(ToolCall("f", "book", '{"day": "2026-12-26", "name": "Cy", "guests": "many"}')),
+    calls = [
+        ToolCall("a", "book", '{"day": "2026-12-24", "name": "Ana"}'),
+        ToolCall("b", "book", '{"day": "2026-12-24", "name": "Bo"}'),  # the tool raises
+        ToolCall("c", "book", '{"day": "2026-12-25"}'),  # missing a required argument
+        ToolCall("d", "cancel", "{}"),  # no such tool
+        ToolCall("e", "book", "{day: 25}"),  # not JSON
+        ToolCall("f", "book", '{"day": "2026-12-26", "name": "Cy", "guests": "many"}'),
     ]
+
+    async def call_all() -> list[ToolResult]:
+        return [await box.call(call) for call in calls]
+
+    results = asyncio.run(call_all())
     assert [r.status for r in results] == ["ok", "error", "invalid", "invalid", "invalid", "invalid"]
     assert results[1].content == "Error: ValueError: 2026-12-24 is already booked"
     assert "name: Field required" in results[2].content
@@ -222,3 +228,73 @@ def test_requests_without_tools_keep_their_hashes_and_tools_change_them() -> Non
             "sim", "sim", "assistant", "system", (Message("user", "hi"),), tools=(spec,), tool_choice="none"
         ).hash
     )
+
+
+@pytest.fixture(scope="module")
+def airline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("airline") / "airline.duckdb"
+    summary = asyncio.run(run(RunConfig(scenarios=["airline-rebooking"], episodes=8, run_id="air"), db))
+    assert summary.done == 8
+    return db
+
+
+def test_simulated_tools_are_answered_by_the_tool_simulator_within_their_schema(airline_run: Path) -> None:
+    scenario = load_scenario("airline-rebooking").scenario
+    schemas = {
+        tool.name: tool.result_schema for tool in scenario.function_tools if isinstance(tool, SimulatedTool)
+    }
+    rows = query(airline_run, "SELECT tool, status, source, result FROM tool_calls")
+    assert rows and all(source == "simulated" for _, _, source, _ in rows)
+    valid = [(tool, json.loads(result)) for tool, status, _, result in rows if status == "ok"]
+    assert {tool for tool, _ in valid} >= {"find_booking", "rebook_flight"}
+    for tool, result in valid:
+        jsonschema.validate(result, schemas[tool])
+    # The simulator is told the episode's facts: a found booking is the traveller's own.
+    found = query(
+        airline_run,
+        "SELECT t.result, e.spec FROM tool_calls t JOIN episodes e USING (episode_id) "
+        "WHERE t.tool = 'find_booking' AND t.status = 'ok'",
+    )
+    for result, spec in found:
+        assert json.loads(result)["booking_id"] == json.loads(spec)["variables"]["booking_id"]
+    simulator_calls = query(airline_run, "SELECT count(*) FROM llm_calls WHERE role = 'tool_simulator'")[0][0]
+    assert simulator_calls > 0
+
+
+def test_a_simulated_result_that_breaks_its_schema_is_an_error_not_a_result() -> None:
+    from dramaturg.agents import ToolSimulator
+    from dramaturg.memory import Store, StoreWriter
+
+    from dramaturg import FunctionBackend, ModelResponse
+    from dramaturg._gateway import Gateway
+    from dramaturg._model import GenerationParams, ModelSpec
+
+    scenario = load_scenario("airline-rebooking").scenario
+    tool = next(
+        t for t in scenario.function_tools if isinstance(t, SimulatedTool) and t.name == "find_booking"
+    )
+
+    async def wrong(request: ModelRequest) -> ModelResponse:
+        return ModelResponse(text='{"booking_id": 7}', input_tokens=1, output_tokens=1)
+
+    async def main(db: Path) -> tuple[str, str, int]:
+        store = Store.open(db)
+        writer = StoreWriter(store)
+        try:
+            gateway = Gateway({"sim": FunctionBackend(wrong)}, writer, run_id="x", concurrency=1)
+            simulator = ToolSimulator(
+                gateway, ModelSpec("sim", "sim"), scenario.instantiate(1), "x/e/0", GenerationParams()
+            )
+            outcome = await simulator(tool, '{"booking_id": "QX-48213"}')
+            return outcome.status, outcome.error or "", gateway.stats.calls
+        finally:
+            writer.close()
+            store.close()
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        status, error, calls = asyncio.run(main(Path(folder) / "s.duckdb"))
+    assert status == "error"
+    assert "does not match its schema" in error
+    assert calls == 2  # asked again once with another seed, then given up

@@ -9,10 +9,12 @@ for tests, demos and benchmarks, never training data to ship.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dramaturg import _markers as mk
 from dramaturg._model import ModelRequest, ModelResponse
@@ -147,6 +149,11 @@ class SimBackend:
             if message.role != "tool" and not message.tool_calls
         ]
         prompt = request.system + "\n".join(message.content for message in request.messages)
+        if request.system.startswith(mk.TOOL_SIMULATOR_HEADER):
+            result = simulate_tool_result(request)
+            return ModelResponse(
+                text=result, input_tokens=count_tokens(prompt), output_tokens=count_tokens(result)
+            )
         if request.tools and not _is_role_prompt(request.system):
             # A revision fixes what the critic saw: it plants no tool mistake of its own.
             revising = bool(messages) and messages[-1][1].startswith(mk.REVISION_REQUEST)
@@ -185,8 +192,75 @@ def _without_findings(text: str) -> str:
 
 def _is_role_prompt(system: str) -> bool:
     """Whether a system prompt is one of dramaturg's own roles (they never call tools)."""
-    headers = (mk.USER_SIMULATOR_HEADER, mk.CRITIC_HEADER, mk.JUDGE_HEADER, mk.VERIFIER_HEADER)
+    headers = (
+        mk.USER_SIMULATOR_HEADER,
+        mk.CRITIC_HEADER,
+        mk.JUDGE_HEADER,
+        mk.VERIFIER_HEADER,
+        mk.TOOL_SIMULATOR_HEADER,
+    )
     return system.startswith(headers)
+
+
+def simulate_tool_result(request: ModelRequest) -> str:
+    """A simulated tool's result: JSON following the result schema, agreeing with the facts.
+
+    A property named like an argument echoes it; one named like a fact of the episode takes
+    the fact's value; the rest get plausible values of their type, seeded by the request.
+    """
+    schema: dict[str, Any] = request.response_format.schema_dict() if request.response_format else {}
+    arguments: dict[str, Any] = {}
+    if request.messages:
+        text = request.messages[-1].content.partition("Arguments:")[2].strip()
+        try:
+            loaded = json.loads(text) if text else {}
+            arguments = loaded if isinstance(loaded, dict) else {}
+        except json.JSONDecodeError:
+            arguments = {}
+    facts: dict[str, str] = {}
+    in_facts = False
+    for line in request.system.splitlines():
+        if line.startswith(mk.TOOL_FACTS_HEADER):
+            in_facts = True
+        elif in_facts and line.startswith("- "):
+            key, _, value = line[2:].partition(":")
+            facts[key.strip().lower().replace(" ", "_")] = value.strip()
+    rng = random.Random(hashlib.sha256(request.hash.encode()).hexdigest())
+    properties: dict[str, Any] = schema.get("properties", {})
+    return json.dumps(
+        {name: _plausible(name, spec, arguments, facts, rng) for name, spec in properties.items()},
+        sort_keys=True,
+    )
+
+
+def _plausible(
+    name: str, spec: Any, arguments: dict[str, Any], facts: dict[str, str], rng: random.Random
+) -> Any:
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if name in arguments:
+        return arguments[name]
+    if isinstance(spec, dict) and spec.get("enum"):
+        return spec["enum"][0]
+    if name in facts:
+        value = facts[name]
+        if kind in {"number", "integer"}:
+            try:
+                return int(float(value)) if kind == "integer" else float(value)
+            except ValueError:
+                pass
+        elif kind == "string":
+            return value
+    if kind == "boolean":
+        return True
+    if kind == "integer":
+        return rng.randint(1, 9)
+    if kind == "number":
+        return round(rng.uniform(20, 400), 2)
+    if kind == "array":
+        return []
+    if kind == "object":
+        return {}
+    return f"{name.replace('_', ' ')} {rng.randint(100, 999)}"
 
 
 def respond_text(

@@ -75,12 +75,12 @@ def plan_tools(tools: Sequence[ToolSpec], messages: Sequence[Message], mistake_r
             return ToolPlan(
                 (_call(wanted, _arguments(wanted, said, {}), turn_tag, step),), "act_before_lookup"
             )
-        lookup = _best(lookups, said)
+        # A lookup the user has given the arguments for (none yet: ask the user in text).
+        ready = [t for t in lookups if not _missing_required(t, _arguments(t, said, {}))]
+        lookup = _best(ready, said)
         if lookup is None:
             return ToolPlan(())
         arguments = _arguments(lookup, said, {})
-        if _missing_required(lookup, arguments):
-            return ToolPlan(())  # nothing to look up yet: ask the user in text
         calls = [_call(lookup, arguments, turn_tag, step)]
         if planted:
             calls.append(_call(lookup, arguments, turn_tag, step, index=1))
