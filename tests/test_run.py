@@ -99,7 +99,7 @@ def test_scenarios_command_lists_builtins(cli) -> None:
     result = cli("scenarios")
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["support-refund", "math-tutor"]
+    assert [line.split()[0] for line in lines] == ["support-refund", "math-tutor", "airline-rebooking"]
 
 
 def test_role_flipped_user_turns_are_rejected_regenerated_and_counted(tmp_path: Path) -> None:

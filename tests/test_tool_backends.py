@@ -192,7 +192,7 @@ def test_openai_request_bodies_have_the_documented_shape(fake: FakeAPI) -> None:
             question,
             {
                 "role": "assistant",
-                "content": None,
+                "content": "",
                 "tool_calls": [
                     {
                         "id": "call_lookup_1",

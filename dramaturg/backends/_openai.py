@@ -196,9 +196,10 @@ class OpenAIBackend:
 def openai_messages(system: str, messages: tuple[Message, ...]) -> list[ChatCompletionMessageParam]:
     """The Chat Completions form of a conversation: the system prompt first, tool traffic kept.
 
-    An assistant message that called tools has ``content`` null when it said nothing (the
-    API takes null there, and an empty string would be a turn of silence the model never
-    produced); a ``tool`` message answers the call its ``tool_call_id`` names.
+    An assistant message that called tools has ``content`` ``""`` when it said nothing:
+    OpenAI and vLLM also take null there, but llama-cpp-python's server rejects it (HTTP 500,
+    "Input should be a valid string"), and an empty string means the same to every one of
+    them. A ``tool`` message answers the call its ``tool_call_id`` names.
     """
     params: list[ChatCompletionMessageParam] = []
     if system:
@@ -214,7 +215,7 @@ def openai_messages(system: str, messages: tuple[Message, ...]) -> list[ChatComp
             params.append(
                 {
                     "role": "assistant",
-                    "content": message.content or None,
+                    "content": message.content,
                     "tool_calls": [
                         {
                             "id": call.id,
