@@ -399,6 +399,7 @@ def _print_summary(summary: RunSummary) -> None:
         ("run", f"{summary.run_id} -> {summary.db}"),
         ("episodes", f"{summary.done} done, {summary.failed} failed{skipped}"),
         ("turns", _turn_row(summary)),
+        *_tool_rows(summary),
         *_pair_rows(summary),
         *_health_rows(summary),
         (
@@ -434,6 +435,19 @@ def _turn_row(summary: RunSummary) -> str:
     if summary.invalid_turn_episodes:
         text += f"; {summary.invalid_turn_episodes} episodes ended on a turn that kept failing (not exported)"
     return text
+
+
+def _tool_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    """Tool calls by outcome: an invalid one never ran; the assistant read its error instead."""
+    calls = summary.tool_calls
+    if not calls:
+        return []
+    parts = [f"{calls['ok']} ok"]
+    if calls["invalid"]:
+        parts.append(f"{calls['invalid']} invalid (unknown tool or bad arguments: never ran)")
+    if calls["error"]:
+        parts.append(f"{calls['error']} failed in the tool")
+    return [("tools", f"{sum(calls.values())} calls: " + ", ".join(parts))]
 
 
 def _health_rows(summary: RunSummary) -> list[tuple[str, str]]:

@@ -126,6 +126,7 @@ class RunSummary:
     rejected_turns: Counter[str] = field(default_factory=Counter)  # by reason, this invocation
     invalid_turn_episodes: int = 0  # episodes ended because a turn kept failing validation
     notices: list[str] = field(default_factory=list)  # said before the run started
+    tool_calls: Counter[str] = field(default_factory=Counter)  # by status, this invocation
 
     @property
     def failed_without_pairs(self) -> bool:
@@ -528,6 +529,7 @@ async def _episode(
     await writer.finish_episode(result)
     if outcome.review:
         summary.rejected_turns.update(row.reason for row in outcome.review.rejections)
+        summary.tool_calls.update(row.status for row in outcome.review.tool_calls)
     summary.invalid_turn_episodes += outcome.termination_reason == "invalid_turn"
     summary.pairs += len(outcome.review.pairs) if outcome.review else 0
     summary.done += 1

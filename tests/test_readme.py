@@ -45,6 +45,12 @@ def test_readme_tool_scenario_calls_its_tools(cli, tmp_path: Path, monkeypatch) 
         con.close()
     assert calls.get("lookup_loan", 0) > 0 and calls.get("renew_loan", 0) > 0
     assert checks > 0
+    # The summary counts every call, valid or not, as the table does.
+    con = duckdb.connect(str(tmp_path / "lib.duckdb"), read_only=True)
+    (total,) = con.execute("SELECT count(*) FROM tool_calls").fetchone() or (0,)
+    con.close()
+    (line,) = [line for line in result.output.splitlines() if line.startswith("tools")]
+    assert line.split()[1:3] == [str(total), "calls:"]
 
 
 def test_readme_commands_exist() -> None:
