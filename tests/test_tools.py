@@ -21,6 +21,7 @@ from dramaturg.scenarios import FunctionTool, SimulatedTool
 from dramaturg import ModelRequest, RunConfig, Scenario, ScenarioError, load_scenario, run
 from dramaturg._model import Message, ToolCall, ToolResult, ToolSpec
 from dramaturg._toolbox import ToolBox
+from dramaturg.backends._sim_tools import MISTAKES
 
 Cli = Callable[..., Any]
 
@@ -92,7 +93,7 @@ def test_every_planted_tool_mistake_is_caught_by_a_trajectory_check(support_run:
     missed = [row for row in planted if not row[-1]]
     assert not missed, missed
     kinds = {row[0] for row in planted}
-    assert kinds <= {"act_before_lookup", "wrong_arguments", "unneeded_call"}
+    assert kinds <= set(MISTAKES)
 
 
 def test_tool_calls_replay_from_the_cache_identically(support_run: Path, tmp_path: Path) -> None:
