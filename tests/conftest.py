@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 from typer.testing import CliRunner
 
 from dramaturg._cli import app
+from dramaturg.testing import FakeAPI, FakeAPIConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +41,41 @@ def dramaturg_subprocess(*args: str, **kwargs: object) -> subprocess.Popen[str]:
         text=True,
         **kwargs,
     )
+
+
+def query(db: Path, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
+    """Rows of one query on a store, opened read-only and closed again."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+@contextmanager
+def fake_api_with_responders(
+    config: FakeAPIConfig, folder: Path, module: str, source: str
+) -> Iterator[FakeAPI]:
+    """The fake API, able to import the responders in ``source`` as ``module``."""
+    (folder / f"{module}.py").write_text(textwrap.dedent(source))
+    with pytest.MonkeyPatch.context() as patch:
+        existing = os.environ.get("PYTHONPATH")
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), existing])))
+        fake = FakeAPI.start(config)
+    with fake:
+        yield fake
+
+
+def point_sdks_at(fake: FakeAPI, config: FakeAPIConfig, monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
+    """Reset the fake to ``config`` and point both SDKs at it, with test keys."""
+    fake.configure(**config.model_dump())
+    fake.reset()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.anthropic_base_url)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-openai-key")
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    return fake
 
 
 def dialogues(db: Path, run_id: str | None = None) -> dict[str, list[tuple[str, str]]]:

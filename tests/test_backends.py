@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from dramaturg.backends import BACKEND_FACTORIES, AnthropicBackend, OpenAIBacken
 from dramaturg.backends._anthropic import anthropic_messages
 from dramaturg.testing import FakeAPI, FakeAPIConfig
 from dramaturg.testing._fake_api import canonical_body_hash, decide_fault
+from tests.conftest import fake_api_with_responders, point_sdks_at
 
 BASE = FakeAPIConfig(responder="echo", retry_after_s=0.01)
 Backend = AnthropicBackend | OpenAIBackend
@@ -34,26 +33,15 @@ def reveal(system, messages, seed):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAPI]:
-    responders = tmp_path_factory.mktemp("responders")
-    (responders / "backend_responders.py").write_text(textwrap.dedent(RESPONDERS))
-    with pytest.MonkeyPatch.context() as patch:
-        existing = os.environ.get("PYTHONPATH")
-        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(responders), existing])))
-        fake = FakeAPI.start(BASE)
-    with fake:
+    with fake_api_with_responders(
+        BASE, tmp_path_factory.mktemp("responders"), "backend_responders", RESPONDERS
+    ) as fake:
         yield fake
 
 
 @pytest.fixture
 def fake(server: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
-    server.configure(**BASE.model_dump())
-    server.reset()
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key")
-    monkeypatch.setenv("OPENAI_API_KEY", "test-openai-key")
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
-    return server
+    return point_sdks_at(server, BASE, monkeypatch)
 
 
 def make(provider: str, fake: FakeAPI, **options: Any) -> Backend:

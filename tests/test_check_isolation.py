@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 from dramaturg.evaluators import CheckSuite, ForkedCheckRunner, InlineCheckRunner
 from dramaturg.scenarios import CheckContext, CheckResult
 
 from dramaturg import RunConfig, Scenario, ScenarioError, load_scenario, run
 from dramaturg.testing import FakeAPI, FakeAPIConfig
-from tests.conftest import dramaturg_subprocess
+from tests.conftest import dramaturg_subprocess, query
 
 Cli = Callable[..., Any]
 
@@ -53,14 +52,6 @@ def scenario_file(tmp_path: Path, checks: str, names: str, timeout: float = 0.5)
     path = tmp_path / "triage.py"
     path.write_text(SCENARIO.format(checks=textwrap.dedent(checks), names=names, timeout=timeout))
     return path
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 BROKEN_CHECKS = """

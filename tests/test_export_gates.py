@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
 import dramaturg
 from dramaturg import Store
 from dramaturg._export import ExportFormat, export
+from tests.conftest import query
 
 # A user's scenario, as they would write it: a triage line must send red-flag callers to
 # emergency services. The sim assistant cites that instruction once, when the caller first
@@ -93,14 +93,6 @@ def dialogue_passes(messages: Messages) -> bool:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def query(db: Path, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 from dramaturg import BackendError, FunctionBackend, ModelRequest, RunConfig, run
 from dramaturg._limits import BreakerSettings, CircuitBreaker
 from dramaturg.testing import FakeAPI, FakeAPIConfig
-from tests.conftest import dramaturg_subprocess
+from tests.conftest import dramaturg_subprocess, query
 
 BASE = FakeAPIConfig(responder="dramaturg.backends._sim:respond_text", retry_after_s=0.05)
 ANTHROPIC_KEY = "sk-ant-test-KEEPOUT-1234"
@@ -58,14 +58,6 @@ def models(fake: FakeAPI) -> tuple[str, ...]:
         "--base-url",
         fake.openai_base_url,
     )
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def statuses(db: Path) -> dict[str, int]:

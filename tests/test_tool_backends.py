@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import textwrap
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -37,6 +35,7 @@ from dramaturg._model import ResponseFormat, ToolCall, ToolSpec
 from dramaturg.backends import AnthropicBackend, OpenAIBackend, SimBackend
 from dramaturg.backends._anthropic import anthropic_messages, tool_use_input
 from dramaturg.testing import FakeAPI, FakeAPIConfig
+from tests.conftest import fake_api_with_responders, point_sdks_at
 
 BASE = FakeAPIConfig(responder="tool_responders:look_up", retry_after_s=0.01)
 Backend = AnthropicBackend | OpenAIBackend
@@ -92,26 +91,15 @@ AFTER_LOOKUP = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeAPI]:
-    responders = tmp_path_factory.mktemp("responders")
-    (responders / "tool_responders.py").write_text(textwrap.dedent(RESPONDERS))
-    with pytest.MonkeyPatch.context() as patch:
-        existing = os.environ.get("PYTHONPATH")
-        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(responders), existing])))
-        fake = FakeAPI.start(BASE)
-    with fake:
+    with fake_api_with_responders(
+        BASE, tmp_path_factory.mktemp("responders"), "tool_responders", RESPONDERS
+    ) as fake:
         yield fake
 
 
 @pytest.fixture
 def fake(server: FakeAPI, monkeypatch: pytest.MonkeyPatch) -> FakeAPI:
-    server.configure(**BASE.model_dump())
-    server.reset()
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
-    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-anthropic-key")
-    monkeypatch.setenv("OPENAI_API_KEY", "test-openai-key")
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
-    return server
+    return point_sdks_at(server, BASE, monkeypatch)
 
 
 def make(provider: str, fake: FakeAPI) -> Backend:

@@ -22,6 +22,7 @@ from dramaturg import ModelRequest, RunConfig, Scenario, ScenarioError, load_sce
 from dramaturg._model import Message, ToolCall, ToolResult, ToolSpec
 from dramaturg._toolbox import ToolBox
 from dramaturg.backends._sim_tools import MISTAKES
+from tests.conftest import query
 
 Cli = Callable[..., Any]
 
@@ -31,14 +32,6 @@ TRAJECTORY_CHECKS = (
     "tool_calls_valid",
     "no_repeated_calls",
 )
-
-
-def query(db: Path, sql: str, params: list[object] | None = None) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.fixture(scope="module")
