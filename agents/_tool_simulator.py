@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jsonschema
 from dramaturg.agents._prompts import tool_call_request, tool_simulator_prompt
@@ -34,18 +34,11 @@ class ToolSimulator:
     params: GenerationParams
     attempts: int = 2
 
+    _agents: dict[str, RoleAgent] = field(default_factory=dict)
+
     async def __call__(self, tool: SimulatedTool, arguments: str) -> ToolOutcome:
-        schema = json.dumps(tool.result_schema, sort_keys=True)
-        agent = RoleAgent(
-            "tool_simulator",
-            tool_simulator_prompt(self.episode, tool.name, tool.description, schema),
-            self.gateway,
-            spec=self.model,
-            episode_id=self.episode_id,
-            seed=self.episode.seed,
-            params=self.params,
-            response_format=ResponseFormat.from_schema(f"{tool.name}_result", tool.result_schema),
-        )
+        agent = self._agent(tool)
+        await agent.set_history([])  # every call is answered on its own
         problem = ""
         for attempt in range(self.attempts):
             try:
@@ -58,6 +51,22 @@ class ToolSimulator:
                 return ToolOutcome("ok", json.dumps(result, sort_keys=True, ensure_ascii=False))
             await agent.retract()
         return ToolOutcome("error", f"Error: {tool.name} is not available right now", problem)
+
+    def _agent(self, tool: SimulatedTool) -> RoleAgent:
+        """One agent per tool and episode: its prompt and result schema are the tool's."""
+        if tool.name not in self._agents:
+            schema = json.dumps(tool.result_schema, sort_keys=True)
+            self._agents[tool.name] = RoleAgent(
+                "tool_simulator",
+                tool_simulator_prompt(self.episode, tool.name, tool.description, schema),
+                self.gateway,
+                spec=self.model,
+                episode_id=self.episode_id,
+                seed=self.episode.seed,
+                params=self.params,
+                response_format=ResponseFormat.from_schema(f"{tool.name}_result", tool.result_schema),
+            )
+        return self._agents[tool.name]
 
 
 def _result(text: str, schema: dict[str, object]) -> tuple[dict[str, object] | None, str]:

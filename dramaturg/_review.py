@@ -250,17 +250,19 @@ class EpisodeReviewer:
         """
         verdicts: list[Literal["better", "worse", "tie"] | None] = []
         ids = []
-        orders: tuple[tuple[Literal["ab", "ba"], str, str], ...] = (
-            ("ab", better, worse),
-            ("ba", worse, better),
+        # The judge sees each reply with the tool calls it made (two replies may share a text
+        # and differ only in their calls); the rows keep the texts.
+        better_shown = with_tool_steps(better, steps[0])
+        worse_shown = with_tool_steps(worse, steps[1])
+        orders: tuple[tuple[Literal["ab", "ba"], str, str, str, str], ...] = (
+            ("ab", better, worse, better_shown, worse_shown),
+            ("ba", worse, better, worse_shown, better_shown),
         )
-        # The judge sees each reply with the tool calls it made; the rows keep the texts.
-        shown = {better: with_tool_steps(better, steps[0]), worse: with_tool_steps(worse, steps[1])}
-        for orientation, first, second in orders:
+        for orientation, first, second, first_shown, second_shown in orders:
             result = await self._ask(
                 "verifier",
                 judge_prompt(self.spec),
-                judge_request(history, shown[first], shown[second]),
+                judge_request(history, first_shown, second_shown),
                 parse_judgment,
                 _JUDGMENT_FORMAT,
             )

@@ -35,6 +35,8 @@ class ToolBox:
         environment: the episode's state; tools mutate it.
         episode_id: for the records.
         max_steps: the most tool steps (rounds of calls) one assistant turn may take.
+        simulator: answers the calls of simulated tools (the tool simulator role).
+        specs: the tools as the model is told about them.
         rows: every call made, valid or not, in order (written with the episode).
     """
 
@@ -43,6 +45,7 @@ class ToolBox:
     episode_id: str
     max_steps: int = 4
     simulator: Simulator | None = None
+    specs: tuple[ToolSpec, ...] = ()  # as the model is told about the tools; made once
     rows: list[ToolCallRow] = field(default_factory=list)
     _turn_idx: int = 0
     _target: str = "original"
@@ -59,13 +62,8 @@ class ToolBox:
         max_steps: int,
         simulator: Simulator | None = None,
     ) -> ToolBox:
-        return cls({tool.name: tool for tool in tools}, environment, episode_id, max_steps, simulator)
-
-    @property
-    def specs(self) -> tuple[ToolSpec, ...]:
-        return tuple(
-            ToolSpec.from_schema(tool.name, tool.description, tool.parameters) for tool in self.tools.values()
-        )
+        specs = tuple(ToolSpec.from_schema(tool.name, tool.description, tool.parameters) for tool in tools)
+        return cls({tool.name: tool for tool in tools}, environment, episode_id, max_steps, simulator, specs)
 
     # -- the environment across attempts ---------------------------------------------------------
 

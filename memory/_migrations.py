@@ -251,7 +251,8 @@ ALTER TABLE pair_outcomes_v5 RENAME TO pair_outcomes;
 
 M006_TOOLS = """
 -- Assistants that call tools. A reply that asked for tool calls stores them with its text,
--- so the cache replays them exactly.
+-- so the cache replays them exactly. llm_calls.role gains a value: tool_simulator (it answers
+-- the calls of tools declared by schema only).
 ALTER TABLE llm_calls ADD COLUMN tool_calls JSON;     -- [{id, name, arguments}] the reply asked for
 
 -- The rounds of tool calls an assistant turn took before its text, as in the dialogue:

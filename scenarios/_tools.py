@@ -77,14 +77,9 @@ class FunctionTool:
 
     def __call__(self, env: object, arguments: str) -> ToolOutcome:
         """Validate ``arguments`` (JSON text) and run the tool on ``env``."""
-        try:
-            raw = json.loads(arguments) if arguments.strip() else {}
-        except json.JSONDecodeError as exc:
-            return ToolOutcome(
-                "invalid", f"Error: arguments are not JSON ({exc.msg})", f"arguments not JSON: {exc.msg}"
-            )
-        if not isinstance(raw, dict):
-            return ToolOutcome("invalid", "Error: arguments must be a JSON object", "arguments not an object")
+        raw, invalid = _json_object(arguments)
+        if invalid is not None:
+            return invalid
         try:
             parsed = self.arguments.model_validate(raw)
         except ValidationError as exc:
@@ -139,17 +134,28 @@ def check_arguments(
     schema: dict[str, Any], arguments: str, tool: str
 ) -> tuple[dict[str, Any] | None, ToolOutcome | None]:
     """Parse and validate a simulated tool's arguments: (arguments, None) or (None, why not)."""
-    try:
-        raw = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError as exc:
-        problem = f"arguments are not JSON ({exc.msg})"
-        return None, ToolOutcome("invalid", f"Error: {problem}", problem)
+    raw, invalid = _json_object(arguments)
+    if invalid is not None:
+        return None, invalid
     problems = sorted(jsonschema.Draft202012Validator(schema).iter_errors(raw), key=lambda e: list(e.path))
     if problems:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e.path) or 'arguments'}: {e.message}" for e in problems
         )
         return None, ToolOutcome("invalid", f"Error: invalid arguments for {tool}: {detail}", detail)
+    return raw, None
+
+
+def _json_object(arguments: str) -> tuple[dict[str, Any], ToolOutcome | None]:
+    """The arguments a model wrote, as a JSON object, or why they are not one."""
+    try:
+        raw = json.loads(arguments) if arguments.strip() else {}
+    except json.JSONDecodeError as exc:
+        return {}, ToolOutcome(
+            "invalid", f"Error: arguments are not JSON ({exc.msg})", f"arguments not JSON: {exc.msg}"
+        )
+    if not isinstance(raw, dict):
+        return {}, ToolOutcome("invalid", "Error: arguments must be a JSON object", "arguments not an object")
     return raw, None
 
 
