@@ -49,12 +49,6 @@ class EpisodeOutcome:
     review: ReviewRows | None = None
 
 
-def strip_end_marker(text: str) -> tuple[str, bool]:
-    if mk.END_MARKER not in text:
-        return text.strip(), False
-    return text.replace(mk.END_MARKER, "").strip(), True
-
-
 def user_view(turns: Sequence[TurnRecord]) -> list[tuple[str, str]]:
     """The dialogue as the user simulator's own context: its lines are its replies, the
     assistant's arrive labelled, so a model never mistakes them for its own voice."""
@@ -138,7 +132,7 @@ async def perform_episode(
             return await user.respond(("director", request), attempt=n)
 
         def check(reply: Reply) -> list[TurnProblem]:
-            text, ended = strip_end_marker(reply.text)
+            text, ended = mk.split_end_marker(reply.text)
             if ended and not turns:
                 return [TurnProblem("meta", "ends the chat before it began")]
             if not text and ended:
@@ -167,7 +161,7 @@ async def perform_episode(
     try:
         for stage in spec.stage_path:
             said = await user_turn(stage)
-            text, ended = strip_end_marker(said.text)
+            text, ended = mk.split_end_marker(said.text)
             if not text:
                 reason = "user_ended"
                 break

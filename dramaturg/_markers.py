@@ -6,6 +6,8 @@ markers, so it sees exactly what a real model would and nothing more.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "ASSISTANT_SAID",
     "CONVERSATION_LABEL",
@@ -39,6 +41,7 @@ __all__ = [
     "USER_SIMULATOR_HEADER",
     "VERIFIER_HEADER",
     "WHAT_NOW_LABEL",
+    "split_end_marker",
 ]
 
 # The user simulator writes one person's messages as a writing task, in the third person:
@@ -56,6 +59,16 @@ MOOD_LABEL = "Mood:"
 GOAL_LABEL = "Goal:"
 FACTS_HEADER = "Facts only this person knows (each is given only when the assistant asks for it):"
 END_MARKER = "<<END>>"
+# Small models write the marker with a bracket too few or too many (the live 0.5B wrote "<END>"
+# and "<<END>"): any of those is the marker, never words of the dialogue.
+_END_MARKER_VARIANTS = re.compile(r"<{1,3}\s*END\s*>{1,3}")
+
+
+def split_end_marker(text: str) -> tuple[str, bool]:
+    """``text`` without any end marker, and whether it held one."""
+    cleaned, found = _END_MARKER_VARIANTS.subn("", text)
+    return cleaned.strip(), found > 0
+
 
 # The cue after the history: "Write Dana's next message. Dana should now: <instruction>".
 DIRECTOR_PREFIX = "Write"

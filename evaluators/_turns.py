@@ -104,7 +104,7 @@ def validate_turn(text: str, context: TurnContext) -> list[TurnProblem]:
         >>> [p.reason for p in problems]
         ['role_flip']
     """
-    stripped = text.replace(mk.END_MARKER, "").strip()
+    stripped, _ = mk.split_end_marker(text)
     if not stripped:
         return [TurnProblem("empty", "no text")]
     problems: list[TurnProblem] = []

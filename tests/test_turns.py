@@ -151,3 +151,15 @@ def test_the_assistant_may_address_the_user_by_name() -> None:
     assistant = user_context(speaker="assistant", instruction="")
     greeting = "Hello Grace! Could you share your order id so I can check the refund?"
     assert reasons(greeting, assistant) == set()
+
+
+def test_malformed_end_markers_are_markers_not_dialogue() -> None:
+    from dramaturg._markers import split_end_marker
+
+    # What the live 0.5B model wrote: a bracket too few or too many.
+    assert split_end_marker("<END>") == ("", True)
+    assert split_end_marker("Thanks, bye! <<END>") == ("Thanks, bye!", True)
+    assert split_end_marker("<END>  I'm sorry.") == ("I'm sorry.", True)
+    assert split_end_marker("See <<END>> you") == ("See  you", True)
+    assert split_end_marker("The END of the story.") == ("The END of the story.", False)
+    assert [p.reason for p in validate_turn("<END>", TurnContext("assistant"))] == ["empty"]
