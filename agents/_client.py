@@ -53,7 +53,8 @@ def to_request_messages(messages: Sequence[LLMMessage]) -> tuple[str, tuple[Mess
             continue
         if isinstance(message, FunctionExecutionResultMessage):
             merged += [
-                Message("tool", result.content, tool_call_id=result.call_id) for result in message.content
+                Message("tool", result.content, tool_call_id=result.call_id, is_error=bool(result.is_error))
+                for result in message.content
             ]
             continue
         if isinstance(message, AssistantMessage) and isinstance(message.content, list):

@@ -41,7 +41,8 @@ def user_simulator_prompt(spec: EpisodeSpec) -> str:
     """The user simulator's system prompt: who the person is, what they know, how to write them.
 
     The rules are tau2-bench's user-simulator guidelines: one message at a time, no invented
-    facts, facts revealed only when asked, own words, an explicit end marker.
+    facts, facts revealed only when asked, own words, an explicit marker for done, transfer and
+    out of scope.
     """
     name = spec.persona
     lines = [
@@ -65,7 +66,10 @@ def user_simulator_prompt(spec: EpisodeSpec) -> str:
         f"- {name} gives a fact only when the assistant asks for it, and only that fact.",
         f"- {name}'s own words: never copy these notes, never repeat the assistant's words.",
         "- No notes, labels, names before the message or descriptions of what is happening.",
-        f"- When {name}'s goal is met or {name} wants to stop, end the message with {mk.END_MARKER}.",
+        f"- End the chat by writing a marker at the end of {name}'s last message:",
+        f"  {mk.END_MARKER} when {name}'s goal is met or {name} wants to stop;",
+        f"  {mk.TRANSFER_MARKER} when the assistant has handed {name} over to a human or another team;",
+        f"  {mk.OUT_OF_SCOPE_MARKER} when the chat needs something {name} was never given and cannot go on.",
         f"The assistant's messages reach you marked {mk.ASSISTANT_SAID} {mk.MESSAGE_ONLY}",
     ]
     return "\n".join(lines)

@@ -12,6 +12,7 @@ from dramaturg.scenarios import EpisodeSpec, SimulatedTool, ToolOutcome
 
 from dramaturg._errors import ReplyParseError
 from dramaturg._gateway import Gateway
+from dramaturg._health import RoleHealth
 from dramaturg._model import GenerationParams, ModelSpec, ResponseFormat
 
 __all__ = ["ToolSimulator"]
@@ -24,7 +25,9 @@ class ToolSimulator:
     The result schema goes to the API as ``response_format`` (decoders that support it cannot
     write anything else); a reply that still fails the schema is asked again with another
     seed, and after ``attempts`` tries the call's result is an error. Every call goes
-    through the gateway, so it is cached and replays exactly.
+    through the gateway, so it is cached and replays exactly. Every reply is counted in
+    ``health``: a tool model that keeps writing unusable results stops the run loudly, like a
+    critic that does not parse.
     """
 
     gateway: Gateway
@@ -33,6 +36,7 @@ class ToolSimulator:
     episode_id: str
     params: GenerationParams
     attempts: int = 2
+    health: RoleHealth | None = None
 
     _agents: dict[str, RoleAgent] = field(default_factory=dict)
 
@@ -45,12 +49,18 @@ class ToolSimulator:
                 reply = await agent.respond(("assistant", tool_call_request(arguments)), attempt=attempt)
             except ReplyParseError as exc:
                 problem = str(exc)
+                self._count(False, exc.raw)
                 continue
             result, problem = _result(reply.text, tool.result_schema)
+            self._count(result is not None, reply.text)
             if result is not None:
                 return ToolOutcome("ok", json.dumps(result, sort_keys=True, ensure_ascii=False))
             await agent.retract()
         return ToolOutcome("error", f"Error: {tool.name} is not available right now", problem)
+
+    def _count(self, ok: bool, raw: str) -> None:
+        if self.health is not None:
+            self.health.record("tool_simulator", ok, raw)
 
     def _agent(self, tool: SimulatedTool) -> RoleAgent:
         """One agent per tool and episode: its prompt and result schema are the tool's."""

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from dramaturg._calibrate import CalibrationReport, CalibrationRun, calibrated_judges, run_calibration
 from dramaturg._errors import DramaturgError, StoreError, UserError
-from dramaturg._export import LEFT_OUT_REASONS, ExportFormat, export
+from dramaturg._export import FORMAT_HELP, LEFT_OUT_REASONS, ExportFormat, export
 from dramaturg._gateway import GatewayStats
 from dramaturg._report import write_report
 from dramaturg._run import RunConfig, RunSummary, load_run_config, new_run_id, prepare, run
@@ -706,10 +706,7 @@ def export_command(
         ExportFormat,
         typer.Option(
             "--format",
-            help="dpo: TRL conversational preference rows; dpo-text: the same as plain strings; "
-            "sft: one messages list per finished episode; openai: OpenAI chat fine-tuning JSONL of "
-            "the same dialogues. With tools, dpo and sft rows get a tools column and assistant "
-            "tool_calls plus tool messages (TRL's tool-calling format).",
+            help=FORMAT_HELP,
         ),
     ],
     out_file: Annotated[

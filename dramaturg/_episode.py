@@ -42,7 +42,8 @@ class RoleModels:
 @dataclass(frozen=True, slots=True)
 class EpisodeOutcome:
     turns: tuple[TurnRecord, ...]
-    termination_reason: str  # terminal_stage | user_ended | max_turns | invalid_turn
+    # terminal_stage | user_ended | user_transferred | user_out_of_scope | max_turns | invalid_turn
+    termination_reason: str
     goal_met: bool | None = None
     user_consistent: bool | None = None
     consistency_detail: str | None = None
@@ -132,10 +133,10 @@ async def perform_episode(
             return await user.respond(("director", request), attempt=n)
 
         def check(reply: Reply) -> list[TurnProblem]:
-            text, ended = mk.split_end_marker(reply.text)
-            if ended and not turns:
+            text, ending = mk.split_end_marker(reply.text)
+            if ending and not turns:
                 return [TurnProblem("meta", "ends the chat before it began")]
-            if not text and ended:
+            if not text and ending:
                 return []  # a bare end marker: the user has nothing more to say
             return validate_turn(text, gate.context("user", turns, stage, reply.finish_reason))
 
@@ -154,16 +155,19 @@ async def perform_episode(
             return await assistant.respond(("user", said), attempt=n)
 
         def check(reply: Reply) -> list[TurnProblem]:
-            return validate_turn(reply.text, gate.context("assistant", turns, stage, reply.finish_reason))
+            context = gate.context(
+                "assistant", turns, stage, reply.finish_reason, called_tools=bool(reply.tool_steps)
+            )
+            return validate_turn(reply.text, context)
 
         return await gate.generate("assistant", len(turns), attempt, assistant.retract, check)
 
     try:
         for stage in spec.stage_path:
             said = await user_turn(stage)
-            text, ended = mk.split_end_marker(said.text)
+            text, ending = mk.split_end_marker(said.text)
             if not text:
-                reason = "user_ended"
+                reason = ending or "user_ended"
                 break
             turns.append(
                 TurnRecord(idx=len(turns), role="user", content=text, stage=stage.name, call_id=said.call_id)
@@ -184,8 +188,8 @@ async def perform_episode(
                 )
             )
             last_answer = kept.text
-            if ended:
-                reason = "user_ended"
+            if ending:
+                reason = ending
                 break
             if stage.terminal:
                 reason = "terminal_stage"

@@ -62,10 +62,17 @@ from dramaturg.evaluators import (
 )
 from dramaturg.memory import Store
 
-__all__ = ["EXPORT_FORMATS", "LEFT_OUT_REASONS", "ExportFormat", "ExportSummary", "export"]
+__all__ = ["EXPORT_FORMATS", "FORMAT_HELP", "LEFT_OUT_REASONS", "ExportFormat", "ExportSummary", "export"]
 
 ExportFormat = Literal["dpo", "dpo-text", "sft", "openai"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+# `dramaturg export --format`'s help.
+FORMAT_HELP = (
+    "dpo: TRL conversational preference rows; dpo-text: the same as plain strings; "
+    "sft: one messages list per finished episode; openai: OpenAI chat fine-tuning JSONL of "
+    "the same dialogues. With tools, dpo and sft rows get a tools column and assistant "
+    "tool_calls plus tool messages (TRL's tool-calling format)."
+)
 
 # Why a row is left out, in the order rows are counted: a row left out for several reasons is
 # counted once, under the first. The episode's own state comes first, then duplicates, then

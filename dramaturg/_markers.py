@@ -25,6 +25,7 @@ __all__ = [
     "JUDGE_HEADER",
     "MESSAGE_ONLY",
     "MOOD_LABEL",
+    "OUT_OF_SCOPE_MARKER",
     "PERSONA_LABEL",
     "REPLY_CLOSE",
     "REPLY_OPEN",
@@ -38,6 +39,7 @@ __all__ = [
     "TOOL_FACTS_HEADER",
     "TOOL_SIMULATOR_HEADER",
     "TRAITS_LABEL",
+    "TRANSFER_MARKER",
     "USER_SIMULATOR_HEADER",
     "VERIFIER_HEADER",
     "WHAT_NOW_LABEL",
@@ -58,16 +60,33 @@ TRAITS_LABEL = "Traits:"
 MOOD_LABEL = "Mood:"
 GOAL_LABEL = "Goal:"
 FACTS_HEADER = "Facts only this person knows (each is given only when the assistant asks for it):"
+# How the user simulator ends a chat (tau2-bench's STOP / TRANSFER / OUT-OF-SCOPE): goal met or
+# giving up, handed over to a human, or asked for something the person was never given.
 END_MARKER = "<<END>>"
-# Small models write the marker with a bracket too few or too many (the live 0.5B wrote "<END>"
+TRANSFER_MARKER = "<<TRANSFER>>"
+OUT_OF_SCOPE_MARKER = "<<OUT_OF_SCOPE>>"
+# Small models write a marker with a bracket too few or too many (the live 0.5B wrote "<END>"
 # and "<<END>"): any of those is the marker, never words of the dialogue.
-_END_MARKER_VARIANTS = re.compile(r"<{1,3}\s*END\s*>{1,3}")
+_ENDING_MARKERS = re.compile(r"<{1,3}\s*(END|TRANSFER|OUT[ _-]?OF[ _-]?SCOPE)\s*>{1,3}", re.I)
+# The termination reason each marker gives the episode.
+_ENDINGS = {"END": "user_ended", "TRANSFER": "user_transferred", "OUTOFSCOPE": "user_out_of_scope"}
 
 
-def split_end_marker(text: str) -> tuple[str, bool]:
-    """``text`` without any end marker, and whether it held one."""
-    cleaned, found = _END_MARKER_VARIANTS.subn("", text)
-    return cleaned.strip(), found > 0
+def split_end_marker(text: str) -> tuple[str, str | None]:
+    """``text`` without its end markers, and how the user ended the chat (None: not ended).
+
+    The ending is a termination reason: ``user_ended``, ``user_transferred`` or
+    ``user_out_of_scope``; with several markers, the first one written counts.
+
+    Example:
+        >>> split_end_marker("Okay, I'll wait for them. <<TRANSFER>>")
+        ("Okay, I'll wait for them.", 'user_transferred')
+    """
+    found = _ENDING_MARKERS.search(text)
+    if found is None:
+        return text.strip(), None
+    kind = re.sub(r"[ _-]", "", found.group(1).upper())
+    return _ENDING_MARKERS.sub("", text).strip(), _ENDINGS[kind]
 
 
 # The cue after the history: "Write Dana's next message. Dana should now: <instruction>".

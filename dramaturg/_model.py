@@ -94,13 +94,15 @@ class Message:
     """One chat message as a backend sees it (the system prompt travels separately).
 
     An assistant message may carry ``tool_calls`` (its content may then be empty); a
-    ``tool`` message is the result of the call ``tool_call_id`` names.
+    ``tool`` message is the result of the call ``tool_call_id`` names; ``is_error`` marks a
+    result that is an error (an invalid call, a tool that raised), which Anthropic's API is told.
     """
 
     role: MessageRole
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    is_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,8 @@ def request_hash(request: ModelRequest) -> str:
             del message["tool_calls"]
         if message["tool_call_id"] is None:
             del message["tool_call_id"]
+        if not message["is_error"]:
+            del message["is_error"]
     if not math.isfinite(request.params.temperature):
         raise ValueError(f"cannot hash a request with temperature {request.params.temperature!r}")
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -484,7 +484,12 @@ class EpisodeReviewer:
             return await attempt(0)
 
         def check(reply: Reply) -> list[TurnProblem]:
-            context = TurnContext("assistant", history=history, finish_reason=reply.finish_reason)
+            context = TurnContext(
+                "assistant",
+                history=history,
+                finish_reason=reply.finish_reason,
+                called_tools=bool(reply.tool_steps),
+            )
             return validate_turn(reply.text, context)
 
         try:

@@ -474,7 +474,10 @@ async def _episode(
                 scenario.build_environment(spec),
                 episode_id=job.episode_id,
                 max_steps=scenario.max_tool_steps,
-                simulator=ToolSimulator(gateway, models.tool_simulator, spec, job.episode_id, params),
+                timeout_s=scenario.tool_timeout_s,
+                simulator=ToolSimulator(
+                    gateway, models.tool_simulator, spec, job.episode_id, params, health=health
+                ),
             )
             if scenario.function_tools
             else None

@@ -8,8 +8,11 @@ version that ends up in the dialogue is the one whose effects remain.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ class ToolBox:
         environment: the episode's state; tools mutate it.
         episode_id: for the records.
         max_steps: the most tool steps (rounds of calls) one assistant turn may take.
+        timeout_s: how long one call of a real tool may take.
         simulator: answers the calls of simulated tools (the tool simulator role).
         specs: the tools as the model is told about them.
         rows: every call made, valid or not, in order (written with the episode).
@@ -46,6 +50,7 @@ class ToolBox:
     max_steps: int = 4
     simulator: Simulator | None = None
     specs: tuple[ToolSpec, ...] = ()  # as the model is told about the tools; made once
+    timeout_s: float = 10.0
     rows: list[ToolCallRow] = field(default_factory=list)
     _turn_idx: int = 0
     _target: str = "original"
@@ -61,9 +66,18 @@ class ToolBox:
         episode_id: str,
         max_steps: int,
         simulator: Simulator | None = None,
+        timeout_s: float = 10.0,
     ) -> ToolBox:
         specs = tuple(ToolSpec.from_schema(tool.name, tool.description, tool.parameters) for tool in tools)
-        return cls({tool.name: tool for tool in tools}, environment, episode_id, max_steps, simulator, specs)
+        return cls(
+            {tool.name: tool for tool in tools},
+            environment,
+            episode_id,
+            max_steps,
+            simulator,
+            specs,
+            timeout_s,
+        )
 
     # -- the environment across attempts ---------------------------------------------------------
 
@@ -97,10 +111,43 @@ class ToolBox:
         elif isinstance(tool, SimulatedTool):
             outcome = await self._simulate(tool, call.arguments)
         else:
-            outcome = tool(self.environment, call.arguments)
+            outcome = await self._run(tool, call.arguments)
         source: Literal["real", "simulated"] = "simulated" if isinstance(tool, SimulatedTool) else "real"
         self._record(call, outcome, model_call_id, (time.perf_counter() - started) * 1000, source)
         return ToolResult(call.id, outcome.result, is_error=outcome.status != "ok", status=outcome.status)
+
+    async def _run(self, tool: FunctionTool, arguments: str) -> ToolOutcome:
+        """Run a real tool off the event loop, within ``timeout_s``.
+
+        A tool is user code: one that hangs must cost its call, not the run. A thread cannot
+        be killed, so a daemon thread (never joined at exit) runs it; on a timeout the stuck
+        call keeps the world it was given and the episode goes on in a copy taken before it.
+        """
+        before = copy.deepcopy(self.environment)
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[ToolOutcome] = loop.create_future()
+
+        def deliver(outcome: ToolOutcome) -> None:
+            if not answered.done():
+                answered.set_result(outcome)
+
+        def work(environment: object) -> None:
+            try:
+                outcome = tool(environment, arguments)
+            except BaseException as exc:  # noqa: BLE001 - SystemExit and the like from user code
+                outcome = ToolOutcome("error", f"Error: {type(exc).__name__}", f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(RuntimeError):  # the loop closed while the tool hung
+                loop.call_soon_threadsafe(deliver, outcome)
+
+        threading.Thread(target=work, args=(self.environment,), name=f"tool {tool.name}", daemon=True).start()
+        try:
+            return await asyncio.wait_for(asyncio.shield(answered), self.timeout_s)
+        except TimeoutError:
+            self.environment = before
+            limit = f"{self.timeout_s:g} s"
+            return ToolOutcome(
+                "error", f"Error: {tool.name} did not answer within {limit}", f"timed out after {limit}"
+            )
 
     async def _simulate(self, tool: SimulatedTool, arguments: str) -> ToolOutcome:
         _, invalid = check_arguments(tool.parameters, arguments, tool.name)

@@ -50,6 +50,8 @@ class TurnGate:
         turns: Sequence[TurnRecord],
         stage: PlannedStage,
         finish: str,
+        *,
+        called_tools: bool = False,
     ) -> TurnContext:
         return TurnContext(
             speaker=speaker,
@@ -59,6 +61,7 @@ class TurnGate:
             given=" ".join([self.spec.goal, *(str(v) for _, v in self.spec.variables)]),
             instruction=stage.instruction if speaker == "user" else "",
             finish_reason=finish,
+            called_tools=called_tools,
         )
 
     async def generate(

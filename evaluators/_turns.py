@@ -15,6 +15,7 @@ persona by its own name is the assistant talking.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,14 @@ __all__ = [
 ]
 
 RejectionReason = Literal[
-    "empty", "truncated", "role_flip", "echo", "meta", "copied_instruction", "invented_fact"
+    "empty",
+    "truncated",
+    "role_flip",
+    "echo",
+    "meta",
+    "copied_instruction",
+    "invented_fact",
+    "raw_tool_result",
 ]
 REJECTION_REASONS: tuple[RejectionReason, ...] = (
     "empty",
@@ -44,6 +52,7 @@ REJECTION_REASONS: tuple[RejectionReason, ...] = (
     "meta",
     "copied_instruction",
     "invented_fact",
+    "raw_tool_result",
 )
 Speaker = Literal["user", "assistant"]
 
@@ -66,6 +75,8 @@ class TurnContext:
         given: everything the user simulator was told (goal, variables): facts it may state.
         instruction: the stage instruction the user simulator is following.
         finish_reason: the API's finish reason; ``"length"`` means the reply was cut off.
+        called_tools: the reply called tools before it answered, so its text is what the
+            user reads of their results.
     """
 
     speaker: Speaker
@@ -75,6 +86,7 @@ class TurnContext:
     given: str = ""
     instruction: str = ""
     finish_reason: str = "stop"
+    called_tools: bool = False
 
 
 def clean_turn(text: str, persona: str = "") -> str:
@@ -120,6 +132,9 @@ def validate_turn(text: str, context: TurnContext) -> list[TurnProblem]:
     echo = _echo(stripped, context.history)
     if echo:
         problems.append(TurnProblem("echo", echo))
+    if context.called_tools and _is_json_value(stripped):
+        # The live 0.5B answered a customer with '{"escalated": true, "ticket": "ESC-001"}'.
+        problems.append(TurnProblem("raw_tool_result", "the reply is JSON, not words to the user"))
     if context.speaker == "user":
         copied = _copied_instruction(stripped, context.instruction)
         if copied:
@@ -128,6 +143,18 @@ def validate_turn(text: str, context: TurnContext) -> list[TurnProblem]:
         if invented:
             problems.append(TurnProblem("invented_fact", invented))
     return problems
+
+
+def _is_json_value(text: str) -> bool:
+    """The whole text is one JSON object or array (fenced or not)."""
+    body = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    if not body.startswith(("{", "[")):
+        return False
+    try:
+        json.loads(body)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 # -- role flips -----------------------------------------------------------------------------------

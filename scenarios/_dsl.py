@@ -100,6 +100,9 @@ class Scenario(_Strict):
             first argument; checks see it as ``context.environment``.
         max_tool_steps: the most rounds of tool calls one assistant turn may take before it
             must answer in text.
+        tool_timeout_s: how long one call of a real tool may take; a call that overruns is
+            an error result for the assistant (and in ``tool_calls``), and the episode goes on
+            in the world as it was before that call.
         revise_below: critic score under which a reply is revised; the run's setting if None.
     """
 
@@ -120,6 +123,7 @@ class Scenario(_Strict):
     tools: list[SimulatedTool | Callable[..., Any]] = Field(default_factory=list)
     environment: Environment | None = None
     max_tool_steps: int = Field(default=4, ge=1, le=16)
+    tool_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     _function_tools: tuple[FunctionTool | SimulatedTool, ...] = PrivateAttr(default=())
     revise_below: float | None = Field(default=None, ge=1, le=10)
 

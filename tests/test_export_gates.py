@@ -137,8 +137,9 @@ def test_default_exports_leave_out_what_failed_a_check(
     assert failed_pairs and failed_dialogues, "the scenario should fail its check on some replies"
     (pairs,) = query(triage_db, "SELECT count(*) FROM preference_pairs")[0]
 
+    # Duplicates have their own gate (tested below); here only the check's gate is looked at.
     dpo = tmp_path / "pairs.jsonl"
-    result = cli("export", "--db", triage_db, "--format", "dpo", "--out", dpo)
+    result = cli("export", "--db", triage_db, "--format", "dpo", "--out", dpo, "--include", "duplicates")
     assert result.exit_code == 0, result.output
     assert result.output.strip() == (
         f"exported {pairs - len(failed_pairs)} dpo rows to {dpo} (left out: failed_check {len(failed_pairs)})"
@@ -148,7 +149,7 @@ def test_default_exports_leave_out_what_failed_a_check(
     assert all(sent_to_emergency(row["prompt"], row["chosen"][0]["content"]) for row in rows)
 
     sft = tmp_path / "sft.jsonl"
-    result = cli("export", "--db", triage_db, "--format", "sft", "--out", sft)
+    result = cli("export", "--db", triage_db, "--format", "sft", "--out", sft, "--include", "duplicates")
     assert result.exit_code == 0, result.output
     left_out = len(failed_dialogues)
     assert (
@@ -167,8 +168,10 @@ def test_include_failed_check_brings_them_back(
     failed = FAILED_DIALOGUES if export_format == "sft" else FAILED_PAIRS
     failed_ids = {item for (item,) in query(triage_db, failed)}
     key = "episode_id" if export_format == "sft" else "pair_id"
-    default = export(triage_db, format=export_format, out=tmp_path / "default.jsonl")
-    everything = export(triage_db, format=export_format, out=tmp_path / "all.jsonl", include=["failed_check"])
+    default = export(triage_db, format=export_format, out=tmp_path / "default.jsonl", include=["duplicates"])
+    everything = export(
+        triage_db, format=export_format, out=tmp_path / "all.jsonl", include=["duplicates", "failed_check"]
+    )
     assert dict(default.left_out)["failed_check"] == len(failed_ids)
     assert everything.rows == default.rows + len(failed_ids)
     assert everything.left_out_total == 0

@@ -34,7 +34,7 @@ def test_run_twenty_support_episodes(cli, tmp_path: Path) -> None:
     unlinked = linked.fetchone()
     con.close()
     assert statuses == [("done", 20)]
-    assert reasons <= {"terminal_stage", "user_ended", "max_turns"}
+    assert reasons <= {"terminal_stage", "user_ended", "user_transferred", "max_turns"}
     assert backends == {"sim"}
     assert unlinked == (0,)
     episodes = dialogues(db)

@@ -284,6 +284,21 @@ def test_anthropic_results_and_the_next_user_words_share_one_message() -> None:
     }
 
 
+def test_an_error_result_reaches_anthropic_as_is_error(fake: FakeAPI) -> None:
+    # The Messages API's `is_error` tells the model the call failed; OpenAI has no such field.
+    error = Message("tool", "error: unknown tool 'refund_all'", tool_call_id=CALL.id, is_error=True)
+    history = (QUESTION, Message("assistant", "", tool_calls=(CALL,)), error)
+    assert anthropic_messages(history)[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": CALL.id, "content": error.content, "is_error": True}
+    ]
+    complete(make("anthropic", fake), request("anthropic", history, tool_choice="none"))
+    (block,) = bodies(fake)[-1]["messages"][2]["content"]
+    assert block["is_error"] is True
+    # The error flag is part of what the model is told, so it is part of the request's hash.
+    unflagged = (*history[:2], Message("tool", error.content, tool_call_id=CALL.id))
+    assert request("anthropic", history).hash != request("anthropic", unflagged).hash
+
+
 def test_tool_use_input_keeps_what_the_model_wrote() -> None:
     assert tool_use_input('{"b": 1, "a": [2]}') == {"b": 1, "a": [2]}
     assert tool_use_input("") == {}

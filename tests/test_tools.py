@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,17 @@ import jsonschema
 import pytest
 from dramaturg.scenarios import FunctionTool, SimulatedTool
 
-from dramaturg import ModelRequest, RunConfig, Scenario, ScenarioError, load_scenario, run
+from dramaturg import (
+    FunctionBackend,
+    ModelRequest,
+    RunConfig,
+    Scenario,
+    ScenarioError,
+    SimBackend,
+    load_scenario,
+    run,
+)
+from dramaturg._markers import OUT_OF_SCOPE_MARKER
 from dramaturg._model import Message, ToolCall, ToolResult, ToolSpec
 from dramaturg._toolbox import ToolBox
 from dramaturg.backends._sim_tools import MISTAKES
@@ -58,6 +70,40 @@ def test_nearly_every_support_episode_makes_a_valid_tool_call(support_run: Path)
     for turn in steps:
         for step in turn:
             assert [r["call_id"] for r in step["results"]] == [c["id"] for c in step["calls"]]
+
+
+def test_the_user_ends_with_a_transfer_marker_after_an_escalation(support_run: Path) -> None:
+    # tau2-bench's habit: handed over to a human, the user stops with the transfer marker, which
+    # never enters the dialogue.
+    transferred = query(
+        support_run,
+        "SELECT DISTINCT e.episode_id FROM episodes e JOIN tool_calls c USING (episode_id) "
+        "WHERE e.termination_reason = 'user_transferred' AND c.tool = 'escalate' AND c.status = 'ok'",
+    )
+    assert transferred
+    (markers,) = query(support_run, "SELECT count(*) FROM turns WHERE content LIKE '%<<%'")[0]
+    assert markers == 0
+
+
+def test_a_user_who_lacks_what_is_asked_ends_out_of_scope(tmp_path: Path) -> None:
+    sim = SimBackend()
+
+    def answer(request: ModelRequest) -> Any:
+        if request.role == "user_simulator" and len(request.messages) > 1:
+            assert OUT_OF_SCOPE_MARKER in request.system  # the prompt names every ending
+            return f"I don't have a receipt number, sorry. {OUT_OF_SCOPE_MARKER}"
+        return sim.complete(request)
+
+    config = RunConfig(scenarios=["support-refund"], episodes=2, best_of_n=0)
+    summary = asyncio.run(run(config, tmp_path / "x.duckdb", backends={"sim": FunctionBackend(answer)}))
+    assert summary.done == 2
+    rows = query(tmp_path / "x.duckdb", "SELECT termination_reason, count(*) FROM episodes GROUP BY 1")
+    assert rows == [("user_out_of_scope", 2)]
+    last = query(
+        tmp_path / "x.duckdb",
+        "SELECT content FROM turns WHERE role = 'user' QUALIFY idx = max(idx) OVER (PARTITION BY episode_id)",
+    )
+    assert {text for (text,) in last} == {"I don't have a receipt number, sorry."}
 
 
 def test_every_planted_tool_mistake_is_caught_by_a_trajectory_check(support_run: Path) -> None:
@@ -168,6 +214,46 @@ def test_the_toolbox_records_every_call_and_never_lets_a_bad_one_run() -> None:
     # Another attempt at the turn starts from the world as it was before the turn.
     box.attempt("revision", 0)
     assert isinstance(box.environment, Calendar) and box.environment.bookings == {}
+
+
+def test_a_tool_that_hangs_or_exits_costs_its_call_not_the_run() -> None:
+    release = threading.Event()
+
+    def wait_forever(env: Calendar, day: str) -> str:
+        """Look at a day, and never come back."""
+        env.bookings[day] = "ghost"  # the stuck call's write must not reach the episode's world
+        release.wait(60)
+        return "too late"
+
+    def leave(env: Calendar) -> str:
+        """Quit the interpreter."""
+        raise SystemExit(3)
+
+    tools = [FunctionTool(book), FunctionTool(wait_forever), FunctionTool(leave)]
+    box = ToolBox.build(tools, Calendar(), episode_id="e", max_steps=3, timeout_s=0.3)
+    box.begin_turn(1)
+    box.attempt("original", 0)
+    calls = [
+        ToolCall("a", "book", '{"day": "2026-12-24", "name": "Ana"}'),
+        ToolCall("b", "wait_forever", '{"day": "2026-12-25"}'),
+        ToolCall("c", "leave", "{}"),
+        ToolCall("d", "book", '{"day": "2026-12-26", "name": "Bo"}'),
+    ]
+
+    async def call_all() -> list[ToolResult]:
+        return [await box.call(call) for call in calls]
+
+    started = time.monotonic()
+    try:
+        results = asyncio.run(call_all())
+    finally:
+        release.set()
+    assert time.monotonic() - started < 10
+    assert [r.status for r in results] == ["ok", "error", "error", "ok"]
+    assert results[1].content == "Error: wait_forever did not answer within 0.3 s"
+    assert [row.error for row in box.rows][1:3] == ["timed out after 0.3 s", "SystemExit: 3"]
+    env = box.environment
+    assert isinstance(env, Calendar) and env.bookings == {"2026-12-24": "Ana", "2026-12-26": "Bo"}
 
 
 def test_tool_scenarios_are_checked_when_defined() -> None:
@@ -292,3 +378,24 @@ def test_a_simulated_result_that_breaks_its_schema_is_an_error_not_a_result() ->
     assert status == "error"
     assert "does not match its schema" in error
     assert calls == 2  # asked again once with another seed, then given up
+
+
+def test_a_tool_model_that_keeps_failing_stops_the_run_naming_it(tmp_path: Path) -> None:
+    sim = SimBackend()
+
+    def answer(request: ModelRequest) -> Any:
+        if request.role == "tool_simulator":
+            return "Sure! The booking looks fine to me."  # prose, never the result's JSON
+        return sim.complete(request)
+
+    config = RunConfig(scenarios=["airline-rebooking"], episodes=6, run_id="air", concurrency=1)
+    summary = asyncio.run(run(config, tmp_path / "x.duckdb", backends={"sim": FunctionBackend(answer)}))
+    assert summary.stopped is not None
+    assert "tool_simulator (sim:sim): 12 of its last 12 replies did not parse" in summary.stopped
+    assert summary.health is not None
+    failed = {
+        kinds.get("parse_failed", 0)
+        for role, _, _, kinds in summary.health.by_role()
+        if role == "tool_simulator"
+    }
+    assert failed == {12}

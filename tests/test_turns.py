@@ -157,9 +157,28 @@ def test_malformed_end_markers_are_markers_not_dialogue() -> None:
     from dramaturg._markers import split_end_marker
 
     # What the live 0.5B model wrote: a bracket too few or too many.
-    assert split_end_marker("<END>") == ("", True)
-    assert split_end_marker("Thanks, bye! <<END>") == ("Thanks, bye!", True)
-    assert split_end_marker("<END>  I'm sorry.") == ("I'm sorry.", True)
-    assert split_end_marker("See <<END>> you") == ("See  you", True)
-    assert split_end_marker("The END of the story.") == ("The END of the story.", False)
+    assert split_end_marker("<END>") == ("", "user_ended")
+    assert split_end_marker("Thanks, bye! <<END>") == ("Thanks, bye!", "user_ended")
+    assert split_end_marker("<END>  I'm sorry.") == ("I'm sorry.", "user_ended")
+    assert split_end_marker("See <<END>> you") == ("See  you", "user_ended")
+    assert split_end_marker("The END of the story.") == ("The END of the story.", None)
+    # tau2-bench's three endings: done, handed over, out of scope.
+    assert split_end_marker("Okay, I'll wait. <<TRANSFER>>") == ("Okay, I'll wait.", "user_transferred")
+    assert split_end_marker("I don't have that. <<OUT_OF_SCOPE>>") == (
+        "I don't have that.",
+        "user_out_of_scope",
+    )
+    assert split_end_marker("<<out-of-scope>") == ("", "user_out_of_scope")
+    assert split_end_marker("Please transfer me to a human.") == ("Please transfer me to a human.", None)
     assert [p.reason for p in validate_turn("<END>", TurnContext("assistant"))] == ["empty"]
+
+
+def test_an_assistant_that_answers_with_a_tool_result_is_asked_again() -> None:
+    # The live 0.5B, after calling escalate: the tool's JSON as its words to the customer.
+    raw = '{"escalated": true, "ticket": "ESC-001"}'
+    after_calls = TurnContext("assistant", called_tools=True)
+    assert reasons(raw, after_calls) == {"raw_tool_result"}
+    assert reasons(f"```json\n{raw}\n```", after_calls) == {"raw_tool_result"}
+    assert reasons("I've escalated it: your ticket is ESC-001.", after_calls) == set()
+    # Without tool calls, JSON may be just what the user asked for.
+    assert reasons(raw, TurnContext("assistant")) == set()

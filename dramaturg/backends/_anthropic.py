@@ -206,6 +206,8 @@ def _parts(message: Message) -> list[str | ContentBlockParam]:
         if message.content:
             # Optional in the API; an empty string is no result text at all.
             result["content"] = message.content
+        if message.is_error:
+            result["is_error"] = True
         return [result]
     if not message.tool_calls:
         return [message.content if message.content.strip() else _EMPTY]

@@ -469,6 +469,18 @@ _CLOSINGS = [
     "Thank you, have a good day.",
     "Got it, thanks a lot!",
 ]
+# The assistant handed the person over (an escalation, a transfer to a human): the chat ends
+# there with the transfer marker, as tau2-bench's user simulator does.
+_HANDED_OVER = re.compile(
+    r"\b(?:escalated|transferr(?:ed|ing) you|hand(?:ed|ing) (?:you|this) over|a (?:human|supervisor) will)\b"
+    r"|\bI ran escalate\b",
+    re.I,
+)
+_AFTER_HANDOFF = [
+    "Okay, I'll wait to hear from them.",
+    "Fine, thanks. I'll wait for the supervisor.",
+    "Alright, thank you for passing it on.",
+]
 _FLIPPED = [
     "How can I help you today?",
     "I'd be happy to help you with that. Is there anything else I can assist you with?",
@@ -496,6 +508,8 @@ class _UserSimulator:
         rng = self.rng
         if self.options.role_flip_rate and rng.random() < self.options.role_flip_rate:
             return rng.choice(_FLIPPED)
+        if not self.first_turn and _HANDED_OVER.search(self.assistant_said):
+            return f"{rng.choice(_AFTER_HANDOFF)} {mk.TRANSFER_MARKER}"
         parts: list[str] = []
         opener = self._opener()
         if opener:

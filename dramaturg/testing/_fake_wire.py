@@ -329,7 +329,7 @@ def _tool_use(block: dict[str, Any], where: str) -> ToolCall:
     return ToolCall(block["id"], block["name"], arguments)
 
 
-def _tool_result(block: dict[str, Any], where: str) -> tuple[str, str]:
+def _tool_result(block: dict[str, Any], where: str) -> Message:
     if not isinstance(block.get("tool_use_id"), str):
         raise BadRequest(f"{where}.tool_result.tool_use_id: Field required")
     content = block.get("content", "")
@@ -337,7 +337,9 @@ def _tool_result(block: dict[str, Any], where: str) -> tuple[str, str]:
         raise BadRequest(f"{where}.tool_result.content: Input should be a valid string or list")
     if "is_error" in block and not isinstance(block["is_error"], bool):
         raise BadRequest(f"{where}.tool_result.is_error: Input should be a valid boolean")
-    return block["tool_use_id"], _text(content)
+    return Message(
+        "tool", _text(content), tool_call_id=block["tool_use_id"], is_error=block.get("is_error", False)
+    )
 
 
 @dataclass(slots=True)
@@ -368,8 +370,7 @@ def _anthropic_turn(index: int, message: dict[str, Any]) -> _Turn:
         elif kind == "tool_result":
             if role != "user":
                 raise BadRequest(f"{where}: tool_result blocks can only appear in user messages")
-            call_id, text = _tool_result(block, where)
-            results.append(Message("tool", text, tool_call_id=call_id))
+            results.append(_tool_result(block, where))
             results_first = results_first and len(results) == position + 1
         elif kind == "text":
             texts.append(block["text"])
