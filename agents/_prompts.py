@@ -45,9 +45,11 @@ def user_simulator_prompt(spec: EpisodeSpec) -> str:
     out of scope.
     """
     name = spec.persona
-    lines = [
-        mk.USER_SIMULATOR_HEADER,
-        f"{mk.PERSONA_LABEL} {name}",
+    lines = [mk.USER_SIMULATOR_HEADER, f"{mk.PERSONA_LABEL} {name}"]
+    if spec.description:
+        # On one line: the prompt is read by labelled lines (the sim backend does exactly that).
+        lines.append(f"{mk.DESCRIPTION_LABEL} {' '.join(spec.description.split())}")
+    lines += [
         f"{mk.TRAITS_LABEL} {', '.join(spec.traits) or 'none in particular'}",
         f"{mk.MOOD_LABEL} {spec.mood}",
         f"{mk.GOAL_LABEL} {spec.goal}",

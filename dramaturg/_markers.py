@@ -13,6 +13,7 @@ __all__ = [
     "CONVERSATION_LABEL",
     "CONVERSATION_START",
     "CRITIC_HEADER",
+    "DESCRIPTION_LABEL",
     "DIRECTOR_PREFIX",
     "END_MARKER",
     "FACTS_HEADER",
@@ -56,6 +57,7 @@ ASSISTANT_SAID = "[Assistant]:"
 CONVERSATION_START = "(The chat starts: write the first message.)"
 FACT_ASKED_LABEL = "The assistant asked for this:"
 PERSONA_LABEL = "Persona:"
+DESCRIPTION_LABEL = "About:"  # the persona's description, on one line
 TRAITS_LABEL = "Traits:"
 MOOD_LABEL = "Mood:"
 GOAL_LABEL = "Goal:"

@@ -11,14 +11,18 @@ from dramaturg.scenarios._loader import (
     builtin_scenarios,
     load_scenario,
 )
+from dramaturg.scenarios._personas import FACT_COLUMN_PREFIX, read_personas
+from dramaturg.scenarios._sampling import CoverageSampler
 from dramaturg.scenarios._tools import FunctionTool, SimulatedTool, ToolOutcome, ToolStatus
 
 __all__ = [
     "BUILTIN_SCENARIOS",
     "DEFAULT_CHECK_TIMEOUT_S",
+    "FACT_COLUMN_PREFIX",
     "Check",
     "CheckContext",
     "CheckResult",
+    "CoverageSampler",
     "EpisodeSpec",
     "FunctionTool",
     "LoadedScenario",
@@ -33,4 +37,5 @@ __all__ = [
     "Transition",
     "builtin_scenarios",
     "load_scenario",
+    "read_personas",
 ]

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import networkx as nx
 from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, signature_problem
+from dramaturg.scenarios._sampling import CoverageSampler
 from dramaturg.scenarios._tools import FunctionTool, SimulatedTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -32,10 +33,12 @@ class Persona(_Strict):
     """Who the user simulator plays.
 
     ``goal`` and the values of ``hidden_facts`` may hold ``{variable}`` placeholders.
-    Hidden facts are revealed only when the assistant asks for them.
+    Hidden facts are revealed only when the assistant asks for them. Pools of many personas
+    come from a file with :func:`~dramaturg.scenarios.read_personas`.
     """
 
     name: str = Field(min_length=1)
+    description: str = Field(default="", description="who they are, in a sentence or two")
     traits: list[str] = Field(default_factory=list, description="e.g. impatient, polite, terse")
     mood: str = "neutral"
     goal: str = Field(min_length=1, description="what the user wants, in the second person")
@@ -78,7 +81,9 @@ class Scenario(_Strict):
         True
 
     Attributes:
-        variables: name → the values to sample from, uniformly and independently.
+        variables: name → the values to sample from. In a run, each variable's values are
+            covered evenly and personas are drawn without replacement (see
+            :meth:`instantiate`).
         derive: optional function computing more variables from the sampled ones and the
             episode's ``random.Random`` (e.g. a math problem and its answer).
         transitions: the stage graph's edges; empty means the stages in order.
@@ -125,6 +130,7 @@ class Scenario(_Strict):
     max_tool_steps: int = Field(default=4, ge=1, le=16)
     tool_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     _function_tools: tuple[FunctionTool | SimulatedTool, ...] = PrivateAttr(default=())
+    _samplers: dict[int, CoverageSampler] = PrivateAttr(default_factory=dict)  # by run seed
     revise_below: float | None = Field(default=None, ge=1, le=10)
 
     @field_validator("checks")
@@ -189,7 +195,15 @@ class Scenario(_Strict):
         self._function_tools = tuple(
             tool if isinstance(tool, SimulatedTool) else FunctionTool(tool) for tool in self.tools
         )
-        self.build_environment(self.instantiate(0))
+        spec = self.instantiate(0)
+        self.build_environment(spec)
+        # Seed 0 fills one persona's placeholders; a pool read from a file holds thousands,
+        # and a typo in one of them would otherwise fail its episodes in the middle of a run.
+        fill = _Filler(dict(spec.variables))
+        for i, persona in enumerate(self.personas):
+            fill(persona.goal, f"personas.{i}.goal")
+            for key, value in persona.hidden_facts.items():
+                fill(value, f"personas.{i}.hidden_facts.{key}")
         return self
 
     @property
@@ -220,19 +234,33 @@ class Scenario(_Strict):
                     graph.add_edge(before.name, after.name, weight=1.0)
         return graph
 
-    def instantiate(self, seed: int) -> EpisodeSpec:
-        """Sample one episode's variables, persona and stage path. Same seed, same spec."""
+    def instantiate(self, seed: int, *, index: int | None = None, run_seed: int = 0) -> EpisodeSpec:
+        """Sample one episode's variables, persona and stage path.
+
+        With ``index`` (the episode's position in its run), the persona and the variables are
+        chosen for coverage over the run's episodes (:class:`CoverageSampler`): personas
+        without replacement, a new shuffle each time the pool is used up, and each variable's
+        values evenly. Without it, they are drawn uniformly from ``seed``. ``derive`` and
+        the stage path always draw from ``seed``.
+
+        Same ``(seed, index, run_seed)``, same spec: a resumed run re-instantiates its
+        episodes exactly.
+        """
         rng = random.Random(f"{self.name}:{seed}")
-        values: dict[str, VariableValue] = {
-            key: rng.choice(self.variables[key]) for key in sorted(self.variables)
-        }
+        covered = None if index is None else self._covered(index, run_seed)
+        if covered is None:
+            values: dict[str, VariableValue] = {
+                key: rng.choice(self.variables[key]) for key in sorted(self.variables)
+            }
+        else:
+            values = {key: self.variables[key][covered[1][key]] for key in sorted(self.variables)}
         if self.derive is not None:
             try:
                 derived = dict(self.derive(MappingProxyType(dict(values)), rng))
             except Exception as exc:
                 raise ValueError(f"field 'derive': {type(exc).__name__}: {exc}") from exc
             values.update(derived)
-        persona = self.personas[rng.randrange(len(self.personas))]
+        persona = self.personas[rng.randrange(len(self.personas)) if covered is None else covered[0]]
         fill = _Filler(values)
         graph = self.graph()
         path: list[PlannedStage] = []
@@ -255,6 +283,7 @@ class Scenario(_Strict):
             scenario=self.name,
             seed=seed,
             persona=persona.name,
+            description=persona.description,
             traits=tuple(persona.traits),
             mood=persona.mood,
             goal=fill(persona.goal, "personas.goal"),
@@ -269,6 +298,15 @@ class Scenario(_Strict):
             rubric=tuple(self.rubric),
             principles=tuple(fill(p, "principles") for p in self.principles),
         )
+
+    def _covered(self, index: int, run_seed: int) -> tuple[int, dict[str, int]]:
+        """Episode ``index``'s persona and variable values, as indices, by coverage sampling."""
+        sampler = self._samplers.get(run_seed)
+        if sampler is None:
+            sizes = {key: len(values) for key, values in self.variables.items()}
+            sampler = CoverageSampler(f"{self.name}:{run_seed}", personas=len(self.personas), variables=sizes)
+            self._samplers[run_seed] = sampler
+        return sampler.persona(index), sampler.values(index)
 
     def definition(self) -> dict[str, Any]:
         """The scenario as JSON-ready data, for the store (functions by qualified name)."""
@@ -339,6 +377,7 @@ class EpisodeSpec:
     max_turns: int
     rubric: tuple[str, ...]
     principles: tuple[str, ...]
+    description: str = ""  # the persona's; last, as the one field with a default
 
     def variable(self, name: str) -> VariableValue:
         """The value a variable took in this episode."""
@@ -353,6 +392,7 @@ class EpisodeSpec:
                 "scenario": self.scenario,
                 "seed": self.seed,
                 "persona": self.persona,
+                "description": self.description,
                 "traits": list(self.traits),
                 "mood": self.mood,
                 "goal": self.goal,

@@ -367,6 +367,7 @@ class _Persona:
     mood: str
     goal: str
     facts: tuple[tuple[str, str], ...]
+    description: str = ""
 
 
 def _parse_persona(system: str) -> _Persona:
@@ -394,6 +395,7 @@ def _parse_persona(system: str) -> _Persona:
         mood=field(mk.MOOD_LABEL).lower(),
         goal=field(mk.GOAL_LABEL),
         facts=tuple(facts),
+        description=field(mk.DESCRIPTION_LABEL),
     )
 
 
