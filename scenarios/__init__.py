@@ -13,23 +13,35 @@ from dramaturg.scenarios._loader import (
 )
 from dramaturg.scenarios._personas import FACT_COLUMN_PREFIX, read_personas
 from dramaturg.scenarios._sampling import CoverageSampler
+from dramaturg.scenarios._sources import (
+    SAMPLE_DIALOGUES,
+    SAMPLE_DIALOGUES_SHAREGPT,
+    ImportedDialogue,
+    Speaker,
+    read_dialogues,
+    read_seeds,
+)
 from dramaturg.scenarios._tools import FunctionTool, SimulatedTool, ToolOutcome, ToolStatus
 
 __all__ = [
     "BUILTIN_SCENARIOS",
     "DEFAULT_CHECK_TIMEOUT_S",
     "FACT_COLUMN_PREFIX",
+    "SAMPLE_DIALOGUES",
+    "SAMPLE_DIALOGUES_SHAREGPT",
     "Check",
     "CheckContext",
     "CheckResult",
     "CoverageSampler",
     "EpisodeSpec",
     "FunctionTool",
+    "ImportedDialogue",
     "LoadedScenario",
     "Persona",
     "PlannedStage",
     "Scenario",
     "SimulatedTool",
+    "Speaker",
     "Stage",
     "ToolOutcome",
     "ToolStatus",
@@ -37,5 +49,7 @@ __all__ = [
     "Transition",
     "builtin_scenarios",
     "load_scenario",
+    "read_dialogues",
     "read_personas",
+    "read_seeds",
 ]
