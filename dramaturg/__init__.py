@@ -7,6 +7,7 @@ Example:
     >>> summary = asyncio.run(run(config, "x.duckdb"))  # doctest: +SKIP
 """
 
+from dramaturg._config import LimitOptions, ModelOptions, ReviewOptions, RunConfig, SimBackendOptions
 from dramaturg._errors import (
     BackendError,
     ConfigError,
@@ -27,7 +28,7 @@ from dramaturg._model import (
     ModelSpec,
     request_hash,
 )
-from dramaturg._run import RunConfig, RunSummary, run
+from dramaturg._run import RunSummary, run
 from dramaturg.backends import FunctionBackend, SimBackend, SimOptions
 from dramaturg.memory import Store
 from dramaturg.scenarios import EpisodeSpec, Persona, Scenario, Stage, Transition, load_scenario
@@ -42,18 +43,22 @@ __all__ = [
     "ExportSummary",
     "FunctionBackend",
     "GenerationParams",
+    "LimitOptions",
     "Message",
+    "ModelOptions",
     "ModelRequest",
     "ModelResponse",
     "ModelSpec",
     "Persona",
     "ReplyParseError",
+    "ReviewOptions",
     "RunConfig",
     "RunError",
     "RunSummary",
     "Scenario",
     "ScenarioError",
     "SimBackend",
+    "SimBackendOptions",
     "SimOptions",
     "Stage",
     "Store",

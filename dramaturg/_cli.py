@@ -20,6 +20,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dramaturg._calibrate import CalibrationReport, CalibrationRun, calibrated_judges, run_calibration
+from dramaturg._config import (
+    LimitOptions,
+    ModelOptions,
+    ReviewOptions,
+    SimBackendOptions,
+    option_name,
+)
 from dramaturg._errors import DramaturgError, StoreError, UserError
 from dramaturg._export import FORMAT_HELP, LEFT_OUT_REASONS, ExportFormat, export
 from dramaturg._gateway import GatewayStats
@@ -189,6 +196,35 @@ def run_command(
             rich_help_panel="Critique and pairs",
         ),
     ] = 1,
+    candidate_models: Annotated[
+        str | None,
+        typer.Option(
+            "--candidate-models",
+            metavar="A,B,...",
+            help="Best-of-n across models (UltraFeedback): one candidate from each BACKEND:MODEL, "
+            "beside the assistant's own reply, ranked by the critic and judged in both orders.",
+            rich_help_panel="Critique and pairs",
+        ),
+    ] = None,
+    refine_rounds: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="Self-Refine: critique and revise up to this many times while the reply scores "
+            "below --revise-below or fails a check; the pair is the first version against the last.",
+            rich_help_panel="Critique and pairs",
+        ),
+    ] = 1,
+    principles_per_critique: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Constitutional AI: each critique judges by this many of the scenario's principles, "
+            "sampled per critique (0: all of them).",
+            rich_help_panel="Critique and pairs",
+        ),
+    ] = 0,
     sim_mistake_rate: Annotated[
         float,
         typer.Option(
@@ -208,35 +244,43 @@ def run_command(
             scenarios=scenarios,
             episodes=episodes,
             seed=seed,
-            concurrency=concurrency,
-            model=model,
             # Named now, so that an interrupted run can say how to resume it.
             run_id=run_id or new_run_id(),
-            sim_role_flip_rate=sim_role_flip_rate,
-            sim_mistake_rate=sim_mistake_rate,
-            critique=critique,
-            revise_below=revise_below,
-            min_margin=min_margin,
-            best_of_n=best_of_n,
-            best_of_n_turns=best_of_n_turns,
-            user_model=user_model,
-            assistant_model=assistant_model,
-            critic_model=critic_model,
-            judge_model=judge_model,
-            tool_model=tool_model,
-            base_url=base_url,
-            rpm=rpm,
-            tpm=tpm,
-            budget_usd=budget_usd,
-            prices=str(prices) if prices else None,
-            timeout_s=timeout,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            turn_attempts=turn_attempts,
+            models=ModelOptions(
+                model=model,
+                user_model=user_model,
+                assistant_model=assistant_model,
+                critic_model=critic_model,
+                judge_model=judge_model,
+                tool_model=tool_model,
+                candidate_models=[m.strip() for m in (candidate_models or "").split(",") if m.strip()],
+                temperature=temperature,
+                max_tokens=max_tokens,
+                base_url=base_url,
+            ),
+            review=ReviewOptions(
+                critique=critique,
+                revise_below=revise_below,
+                min_margin=min_margin,
+                best_of_n=best_of_n,
+                best_of_n_turns=best_of_n_turns,
+                turn_attempts=turn_attempts,
+                refine_rounds=refine_rounds,
+                principles_per_critique=principles_per_critique,
+            ),
+            limits=LimitOptions(
+                concurrency=concurrency,
+                rpm=rpm,
+                tpm=tpm,
+                budget_usd=budget_usd,
+                prices=str(prices) if prices else None,
+                timeout_s=timeout,
+            ),
+            sim=SimBackendOptions(role_flip_rate=sim_role_flip_rate, mistake_rate=sim_mistake_rate),
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        raise _fail(f"option '{first['loc'][0]}': {first['msg']}", 2) from exc
+        raise _fail(f"option '{option_name(first['loc'])}': {first['msg']}", 2) from exc
     try:
         prepare(config)  # scenario and model-spec errors surface before anything is drawn
     except UserError as exc:
@@ -331,12 +375,10 @@ def resume_command(
         "base_url": base_url,
     }
     try:
-        config = RunConfig.model_validate(
-            {**stored.model_dump(), **{k: v for k, v in changes.items() if v is not None}}
-        )
+        config = stored.with_changes(**{k: v for k, v in changes.items() if v is not None})
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
-        raise _fail(f"option '{first['loc'][0]}': {first['msg']}", 2) from exc
+        raise _fail(f"option '{option_name(first['loc'])}': {first['msg']}", 2) from exc
     _finish(_run_with_progress(config, db))
 
 
@@ -400,6 +442,7 @@ def _print_summary(summary: RunSummary) -> None:
         ("episodes", f"{summary.done} done, {summary.failed} failed{skipped}"),
         ("turns", _turn_row(summary)),
         *_tool_rows(summary),
+        *_opening_rows(summary),
         *_pair_rows(summary),
         *_health_rows(summary),
         (
@@ -450,6 +493,21 @@ def _tool_rows(summary: RunSummary) -> list[tuple[str, str]]:
     return [("tools", f"{sum(calls.values())} calls: " + ", ".join(parts))]
 
 
+def _opening_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    """How the recipes opened episodes; eliminated evolutions are counted by reason."""
+    if not summary.openings:
+        return []
+    text = ", ".join(f"{kind} {n}" for kind, n in sorted(summary.openings.items()))
+    evolved = summary.openings["evolved"]
+    if evolved:
+        dropped = sum(summary.eliminated.values())
+        reasons = ", ".join(f"{reason} {n}" for reason, n in summary.eliminated.most_common())
+        text += f"; evolutions kept {evolved - dropped} of {evolved}" + (
+            f", eliminated {dropped} ({reasons}): those episodes opened with their seed" if dropped else ""
+        )
+    return [("openings", text)]
+
+
 def _health_rows(summary: RunSummary) -> list[tuple[str, str]]:
     """Per role and model: replies that could not be used (unparsed, rejected, order-dependent)."""
     health = summary.health
@@ -480,7 +538,13 @@ def _pair_rows(summary: RunSummary) -> list[tuple[str, str]]:
     rows = [
         (
             "pairs",
-            f"{sum(report.pairs.values())} ({by_source}); no pair: "
+            f"{sum(report.pairs.values())} ({by_source})"
+            + (
+                f", {report.unconfirmed} of them not confirmed by the judges (export leaves them out)"
+                if report.unconfirmed
+                else ""
+            )
+            + "; no pair: "
             + (", ".join(f"{k} {v}" for k, v in unpaired.items()) or "none"),
         ),
         (

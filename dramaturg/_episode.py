@@ -14,7 +14,7 @@ from dramaturg._toolbox import ToolBox
 from dramaturg._validation import InvalidTurn, TurnGate
 from dramaturg.agents import Reply, RoleAgent, user_simulator_prompt, user_turn_request
 from dramaturg.evaluators import CheckSuite, TurnProblem, clean_turn, user_consistency, validate_turn
-from dramaturg.memory import CheckRow, ReviewRows, TurnRecord
+from dramaturg.memory import CheckRow, OpeningRow, ReviewRows, TurnRecord
 from dramaturg.scenarios import EpisodeSpec, PlannedStage
 
 __all__ = ["EpisodeOutcome", "RoleModels", "perform_episode", "user_view"]
@@ -29,6 +29,7 @@ class RoleModels:
     critic: ModelSpec
     verifier: ModelSpec
     tool_simulator: ModelSpec
+    candidates: tuple[ModelSpec, ...] = ()  # best-of-n's other assistants (UltraFeedback)
 
     @classmethod
     def uniform(cls, spec: ModelSpec) -> RoleModels:
@@ -37,6 +38,11 @@ class RoleModels:
     def for_role(self, role: RoleName) -> ModelSpec:
         spec: ModelSpec = getattr(self, role)
         return spec
+
+    def every_model(self) -> tuple[ModelSpec, ...]:
+        """Every model the run may call: each role's and each candidate's."""
+        roles = (self.user_simulator, self.assistant, self.critic, self.verifier, self.tool_simulator)
+        return tuple(dict.fromkeys((*roles, *self.candidates)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,9 @@ async def perform_episode(
     turn_attempts: int = 3,
     health: RoleHealth | None = None,
     tools: ToolBox | None = None,
+    prefix: Sequence[TurnRecord] = (),
+    prefix_opens: bool = False,
+    opening: OpeningRow | None = None,
 ) -> EpisodeOutcome:
     """Stage ``spec`` once and return its turns (user first, strictly alternating).
 
@@ -85,6 +94,10 @@ async def perform_episode(
     pairs are built, the scenario's ``checks`` run on each reply, and the verifier judges the
     goal and the simulator's consistency. With ``tools``, the assistant may call them (up to
     ``tools.max_steps`` rounds per turn) on the episode's environment; every call is recorded.
+
+    A recipe's opening arrives as ``prefix``: turns already said (an imported conversation,
+    or with ``prefix_opens`` the first stage's request). The episode continues from it: the
+    assistant answers first when it ends on the user's turn.
     """
 
     def agent(role: RoleName, prompt: str, toolbox: ToolBox | None = None) -> RoleAgent:
@@ -100,6 +113,8 @@ async def perform_episode(
         )
 
     rows = ReviewRows()
+    if opening is not None:
+        rows.openings.append(opening)
     gate = TurnGate(spec, episode_id, rows, attempts=turn_attempts, health=health)
     reviewer = (
         EpisodeReviewer(
@@ -121,8 +136,14 @@ async def perform_episode(
     )
     user = agent("user_simulator", user_simulator_prompt(spec))
     assistant = agent("assistant", spec.assistant_prompt, tools)
-    turns: list[TurnRecord] = []
+    turns: list[TurnRecord] = list(prefix)
+    spoken = [(turn.role, turn.content) for turn in turns]
     last_answer: str | None = None
+    if turns and turns[-1].role == "assistant":
+        last_answer = turns[-1].content
+        await assistant.set_history(spoken)
+    elif turns:
+        await assistant.set_history(spoken[:-1])
     reason = "max_turns"
 
     async def user_turn(stage: PlannedStage) -> Reply:
@@ -162,8 +183,37 @@ async def perform_episode(
 
         return await gate.generate("assistant", len(turns), attempt, assistant.retract, check)
 
+    async def answer(stage: PlannedStage) -> None:
+        """The assistant's reply to the user's last turn, reviewed, into the dialogue."""
+        nonlocal last_answer
+        said = turns[-1].content
+        reply = await assistant_turn(stage, said)
+        kept = TurnResult(reply.text, reply.call_id, reply.tool_steps)
+        if reviewer is not None:
+            history = tuple((turn.role, turn.content) for turn in turns)
+            kept = await reviewer.review_turn(history, reply, len(turns), assistant)
+        turns.append(
+            TurnRecord(
+                idx=len(turns),
+                role="assistant",
+                content=kept.text,
+                stage=stage.name,
+                call_id=kept.call_id,
+                tool_steps_json=tool_steps_json(kept.tool_steps),
+            )
+        )
+        last_answer = kept.text
+
+    stages = list(spec.stage_path)
     try:
-        for stage in spec.stage_path:
+        if turns and turns[-1].role == "user":
+            # The prefix ends on the user's turn: the assistant answers it first. An opening
+            # request was the first stage's message; an imported one belongs to no stage.
+            stage = stages.pop(0) if prefix_opens else stages[0]
+            await answer(stage)
+            if prefix_opens and stage.terminal:
+                reason, stages = "terminal_stage", []
+        for stage in stages:
             said = await user_turn(stage)
             text, ending = mk.split_end_marker(said.text)
             if not text:
@@ -172,22 +222,7 @@ async def perform_episode(
             turns.append(
                 TurnRecord(idx=len(turns), role="user", content=text, stage=stage.name, call_id=said.call_id)
             )
-            answer = await assistant_turn(stage, text)
-            kept = TurnResult(answer.text, answer.call_id, answer.tool_steps)
-            if reviewer is not None:
-                history = tuple((turn.role, turn.content) for turn in turns)
-                kept = await reviewer.review_turn(history, answer, len(turns), assistant)
-            turns.append(
-                TurnRecord(
-                    idx=len(turns),
-                    role="assistant",
-                    content=kept.text,
-                    stage=stage.name,
-                    call_id=kept.call_id,
-                    tool_steps_json=tool_steps_json(kept.tool_steps),
-                )
-            )
-            last_answer = kept.text
+            await answer(stage)
             if ending:
                 reason = ending
                 break
@@ -204,7 +239,11 @@ async def perform_episode(
         return EpisodeOutcome(turns=tuple(turns), termination_reason=reason, review=rows)
     dialogue = tuple((turn.role, turn.content) for turn in turns)
     goal_met = await reviewer.goal_met(dialogue)
-    consistency = user_consistency(spec, [(t.role, t.content, t.role_flip) for t in turns])
+    # The simulator answers only for what it wrote, not for an imported or seed turn.
+    written = [
+        (t.role, t.content, t.role_flip) for t in turns if t.role == "assistant" or t.origin == "generated"
+    ]
+    consistency = user_consistency(spec, written)
     rows.checks.append(
         CheckRow(episode_id, None, "episode", "user_consistent", consistency.passed, consistency.detail)
     )

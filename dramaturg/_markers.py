@@ -16,9 +16,15 @@ __all__ = [
     "DESCRIPTION_LABEL",
     "DIRECTOR_PREFIX",
     "END_MARKER",
+    "EVOLVER_GIVEN",
+    "EVOLVER_HEADER",
+    "EVOLVER_REWRITTEN",
+    "EVOL_JUDGE_HEADER",
     "FACTS_HEADER",
     "FACT_ASKED_LABEL",
     "FEEDBACK_LABEL",
+    "FIRST_REQUEST",
+    "FIRST_REQUEST_CLOSE",
     "GOAL_LABEL",
     "GOAL_LINE",
     "INSTRUCTIONS_CLOSE",
@@ -36,9 +42,13 @@ __all__ = [
     "RESPONSE_B_OPEN",
     "REVISION_REQUEST",
     "RUBRIC_LABEL",
+    "SECOND_REQUEST",
+    "SECOND_REQUEST_CLOSE",
     "TERMINAL_NOTE",
     "TOOL_FACTS_HEADER",
     "TOOL_SIMULATOR_HEADER",
+    "TOPIC_HEADER",
+    "TOPIC_LABEL",
     "TRAITS_LABEL",
     "TRANSFER_MARKER",
     "USER_SIMULATOR_HEADER",
@@ -115,3 +125,16 @@ RUBRIC_LABEL = "Rubric:"
 REVISION_REQUEST = "[Revision request]"
 FEEDBACK_LABEL = "Feedback:"
 GOAL_LINE = "The user's goal:"
+
+# The recipes' preparatory calls (UltraChat's topic expansion, Evol-Instruct's evolution and
+# its elimination), read by the sim by these headers.
+TOPIC_HEADER = "You write the opening request of a chat between a person and an AI assistant."
+TOPIC_LABEL = "Topic:"
+EVOLVER_HEADER = "You are a PROMPT REWRITER making a request to an AI assistant more demanding."
+EVOLVER_GIVEN = "#Given Prompt#:"
+EVOLVER_REWRITTEN = "#Rewritten Prompt#:"
+EVOL_JUDGE_HEADER = "You are a JUDGE of two requests to an AI assistant."
+FIRST_REQUEST = "<<<FIRST REQUEST"
+FIRST_REQUEST_CLOSE = "FIRST REQUEST>>>"
+SECOND_REQUEST = "<<<SECOND REQUEST"
+SECOND_REQUEST_CLOSE = "SECOND REQUEST>>>"

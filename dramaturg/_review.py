@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -83,6 +84,7 @@ def critique_format(rubric: tuple[str, ...]) -> ResponseFormat:
     return ResponseFormat.from_schema("critique", critique_schema(rubric))
 
 
+PairSource = Literal["revision", "best_of_n", "spin"]
 _GOAL_FORMAT = ResponseFormat.from_schema("goal", reply_schema(GoalReply))
 
 
@@ -98,6 +100,12 @@ class ReviewSettings:
         best_of_n_turns: how many of an episode's first assistant turns get best-of-n.
         parse_attempts: how often a critic/judge/verifier is asked before its reply is
             recorded as a failure.
+        refine_rounds: critique -> revise rounds at most, while the latest version scores
+            below ``revise_below`` or fails a check (Self-Refine); the pair is first vs final.
+        principles_per_critique: principles sampled for each critique from the scenario's
+            (Constitutional AI); 0 shows them all.
+        candidate_models: best-of-n's candidates come one from each of these models, beside
+            the assistant's own reply (UltraFeedback); empty: samples of the assistant's model.
     """
 
     critique: bool = True
@@ -106,6 +114,13 @@ class ReviewSettings:
     best_of_n: int = 3
     best_of_n_turns: int = 1
     parse_attempts: int = 3
+    refine_rounds: int = 1
+    principles_per_critique: int = 0
+    candidate_models: tuple[ModelSpec, ...] = ()
+
+    @property
+    def best_of_n_on(self) -> bool:
+        return self.best_of_n > 1 or bool(self.candidate_models)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +162,7 @@ class EpisodeReviewer:
     health: RoleHealth | None = None
     tools: ToolBox | None = None
     _assistant_turns: int = 0
+    _critiques: int = 0
     _earlier_tool_uses: list[ToolUse] = field(default_factory=list)
 
     # -- structured calls --------------------------------------------------------------------
@@ -213,11 +229,12 @@ class EpisodeReviewer:
         rubric = self.spec.rubric
         result = await self._ask(
             "critic",
-            critic_prompt(self.spec),
+            critic_prompt(self._standards(turn_idx, target)),
             critique_request(history, with_tool_steps(reply, steps)),
             lambda text: parse_critique(text, rubric),
             critique_format(rubric),
         )
+        self._critiques += 1
         parsed: CritiqueReply | None = result.value
         row = CritiqueRow(
             critique_id=uuid.uuid4().hex,
@@ -235,13 +252,24 @@ class EpisodeReviewer:
         self.rows.critiques.append(row)
         return row
 
+    def _standards(self, turn_idx: int, target: str) -> EpisodeSpec:
+        """The spec a critique judges by: with ``principles_per_critique``, a seeded sample of
+        the scenario's principles (Constitutional AI draws one per critique), so one long
+        constitution steers many critiques without crowding each prompt."""
+        k = self.settings.principles_per_critique
+        principles = self.spec.principles
+        if not k or k >= len(principles):
+            return self.spec
+        rng = random.Random(f"{self.spec.seed}:{turn_idx}:{target}:{self._critiques}")
+        return replace(self.spec, principles=tuple(rng.sample(principles, k)))
+
     async def _judge_both_orders(
         self,
         history: History,
         better: str,
         worse: str,
         turn_idx: int,
-        source: Literal["revision", "best_of_n"],
+        source: PairSource,
         steps: tuple[tuple[ToolStep, ...], tuple[ToolStep, ...]] = ((), ()),
     ) -> tuple[str, list[str]]:
         """Judge (better, worse) in both orders. Returns an outcome and the judgment ids.
@@ -325,7 +353,7 @@ class EpisodeReviewer:
         self,
         history: History,
         turn_idx: int,
-        source: Literal["revision", "best_of_n"],
+        source: PairSource,
         chosen: tuple[str, str | None],
         rejected: tuple[str, str | None],
         margin: float,
@@ -333,6 +361,7 @@ class EpisodeReviewer:
         judgment_ids: list[str],
         critique_ids: list[str],
         steps: tuple[tuple[ToolStep, ...], tuple[ToolStep, ...]] = ((), ()),
+        judge_agreement: bool = True,
     ) -> str:
         prompt = [{"role": "system", "content": self.spec.assistant_prompt}]
         prompt += [{"role": role, "content": content} for role, content in history]
@@ -349,7 +378,7 @@ class EpisodeReviewer:
                 rejected=rejected[0],
                 source=source,
                 margin=margin,
-                judge_agreement=True,
+                judge_agreement=judge_agreement,
                 checks_passed=checks_passed,
                 chosen_call_id=chosen[1],
                 rejected_call_id=rejected[1],
@@ -390,7 +419,7 @@ class EpisodeReviewer:
         uses_tools = self.tools is not None and bool(self.tools.specs)
         if (
             self._assistant_turns <= self.settings.best_of_n_turns
-            and self.settings.best_of_n > 1
+            and self.settings.best_of_n_on
             and not uses_tools
         ):
             await self._best_of_n(history, answer.text, answer.call_id, turn_idx)
@@ -405,43 +434,77 @@ class EpisodeReviewer:
         threshold = self.settings.revise_below
         if critique.overall >= threshold and original_ok:
             return original
-        failed_checks = [
-            f"- check {row.name} failed: {row.detail}"
-            for row in self.rows.checks
-            if row.turn_idx == turn_idx and row.target == "original" and not row.passed
-        ]
-        feedback = "\n".join([critique.feedback or "", *failed_checks]).strip()
-        revision = await self._revise(assistant, revision_request(feedback), history, turn_idx)
-        if revision is None:
-            # Every revision leaked meta-text or otherwise failed validation: keep the original.
+        # Self-Refine: critique -> revise until the latest version clears the threshold and
+        # its checks, or the rounds run out; the pair is the first version against the last.
+        latest, latest_critique, latest_target = original, critique, "original"
+        rounds = 0
+        while rounds < self.settings.refine_rounds:
+            failed_checks = [
+                f"- check {row.name} failed: {row.detail}"
+                for row in self.rows.checks
+                if row.turn_idx == turn_idx and row.target == latest_target and not row.passed
+            ]
+            feedback = "\n".join([latest_critique.feedback or "", *failed_checks]).strip()
+            revision = await self._revise(assistant, revision_request(feedback), history, turn_idx)
+            if revision is None:
+                break  # every attempt failed validation: the latest valid version stands
+            if (
+                rounds
+                and revision.text.strip() == latest.text.strip()
+                and revision.tool_steps == latest.tool_steps
+            ):
+                break  # no progress: another round would ask the same again
+            rounds += 1
+            revised_critique = await self._critique(
+                history, revision.text, turn_idx, "revision", revision.tool_steps
+            )
+            self.rows.revisions.append(
+                RevisionRow(
+                    revision_id=uuid.uuid4().hex,
+                    episode_id=self.episode_id,
+                    turn_idx=turn_idx,
+                    original=latest.text,
+                    revised=revision.text,
+                    critique_id=latest_critique.critique_id,
+                    revision_critique_id=revised_critique.critique_id,
+                    original_call_id=latest.call_id,
+                    revised_call_id=revision.call_id,
+                    round=rounds,
+                )
+            )
+            latest, latest_critique, latest_target = (
+                TurnResult(revision.text, revision.call_id, revision.tool_steps),
+                revised_critique,
+                "revision",
+            )
+            if revised_critique.overall is None:
+                break
+            # Only the kept version's check rows stand for the turn's revision (export reads them).
+            self.rows.checks[:] = [
+                row for row in self.rows.checks if not (row.turn_idx == turn_idx and row.target == "revision")
+            ]
+            revised_ok = await self._checks(history, revision.text, turn_idx, "revision", revision.tool_steps)
+            if revised_critique.overall >= threshold and revised_ok:
+                break
+        if rounds == 0:
             self._outcome(turn_idx, "revision", "revision_invalid")
             return original
-        revised_steps = revision.tool_steps
-        revised_critique = await self._critique(history, revision.text, turn_idx, "revision", revised_steps)
-        self.rows.revisions.append(
-            RevisionRow(
-                revision_id=uuid.uuid4().hex,
-                episode_id=self.episode_id,
-                turn_idx=turn_idx,
-                original=answer.text,
-                revised=revision.text,
-                critique_id=critique.critique_id,
-                revision_critique_id=revised_critique.critique_id,
-                original_call_id=answer.call_id,
-                revised_call_id=revision.call_id,
-            )
-        )
-        continued = TurnResult(revision.text, revision.call_id, revised_steps)
-        if revision.text.strip() == answer.text.strip() and revised_steps == steps:
+        continued = latest
+        revised_steps = latest.tool_steps
+        revision_text = latest.text
+        if revision_text.strip() == answer.text.strip() and revised_steps == steps:
             self._outcome(turn_idx, "revision", "identical")
             return continued
+        revised_critique = latest_critique
         if revised_critique.overall is None:
             self._outcome(turn_idx, "revision", "critique_failed")
             return continued
-        revised_ok = await self._checks(history, revision.text, turn_idx, "revision", revised_steps)
+        revised_ok = all(
+            row.passed for row in self.rows.checks if row.turn_idx == turn_idx and row.target == "revision"
+        )
         margin = revised_critique.overall - critique.overall
         outcome, judgment_ids = await self._judge_both_orders(
-            history, revision.text, answer.text, turn_idx, "revision", (revised_steps, steps)
+            history, revision_text, answer.text, turn_idx, "revision", (revised_steps, steps)
         )
         if outcome == "paired" and margin < self.settings.min_margin:
             outcome = "low_margin"
@@ -453,7 +516,7 @@ class EpisodeReviewer:
                 history,
                 turn_idx,
                 "revision",
-                (revision.text, revision.call_id),
+                (latest.text, latest.call_id),
                 (answer.text, answer.call_id),
                 margin,
                 revised_ok,
@@ -463,6 +526,36 @@ class EpisodeReviewer:
             )
         self._outcome(turn_idx, "revision", outcome, pair_id)
         return continued
+
+    async def spin_pair(self, history: History, real: str, own: Reply, turn_idx: int) -> None:
+        """SPIN: the real reply at ``turn_idx`` chosen over the model's own from the same history.
+
+        The pair is stored whatever the judges say (SPIN's premise is that the real reply is
+        the better one); ``judge_agreement`` records whether both orders confirmed it.
+        """
+        if own.text.strip() == real.strip():
+            self._outcome(turn_idx, "spin", "identical")
+            return
+        real_critique = await self._critique(history, real, turn_idx, "candidate")
+        own_critique = await self._critique(history, own.text, turn_idx, "candidate")
+        if real_critique.overall is None or own_critique.overall is None:
+            self._outcome(turn_idx, "spin", "critique_failed")
+            return
+        real_ok = await self._checks(history, real, turn_idx, "candidate")
+        outcome, judgment_ids = await self._judge_both_orders(history, real, own.text, turn_idx, "spin")
+        pair_id = self._pair(
+            history,
+            turn_idx,
+            "spin",
+            (real, None),
+            (own.text, own.call_id),
+            real_critique.overall - own_critique.overall,
+            real_ok,
+            judgment_ids,
+            [real_critique.critique_id, own_critique.critique_id],
+            judge_agreement=outcome == "paired",
+        )
+        self._outcome(turn_idx, "spin", outcome, pair_id)
 
     async def _revise(
         self, assistant: RoleAgent, request: str, history: History, turn_idx: int
@@ -504,10 +597,12 @@ class EpisodeReviewer:
     async def _best_of_n(
         self, history: History, answer: str, answer_call_id: str | None, turn_idx: int
     ) -> None:
-        spec = self.models("assistant")
+        own = self.models("assistant")
+        # UltraFeedback: one candidate from each listed model; else more samples of the assistant's.
+        others = self.settings.candidate_models or (own,) * (self.settings.best_of_n - 1)
         candidates = [(answer, answer_call_id)]
         messages = tuple(Message("user" if role == "user" else "assistant", text) for role, text in history)
-        for k in range(1, self.settings.best_of_n):
+        for k, spec in enumerate(others, start=1):
             request = ModelRequest(
                 backend=spec.backend,
                 model=spec.model,
@@ -594,6 +689,8 @@ class PairReport:
         with_ground_truth: pairs whose two sides carry the sim's planted-mistake notes.
         correct: of those, pairs whose chosen side has no planted mistake and whose
             rejected side has one.
+        unconfirmed: pairs kept although the judges did not confirm them (SPIN keeps every
+            real reply's pair; export leaves these out as ``unverified``).
     """
 
     pairs: dict[str, int]
@@ -602,6 +699,7 @@ class PairReport:
     agreeing: int
     with_ground_truth: int
     correct: int
+    unconfirmed: int = 0
 
     @property
     def correctness(self) -> float | None:
@@ -616,10 +714,15 @@ def pair_report(store: Store, run_id: str) -> PairReport:
     outcomes = dict(
         store.sql(
             "SELECT o.outcome, count(*) FROM pair_outcomes o JOIN episodes e USING (episode_id) "
-            "WHERE e.run_id = ? GROUP BY 1",
+            "WHERE e.run_id = ? AND (o.pair_id IS NULL OR o.outcome = 'paired') GROUP BY 1",
             [run_id],
         )
     )
+    (unconfirmed,) = store.sql(
+        "SELECT count(*) FROM pair_outcomes o JOIN episodes e USING (episode_id) "
+        "WHERE e.run_id = ? AND o.pair_id IS NOT NULL AND o.outcome <> 'paired'",
+        [run_id],
+    )[0]
     judged, agreeing = store.sql(
         """
         WITH j AS (
@@ -666,7 +769,7 @@ def pair_report(store: Store, run_id: str) -> PairReport:
         """,
         [run_id],
     )[0]
-    report = PairReport(pairs, outcomes, judged, agreeing, known, correct)
+    report = PairReport(pairs, outcomes, judged, agreeing, known, correct, unconfirmed)
     if report.correctness is not None:
         with store.transaction() as con:
             con.execute("DELETE FROM metrics WHERE run_id = ? AND name = 'sim_pair_correctness'", [run_id])

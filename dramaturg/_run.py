@@ -11,15 +11,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
+from dramaturg._config import RunConfig
 from dramaturg._episode import RoleModels, perform_episode
 from dramaturg._errors import BackendError, ConfigError, RunError
 from dramaturg._gateway import Gateway, GatewayStats
 from dramaturg._health import RoleFailing, RoleHealth, record_health_metrics
 from dramaturg._limits import CircuitBreaker, RateLimiter
-from dramaturg._model import Backend, GenerationParams, ModelSpec, RoleName
+from dramaturg._model import Backend, GenerationParams
+from dramaturg._openings import Beginning, begin_episode, replay_for_spin
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg._review import PairReport, ReviewSettings, pair_report
 from dramaturg._toolbox import ToolBox
@@ -27,86 +30,12 @@ from dramaturg.agents import ToolSimulator
 from dramaturg.backends import BACKEND_FACTORIES, SimOptions, close_backends
 from dramaturg.evaluators import CheckRunner, CheckSuite, ForkedCheckRunner
 from dramaturg.memory import EpisodeResult, EpisodeStart, RunRecord, Store, StoreWriter, utcnow
-from dramaturg.scenarios import LoadedScenario, load_scenario
+from dramaturg.scenarios import LoadedScenario, SpinDialogues, load_scenario
 
 __all__ = ["RunConfig", "RunSummary", "episode_seed", "load_run_config", "new_run_id", "prepare", "run"]
 
 # Errors that will recur on every call: stop the run instead of failing a thousand episodes.
 _FATAL_KINDS = frozenset({"auth", "bad_request", "budget", "circuit_open"})
-# What a rerun of an existing run id may change: how it runs, not what its episodes say.
-# Every other field must match the stored config, so a newly added field is protected too.
-_OPERATIONAL_FIELDS = frozenset(
-    {"run_id", "concurrency", "base_url", "rpm", "tpm", "budget_usd", "prices", "timeout_s"}
-)
-# A role's model may change on resume: a run stopped because a role's replies were unusable
-# resumes with a model that works. Finished episodes keep what they were made with (every
-# llm_calls row names its model); the stored config becomes the new one.
-_MODEL_FIELDS = frozenset(
-    {"model", "user_model", "assistant_model", "critic_model", "judge_model", "tool_model"}
-)
-
-
-class RunConfig(BaseModel):
-    """Everything a run needs. Stored (without secrets) in ``runs.config``.
-
-    Example:
-        >>> config = RunConfig(scenarios=["support-refund"], episodes=5)
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    scenarios: list[str] = Field(min_length=1)
-    episodes: int = Field(default=10, ge=1, description="episodes per scenario")
-    seed: int = 0
-    concurrency: int = Field(default=8, ge=1, le=1024)
-    model: str = "sim"
-    user_model: str | None = None
-    assistant_model: str | None = None
-    critic_model: str | None = None
-    judge_model: str | None = None
-    tool_model: str | None = Field(default=None, description="the tool simulator's model")
-    run_id: str | None = None
-    temperature: float = Field(default=0.8, ge=0, le=2)
-    max_tokens: int = Field(default=1024, ge=1)
-    sim_role_flip_rate: float = Field(default=0.0, ge=0, le=1)
-    sim_mistake_rate: float = Field(default=0.25, ge=0, le=1)
-    critique: bool = Field(default=True, description="critique and revise assistant turns online")
-    revise_below: float = Field(default=7.0, ge=1, le=10)
-    min_margin: float = Field(default=1.0, ge=0)
-    best_of_n: int = Field(default=3, ge=0, le=16)
-    best_of_n_turns: int = Field(default=1, ge=0)
-    base_url: str | None = Field(default=None, description="openai backend endpoint")
-    rpm: float | None = Field(default=None, gt=0, description="requests per minute")
-    tpm: float | None = Field(default=None, gt=0, description="tokens per minute")
-    budget_usd: float | None = Field(default=None, gt=0)
-    prices: str | None = Field(default=None, description="JSON file of prices per model")
-    timeout_s: float = Field(default=120.0, gt=0, description="per model call")
-    turn_attempts: int = Field(
-        default=3, ge=1, le=10, description="tries at a turn before an invalid one ends its episode"
-    )
-
-    @field_validator("base_url")
-    @classmethod
-    def _no_credentials_in_url(cls, value: str | None) -> str | None:
-        # The config is stored in runs.config; a key in the URL would be written down.
-        if value and "@" in value.partition("://")[2].partition("/")[0]:
-            raise ValueError("put credentials in OPENAI_API_KEY, not in the base URL")
-        return value
-
-    def role_models(self) -> RoleModels:
-        known = frozenset(BACKEND_FACTORIES)
-        base = ModelSpec.parse(self.model, known_backends=known)
-
-        def pick(spec: str | None) -> ModelSpec:
-            return ModelSpec.parse(spec, known_backends=known) if spec else base
-
-        return RoleModels(
-            user_simulator=pick(self.user_model),
-            assistant=pick(self.assistant_model),
-            critic=pick(self.critic_model),
-            verifier=pick(self.judge_model),
-            tool_simulator=pick(self.tool_model),
-        )
 
 
 @dataclass(slots=True)
@@ -127,6 +56,9 @@ class RunSummary:
     invalid_turn_episodes: int = 0  # episodes ended because a turn kept failing validation
     notices: list[str] = field(default_factory=list)  # said before the run started
     tool_calls: Counter[str] = field(default_factory=Counter)  # by status, this invocation
+    # Recipes' openings by kind, and evolutions eliminated by reason, this invocation.
+    openings: Counter[str] = field(default_factory=Counter)
+    eliminated: Counter[str] = field(default_factory=Counter)
 
     @property
     def failed_without_pairs(self) -> bool:
@@ -164,6 +96,7 @@ class _Job:
     episode_id: str
     review: ReviewSettings | None
     checks: CheckSuite
+    run_seed: int  # with the index, picks the persona and variables by coverage sampling
 
 
 def _jobs(
@@ -182,18 +115,24 @@ def _jobs(
                 f"{run_id}/{scenario.name}/{index:05d}",
                 review,
                 checks,
+                config.seed,
             )
 
 
 def _review_settings(config: RunConfig, item: LoadedScenario) -> ReviewSettings | None:
-    if not config.critique and config.best_of_n < 2:
+    review = config.review
+    candidates = config.role_models().candidates
+    if not review.critique and review.best_of_n < 2 and not candidates:
         return None
     return ReviewSettings(
-        critique=config.critique,
-        revise_below=item.scenario.revise_below or config.revise_below,
-        min_margin=config.min_margin,
-        best_of_n=config.best_of_n,
-        best_of_n_turns=config.best_of_n_turns,
+        critique=review.critique,
+        revise_below=item.scenario.revise_below or review.revise_below,
+        min_margin=review.min_margin,
+        best_of_n=review.best_of_n,
+        best_of_n_turns=review.best_of_n_turns,
+        refine_rounds=review.refine_rounds,
+        principles_per_critique=review.principles_per_critique,
+        candidate_models=candidates,
     )
 
 
@@ -210,15 +149,12 @@ def prepare(config: RunConfig) -> tuple[list[LoadedScenario], RoleModels]:
     return loaded, config.role_models()
 
 
-_ROLES: tuple[RoleName, ...] = ("user_simulator", "assistant", "critic", "verifier", "tool_simulator")
-
-
 def _backends(models: RoleModels, config: RunConfig) -> dict[str, Backend]:
-    names = {models.for_role(role).backend for role in _ROLES}
-    options = SimOptions(role_flip_rate=config.sim_role_flip_rate, mistake_rate=config.sim_mistake_rate)
+    names = {spec.backend for spec in models.every_model()}
+    options = SimOptions(role_flip_rate=config.sim.role_flip_rate, mistake_rate=config.sim.mistake_rate)
     return {
         name: BACKEND_FACTORIES[name](
-            sim_options=options, base_url=config.base_url, timeout_s=config.timeout_s
+            sim_options=options, base_url=config.models.base_url, timeout_s=config.limits.timeout_s
         )
         for name in names
     }
@@ -226,16 +162,9 @@ def _backends(models: RoleModels, config: RunConfig) -> dict[str, Backend]:
 
 def _price_table(config: RunConfig, models: RoleModels) -> PriceTable:
     """The run's prices; with a budget, every model must have one (else it cannot be kept)."""
-    table = PriceTable.from_file(config.prices)
-    if config.budget_usd is not None:
-        specs = (
-            models.user_simulator,
-            models.assistant,
-            models.critic,
-            models.verifier,
-            models.tool_simulator,
-        )
-        unpriced = sorted({str(s) for s in specs if table.lookup(s.backend, s.model) is None})
+    table = PriceTable.from_file(config.limits.prices)
+    if config.limits.budget_usd is not None:
+        unpriced = sorted({str(s) for s in models.every_model() if table.lookup(s.backend, s.model) is None})
         if unpriced:
             raise ConfigError(
                 f"--budget-usd needs a price for {', '.join(unpriced)}: pass --prices FILE.json "
@@ -319,19 +248,21 @@ async def run(
             backends,
             writer,
             run_id=run_id,
-            concurrency=config.concurrency,
+            concurrency=config.limits.concurrency,
             jitter_seed=config.seed,
-            limiter=RateLimiter(rpm=config.rpm, tpm=config.tpm),
+            limiter=RateLimiter(rpm=config.limits.rpm, tpm=config.limits.tpm),
             breaker=CircuitBreaker(),
             prices=prices,
-            budget=Budget(config.budget_usd, spent_usd=prior_cost) if config.budget_usd else None,
-            timeout_s=config.timeout_s,
+            budget=Budget(config.limits.budget_usd, spent_usd=prior_cost)
+            if config.limits.budget_usd
+            else None,
+            timeout_s=config.limits.timeout_s,
         )
         gateway.stats.prior_cost_usd = prior_cost
         summary.calls = gateway.stats
         health = RoleHealth(models.for_role)
         summary.health = health
-        params = GenerationParams(temperature=config.temperature, max_tokens=config.max_tokens)
+        params = GenerationParams(temperature=config.models.temperature, max_tokens=config.models.max_tokens)
         stop = asyncio.Event()
 
         async def performer() -> None:
@@ -340,13 +271,23 @@ async def run(
                 if stop.is_set():
                     return
                 status = await _episode(
-                    job, writer, gateway, models, params, run_id, summary, stop, health, config.turn_attempts
+                    job,
+                    writer,
+                    gateway,
+                    models,
+                    params,
+                    run_id,
+                    summary,
+                    stop,
+                    health,
+                    config.review.turn_attempts,
                 )
                 if on_episode and status:
                     on_episode(status)
 
         performers = [
-            asyncio.create_task(performer()) for _ in range(min(config.concurrency, total - summary.skipped))
+            asyncio.create_task(performer())
+            for _ in range(min(config.limits.concurrency, total - summary.skipped))
         ]
         try:
             await asyncio.gather(*performers)
@@ -425,20 +366,45 @@ def _reproduced_runs(store: Store, config: RunConfig, scenarios: list[str]) -> l
     ]
 
 
+# What a rerun of an existing run id may change: how it runs (the limits) and which model
+# plays a role (a run stopped because a role's replies were unusable resumes with a model that
+# works; finished episodes keep what they were made with, as every llm_calls row names its
+# model). Every other option must match the stored config, so a newly added one is protected too.
+_MAY_CHANGE: dict[str, Any] = {
+    "run_id": True,
+    "limits": True,
+    "models": {
+        "model",
+        "user_model",
+        "assistant_model",
+        "critic_model",
+        "judge_model",
+        "tool_model",
+        "base_url",
+    },
+}
+
+
+def _content_settings(config: RunConfig) -> dict[str, object]:
+    """The options that decide what a run's episodes say, by dotted name."""
+    flat: dict[str, object] = {}
+    for key, value in config.model_dump(exclude=_MAY_CHANGE).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{name}": inner for name, inner in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def _check_same_run(store: Store, config: RunConfig, run_id: str) -> None:
     """Refuse to resume ``run_id`` with settings that would change what its episodes say."""
     stored = RunConfig.model_validate_json(
         store.sql("SELECT config FROM runs WHERE run_id = ?", [run_id])[0][0]
     )
-    changed = [
-        name
-        for name in RunConfig.model_fields
-        if name not in _OPERATIONAL_FIELDS | _MODEL_FIELDS and getattr(stored, name) != getattr(config, name)
-    ]
+    before, after = _content_settings(stored), _content_settings(config)
+    changed = [name for name in before.keys() | after.keys() if before.get(name) != after.get(name)]
     if changed:
-        details = ", ".join(
-            f"{name} {getattr(stored, name)!r} -> {getattr(config, name)!r}" for name in changed
-        )
+        details = ", ".join(f"{name} {before.get(name)!r} -> {after.get(name)!r}" for name in sorted(changed))
         raise ConfigError(
             f"run '{run_id}' already exists with other settings ({details}); resume it with "
             f"`dramaturg resume {run_id} --db {store.path}`, or pick a new --run-id"
@@ -458,7 +424,7 @@ async def _episode(
     turn_attempts: int,
 ) -> str | None:
     try:
-        spec = job.loaded.scenario.instantiate(job.seed)
+        spec = job.loaded.scenario.instantiate(job.seed, index=job.index, run_seed=job.run_seed)
     except ValueError as exc:
         # The scenario's derive function (user code) failed for this seed: this episode
         # fails, with the reason, and the run goes on.
@@ -487,19 +453,50 @@ async def _episode(
         await _fail(writer, job, exc, summary)
         return "failed"
     try:
-        outcome = await perform_episode(
-            spec,
-            gateway=gateway,
-            models=models,
-            episode_id=job.episode_id,
-            params=params,
-            review=job.review,
-            run_id=run_id,
-            checks=job.checks,
-            turn_attempts=turn_attempts,
-            health=health,
-            tools=toolbox,
+        beginning = (
+            await begin_episode(
+                scenario.opening,
+                spec,
+                index=job.index,
+                gateway=gateway,
+                models=models,
+                params=params,
+                episode_id=job.episode_id,
+                health=health,
+            )
+            if scenario.opening is not None
+            else Beginning(spec)
         )
+        if isinstance(scenario.opening, SpinDialogues):
+            outcome = await replay_for_spin(
+                beginning,
+                gateway=gateway,
+                models=models,
+                params=params,
+                episode_id=job.episode_id,
+                run_id=run_id,
+                settings=job.review or ReviewSettings(),
+                checks=job.checks,
+                health=health,
+                turn_attempts=turn_attempts,
+            )
+        else:
+            outcome = await perform_episode(
+                beginning.spec,
+                gateway=gateway,
+                models=models,
+                episode_id=job.episode_id,
+                params=params,
+                review=job.review,
+                run_id=run_id,
+                checks=job.checks,
+                turn_attempts=turn_attempts,
+                health=health,
+                tools=toolbox,
+                prefix=beginning.prefix,
+                prefix_opens=beginning.opening_request,
+                opening=beginning.row,
+            )
     except RoleFailing as exc:
         # Leave the episode 'running': once the role's model is fixed, a resume replays it.
         if not stop.is_set():
@@ -533,6 +530,8 @@ async def _episode(
     if outcome.review:
         summary.rejected_turns.update(row.reason for row in outcome.review.rejections)
         summary.tool_calls.update(row.status for row in outcome.review.tool_calls)
+        summary.openings.update(row.kind for row in outcome.review.openings)
+        summary.eliminated.update(row.drop_reason for row in outcome.review.openings if row.drop_reason)
     summary.invalid_turn_episodes += outcome.termination_reason == "invalid_turn"
     summary.pairs += len(outcome.review.pairs) if outcome.review else 0
     summary.done += 1

@@ -25,10 +25,12 @@ from dramaturg.evaluators._embed import Embedder, embedding_spread, local_embedd
 from dramaturg.evaluators._metrics import Metric, MetricSet, read_metrics
 from dramaturg.evaluators._parsing import (
     CritiqueReply,
+    EvolutionVerdict,
     GoalReply,
     JudgeReply,
     critique_schema,
     parse_critique,
+    parse_evolution_verdict,
     parse_goal,
     parse_judgment,
     reply_schema,
@@ -53,6 +55,7 @@ __all__ = [
     "CritiqueReply",
     "CurationResult",
     "Embedder",
+    "EvolutionVerdict",
     "FilterReason",
     "FilterSettings",
     "ForkedCheckRunner",
@@ -77,6 +80,7 @@ __all__ = [
     "is_role_flip",
     "local_embedder",
     "parse_critique",
+    "parse_evolution_verdict",
     "parse_goal",
     "parse_judgment",
     "read_metrics",

@@ -17,10 +17,12 @@ from dramaturg._errors import ReplyParseError
 
 __all__ = [
     "CritiqueReply",
+    "EvolutionVerdict",
     "GoalReply",
     "JudgeReply",
     "critique_schema",
     "parse_critique",
+    "parse_evolution_verdict",
     "parse_goal",
     "parse_judgment",
     "reply_schema",
@@ -45,6 +47,13 @@ class CritiqueReply(_Reply):
 class JudgeReply(_Reply):
     reason: str = ""
     winner: Literal["A", "B", "tie"]
+
+
+class EvolutionVerdict(_Reply):
+    """Evol-Instruct's elimination: does the evolved request add to the seed (harder or new)?"""
+
+    reason: str = ""
+    verdict: Literal["yes", "no"]
 
 
 class GoalReply(_Reply):
@@ -127,6 +136,10 @@ def parse_critique(text: str, rubric: Sequence[str]) -> CritiqueReply:
     if out_of_range:
         raise ReplyParseError(f"field 'scores': scores must be 1..10, got {out_of_range}", raw=text)
     return reply
+
+
+def parse_evolution_verdict(text: str) -> EvolutionVerdict:
+    return _parse(EvolutionVerdict, text)
 
 
 def parse_judgment(text: str) -> JudgeReply:

@@ -282,6 +282,79 @@ CREATE TABLE tool_calls (
 );
 """
 
+M007_RECIPES = """
+-- The seed methods as recipes. A turn says where its text came from: 'generated' by a role,
+-- 'imported' from an existing conversation (a prefix to continue, a SPIN dialogue), or a
+-- 'seed' request from a file that opened the episode verbatim (Baize).
+ALTER TABLE turns ADD COLUMN origin VARCHAR DEFAULT 'generated';
+
+-- Self-Refine revises a turn up to --refine-rounds times: 1 for the first revision, then 2, ...
+ALTER TABLE revisions ADD COLUMN round INTEGER DEFAULT 1;
+
+-- How each episode opened, when a recipe opened it: a seed request used as is, a meta-topic a
+-- model expanded into a request (UltraChat), a request evolved by an Evol-Instruct operator
+-- (kept, or dropped with its reason: the episode then opens with the original request), or
+-- an imported conversation continued or replayed (SPIN).
+CREATE TABLE openings (
+    episode_id   VARCHAR NOT NULL,
+    kind         VARCHAR NOT NULL CHECK (kind IN ('seed', 'topic', 'evolved', 'imported', 'spin')),
+    source_id    VARCHAR,                   -- the seed's or dialogue's id in its file
+    source_text  VARCHAR NOT NULL,          -- the seed request, the topic, the imported first turn
+    operator     VARCHAR,                   -- evolved: the Evol-Instruct operator
+    opening      VARCHAR NOT NULL,          -- what the episode opened with
+    kept         BOOLEAN NOT NULL,          -- evolved: false when the evolution was eliminated
+    drop_reason  VARCHAR,                   -- why an evolution was eliminated
+    call_ids     JSON NOT NULL              -- the model calls that made it ([] for none)
+);
+
+-- SPIN pairs: an imported dialogue's real reply (chosen) against the model's own (rejected).
+-- DuckDB cannot alter a CHECK, so the table is made again with the new source.
+CREATE TABLE preference_pairs_v7 (
+    pair_id          VARCHAR PRIMARY KEY,
+    run_id           VARCHAR NOT NULL,
+    episode_id       VARCHAR NOT NULL,
+    scenario         VARCHAR NOT NULL,
+    turn_idx         INTEGER NOT NULL,          -- the assistant turn the pair is about
+    prompt           JSON NOT NULL,             -- [{role, content}], system first, ends with user
+    chosen           VARCHAR NOT NULL,
+    rejected         VARCHAR NOT NULL,
+    source           VARCHAR NOT NULL CHECK (source IN ('revision', 'best_of_n', 'spin')),
+    margin           DOUBLE NOT NULL,           -- critic score of chosen minus rejected
+    judge_agreement  BOOLEAN NOT NULL,          -- both orders preferred chosen
+    checks_passed    BOOLEAN NOT NULL,          -- chosen passes every programmatic check
+    chosen_call_id   VARCHAR,                   -- NULL for an imported (real) reply
+    rejected_call_id VARCHAR,
+    judgment_ids     JSON NOT NULL,
+    critique_ids     JSON NOT NULL,
+    created_at       TIMESTAMP NOT NULL,
+    chosen_tool_steps   JSON,
+    rejected_tool_steps JSON
+);
+INSERT INTO preference_pairs_v7 SELECT * FROM preference_pairs;
+DROP TABLE preference_pairs;
+ALTER TABLE preference_pairs_v7 RENAME TO preference_pairs;
+
+-- SPIN's pairs are judged in both orders like every other pair.
+CREATE TABLE judgments_v7 (
+    judgment_id VARCHAR PRIMARY KEY,
+    episode_id  VARCHAR NOT NULL,
+    turn_idx    INTEGER NOT NULL,
+    source      VARCHAR NOT NULL CHECK (source IN ('revision', 'best_of_n', 'spin')),
+    first_text  VARCHAR NOT NULL,              -- shown as response A
+    second_text VARCHAR NOT NULL,              -- shown as response B
+    orientation VARCHAR NOT NULL CHECK (orientation IN ('ab', 'ba')),
+    status      VARCHAR NOT NULL CHECK (status IN ('ok', 'failed')),
+    winner      VARCHAR CHECK (winner IN ('A', 'B', 'tie')),
+    reason      VARCHAR,
+    raw         VARCHAR NOT NULL,
+    attempts    INTEGER NOT NULL,
+    call_id     VARCHAR
+);
+INSERT INTO judgments_v7 SELECT * FROM judgments;
+DROP TABLE judgments;
+ALTER TABLE judgments_v7 RENAME TO judgments;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "critique_and_pairs", M002_CRITIQUE_AND_PAIRS),
@@ -289,4 +362,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "curation", M004_CURATION),
     Migration(5, "turn_rejections", M005_TURN_REJECTIONS),
     Migration(6, "tools", M006_TOOLS),
+    Migration(7, "recipes", M007_RECIPES),
 )

@@ -13,16 +13,23 @@ __all__ = [
     "EpisodeResult",
     "EpisodeStart",
     "JudgmentRow",
+    "OpeningKind",
+    "OpeningRow",
     "PairOutcomeRow",
     "PairRow",
     "ReviewRows",
     "RevisionRow",
     "RunRecord",
     "ToolCallRow",
+    "TurnOrigin",
     "TurnRecord",
 ]
 
 EpisodeStatus = Literal["running", "done", "failed"]
+# Where a turn's text came from: a role wrote it, an existing conversation held it, or a seed
+# file gave it verbatim.
+TurnOrigin = Literal["generated", "imported", "seed"]
+OpeningKind = Literal["seed", "topic", "evolved", "imported", "spin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,7 @@ class TurnRecord:
     call_id: str | None = None
     role_flip: bool = False
     tool_steps_json: str | None = None  # the tool rounds before this assistant text
+    origin: TurnOrigin = "generated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +136,22 @@ class RevisionRow:
     revision_critique_id: str | None
     original_call_id: str | None
     revised_call_id: str | None
+    round: int = 1  # Self-Refine: the n-th revision of the turn
+
+
+@dataclass(frozen=True, slots=True)
+class OpeningRow:
+    """How a recipe opened an episode (the ``openings`` table)."""
+
+    episode_id: str
+    kind: OpeningKind
+    source_id: str | None
+    source_text: str
+    operator: str | None
+    opening: str
+    kept: bool
+    drop_reason: str | None
+    call_ids_json: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +159,7 @@ class JudgmentRow:
     judgment_id: str
     episode_id: str
     turn_idx: int
-    source: Literal["revision", "best_of_n"]
+    source: Literal["revision", "best_of_n", "spin"]
     first_text: str
     second_text: str
     orientation: Literal["ab", "ba"]
@@ -167,7 +191,7 @@ class PairRow:
     prompt_json: str
     chosen: str
     rejected: str
-    source: Literal["revision", "best_of_n"]
+    source: Literal["revision", "best_of_n", "spin"]
     margin: float
     judge_agreement: bool
     checks_passed: bool
@@ -229,6 +253,7 @@ class ReviewRows:
 
     critiques: list[CritiqueRow] = field(default_factory=list)
     revisions: list[RevisionRow] = field(default_factory=list)
+    openings: list[OpeningRow] = field(default_factory=list)
     judgments: list[JudgmentRow] = field(default_factory=list)
     checks: list[CheckRow] = field(default_factory=list)
     pairs: list[PairRow] = field(default_factory=list)

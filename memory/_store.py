@@ -283,7 +283,7 @@ class Store:
             if result.turns:
                 con.executemany(
                     "INSERT INTO turns (episode_id, idx, role, content, stage, call_id, role_flip, "
-                    "tool_steps) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "tool_steps, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         [
                             result.episode_id,
@@ -294,6 +294,7 @@ class Store:
                             t.call_id,
                             t.role_flip,
                             t.tool_steps_json,
+                            t.origin,
                         ]
                         for t in result.turns
                     ],
@@ -338,6 +339,7 @@ EPISODE_TABLES = (
     "pair_outcomes",
     "turn_rejections",
     "tool_calls",
+    "openings",
 )
 _REVIEW_TABLES = (
     ("critiques", "critiques"),
@@ -348,6 +350,7 @@ _REVIEW_TABLES = (
     ("pair_outcomes", "outcomes"),
     ("turn_rejections", "rejections"),
     ("tool_calls", "tool_calls"),
+    ("openings", "openings"),
 )
 
 

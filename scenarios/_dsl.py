@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import networkx as nx
 from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, signature_problem
+from dramaturg.scenarios._openings import Opening
 from dramaturg.scenarios._sampling import CoverageSampler
 from dramaturg.scenarios._tools import FunctionTool, SimulatedTool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -109,6 +110,9 @@ class Scenario(_Strict):
             an error result for the assistant (and in ``tool_calls``), and the episode goes on
             in the world as it was before that call.
         revise_below: critic score under which a reply is revised; the run's setting if None.
+        opening: how a recipe opens each episode (seed requests, expanded topics, evolved
+            requests, imported conversations to continue or to replay for SPIN); see
+            :mod:`dramaturg.recipes`. None: the user simulator writes the first message.
     """
 
     name: Annotated[str, Field(pattern=_NAME)]
@@ -132,6 +136,7 @@ class Scenario(_Strict):
     _function_tools: tuple[FunctionTool | SimulatedTool, ...] = PrivateAttr(default=())
     _samplers: dict[int, CoverageSampler] = PrivateAttr(default_factory=dict)  # by run seed
     revise_below: float | None = Field(default=None, ge=1, le=10)
+    opening: Opening | None = None
 
     @field_validator("checks")
     @classmethod
@@ -315,6 +320,8 @@ class Scenario(_Strict):
         data["checks"] = [_qualified_name(check) for check in self.checks]
         data["tools"] = [_tool_definition(tool) for tool in self.function_tools]
         data["environment"] = _qualified_name(self.environment) if self.environment else None
+        # A recipe's seeds or dialogues may be thousands of rows: the store keeps their digest.
+        data["opening"] = self.opening.summary() if self.opening else None
         return data
 
 

@@ -24,6 +24,10 @@ BUILTIN_SCENARIOS: dict[str, str] = {
 }
 
 
+# `dramaturg run RECIPE:FILE` (see dramaturg.recipes).
+RECIPE_KINDS = ("baize", "ultrachat", "evol", "continue", "spin")
+
+
 @dataclass(frozen=True, slots=True)
 class LoadedScenario:
     scenario: Scenario
@@ -36,7 +40,8 @@ def builtin_scenarios() -> list[Scenario]:
 
 
 def load_scenario(reference: str) -> LoadedScenario:
-    """Load ``NAME`` (built-in), ``path/to/file.py`` (its one Scenario) or ``file.py:NAME``.
+    """Load ``NAME`` (built-in), ``path/to/file.py`` (its one Scenario), ``file.py:NAME``, or
+    ``RECIPE:FILE``, a recipe of :mod:`dramaturg.recipes` on a data file (``baize:seeds.txt``).
 
     Raises:
         ScenarioError: unknown name, missing file, no or several scenarios in the file, or a
@@ -45,6 +50,14 @@ def load_scenario(reference: str) -> LoadedScenario:
     if reference in BUILTIN_SCENARIOS:
         module = importlib.import_module(BUILTIN_SCENARIOS[reference])
         return LoadedScenario(module.scenario, f"builtin:{reference}")
+    recipe, _, data = reference.partition(":")
+    if recipe in RECIPE_KINDS and data:
+        # Imported here: the recipes build on this package.
+        from dramaturg.recipes import RECIPES
+
+        if not Path(data).is_file():
+            raise ScenarioError(f"{recipe}: no such file: {data}", source=data)
+        return LoadedScenario(RECIPES[recipe](data), f"{recipe}:{Path(data).resolve()}")
     path_text, _, name = reference.partition(".py:")
     if name:
         path_text += ".py"
@@ -52,7 +65,8 @@ def load_scenario(reference: str) -> LoadedScenario:
     if not path_text.endswith(".py"):
         known = ", ".join(BUILTIN_SCENARIOS)
         raise ScenarioError(
-            f"unknown scenario '{reference}' (built-ins: {known}; or give a file: path/to/file.py[:NAME])"
+            f"unknown scenario '{reference}' (built-ins: {known}; or give a file: path/to/file.py[:NAME]; "
+            f"or a recipe on a data file: {', '.join(k + ':FILE' for k in RECIPE_KINDS)})"
         )
     if not path.is_file():
         raise ScenarioError(f"no such scenario file: {path}", source=str(path))

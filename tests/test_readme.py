@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -51,6 +53,17 @@ def test_readme_tool_scenario_calls_its_tools(cli, tmp_path: Path, monkeypatch) 
     con.close()
     (line,) = [line for line in result.output.splitlines() if line.startswith("tools")]
     assert line.split()[1:3] == [str(total), "calls:"]
+
+
+def test_readme_python_example_prints_what_the_readme_shows(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "run_api.py").write_text(readme_example("### From Python"))
+    monkeypatch.chdir(tmp_path)
+    printed = subprocess.run(
+        [sys.executable, "run_api.py"], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
+    section = (REPO / "README.md").read_text().split("### From Python", 1)[1]
+    shown = re.search(r"```\n(.*?)```", section.split("```python", 1)[1].split("```", 1)[1], re.S)
+    assert shown and printed == shown.group(1)
 
 
 def test_readme_commands_exist() -> None:

@@ -271,10 +271,48 @@ def test_resume_errors_are_one_clear_line(cli: Cli, tmp_path: Path) -> None:
     changed = cli("run", "math-tutor", "-n", "1", "--seed", "5", "--run-id", "r1", "--db", db)
     assert changed.exit_code == 2
     assert "run 'r1' already exists with other settings (seed 0 -> 5)" in changed.output
+    grouped = cli("run", "math-tutor", "-n", "1", "--best-of-n", "2", "--run-id", "r1", "--db", db)
+    assert "other settings (review.best_of_n 3 -> 2)" in grouped.output
+    # A role's model and the limits may change (a resumed run may swap a failing critic).
+    swapped = cli(
+        "run",
+        "math-tutor",
+        "-n",
+        "1",
+        "--critic-model",
+        "sim:other",
+        "--rpm",
+        "60",
+        "--run-id",
+        "r1",
+        "--db",
+        db,
+    )
+    assert "other settings" not in swapped.output
 
     again = cli("resume", "r1", "--db", db, "--concurrency", "2")
     assert again.exit_code == 0
     assert "(1 already done)" in again.output
+
+
+def test_a_config_stored_flat_by_an_earlier_version_still_resumes(cli: Cli, tmp_path: Path) -> None:
+    db = tmp_path / "x.duckdb"
+    assert cli("run", "math-tutor", "-n", "2", "--run-id", "old", "--db", db).exit_code == 0
+    flat = {
+        "scenarios": ["math-tutor"],
+        "episodes": 3,
+        "run_id": "old",
+        "best_of_n": 3,
+        "sim_mistake_rate": 0.25,
+    }
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE runs SET config = ? WHERE run_id = 'old'", [json.dumps(flat)])
+    con.close()
+    resumed = cli("resume", "old", "--db", db)
+    assert resumed.exit_code == 0, resumed.output
+    assert "(2 already done)" in resumed.output
+    (stored,) = query(db, "SELECT config FROM runs WHERE run_id = 'old'")[0]
+    assert json.loads(stored)["review"]["best_of_n"] == 3  # stored again, grouped
 
 
 def test_circuit_breaker_stops_the_run_resumably(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

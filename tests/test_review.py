@@ -72,9 +72,7 @@ def test_a_critic_answering_in_prose_stops_the_run_loudly_then_resumes_with_a_wo
         assert health.failures[("critic", "sim:sim", "parse_failed")] == seen["critic"]
     # The same run, with a critic model that answers: it finishes, replaying the rest.
     fixed = SimBackend()
-    resumed = asyncio.run(
-        run(settings.model_copy(update={"critic_model": "sim:fixed"}), db, backends={"sim": fixed})
-    )
+    resumed = asyncio.run(run(settings.with_changes(critic_model="sim:fixed"), db, backends={"sim": fixed}))
     assert resumed.stopped is None and resumed.done == 3
     assert resumed.calls.cache_hits > 0  # the user and assistant turns came from the cache
     assert not resumed.failed_without_pairs

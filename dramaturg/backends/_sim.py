@@ -198,6 +198,9 @@ def _is_role_prompt(system: str) -> bool:
         mk.JUDGE_HEADER,
         mk.VERIFIER_HEADER,
         mk.TOOL_SIMULATOR_HEADER,
+        mk.TOPIC_HEADER,
+        mk.EVOLVER_HEADER,
+        mk.EVOL_JUDGE_HEADER,
     )
     return system.startswith(headers)
 
@@ -285,6 +288,7 @@ def respond(
     options: SimOptions | None = None,
 ) -> tuple[str, dict[str, str]]:
     """The sim's reply and its annotations (ground truth about what it did, e.g. planted mistakes)."""
+    from dramaturg.backends import _sim_recipes as recipes
     from dramaturg.backends import _sim_review as review
 
     options = options or SimOptions()
@@ -292,6 +296,12 @@ def respond(
     rng = random.Random(digest)
     if system.startswith(mk.USER_SIMULATOR_HEADER):
         return _UserSimulator(system, messages, rng, options).reply(), {}
+    if system.startswith(mk.TOPIC_HEADER):
+        return recipes.expand_topic(system, rng), {}
+    if system.startswith(mk.EVOLVER_HEADER):
+        return recipes.evolve(system, messages[-1][1] if messages else "", rng), {}
+    if system.startswith(mk.EVOL_JUDGE_HEADER):
+        return recipes.judge_evolution(messages[-1][1] if messages else ""), {}
     if system.startswith(mk.CRITIC_HEADER):
         return review.critique(system, messages[-1][1] if messages else "", rng), {}
     if system.startswith(mk.JUDGE_HEADER):
