@@ -57,6 +57,34 @@ def _share_of(numerator: str, denominator: str) -> Formatter:
     return format_
 
 
+def _covered_of(covered: float | None, possible: float | None) -> str:
+    """``38 of 40 (95%)``, ``33 of 36 (91.7%)``: a whole percentage without its decimal."""
+    if covered is None or not possible:
+        return MISSING
+    tenths = round(covered / possible * 1000)
+    if covered < possible:
+        tenths = min(tenths, 999)  # 9,999 of 10,000 is not 100%
+    whole, tenth = divmod(tenths, 10)
+    return f"{covered:,.0f} of {possible:,.0f} ({whole}{f'.{tenth}' if tenth else ''}%)"
+
+
+def _coverage(m: Metric) -> str:
+    return _covered_of(_number(m.detail, "covered"), _number(m.detail, "possible"))
+
+
+def _variable_coverage(variable: str) -> Formatter:
+    """How many of one variable's values the scenario's episodes used, from its ``by_variable``."""
+
+    def format_(m: Metric) -> str:
+        by_variable = m.detail.get("by_variable")
+        counts = by_variable.get(variable) if isinstance(by_variable, dict) else None
+        if not isinstance(counts, list) or len(counts) != 2:
+            return MISSING
+        return _covered_of(*(float(n) if isinstance(n, int | float) else None for n in counts))
+
+    return format_
+
+
 def _distribution(spec: str = ".1f") -> Formatter:
     """``7.4 (p50 8)``: the mean and the median."""
 
@@ -113,10 +141,15 @@ class _Builder:
             return ("", self.metrics.scenarios[0] if self.metrics.scenarios else "run")
         return ("", "run", *self.metrics.scenarios)
 
-    def row(self, label: str, name: str, fmt: Formatter) -> tuple[str, ...] | None:
+    def row(
+        self, label: str, name: str, fmt: Formatter, *, per_scenario: bool = False
+    ) -> tuple[str, ...] | None:
+        """One row; ``per_scenario``: the metric is a scenario's only (its run column is empty,
+        unless the run has one scenario, whose column it is)."""
         cells = []
+        only = self.metrics.scenarios[0] if per_scenario and len(self.metrics.scenarios) == 1 else None
         for scenario in self.scenarios:
-            metric = self.metrics.get(name, scenario)
+            metric = self.metrics.get(name, scenario or only)
             cells.append(fmt(metric) if metric is not None else MISSING)
         if all(cell == MISSING for cell in cells):
             return None
@@ -125,6 +158,16 @@ class _Builder:
     def table(self, title: str, rows: list[tuple[str, ...] | None], note: str = "") -> StatsTable | None:
         kept = tuple(row for row in rows if row is not None)
         return StatsTable(title, self.columns, kept, note) if kept else None
+
+    def variables(self) -> list[str]:
+        """The declared variables of every scenario whose coverage is stored, sorted."""
+        names: set[str] = set()
+        for scenario in self.metrics.scenarios:
+            metric = self.metrics.get("coverage_variable_values", scenario)
+            by_variable = metric.detail.get("by_variable") if metric else None
+            if isinstance(by_variable, dict):
+                names.update(str(name) for name in by_variable)
+        return sorted(names)
 
     def family(
         self, family: str, label: Callable[[str], str], fmt: Formatter
@@ -173,17 +216,23 @@ def stats_tables(metrics: MetricSet) -> list[StatsTable]:
         b.table(
             "Coverage",
             [
-                b.row(
-                    "persona×stage×variables",
-                    "coverage_persona_stage_variables",
-                    _share_of("covered", "possible"),
+                b.row("persona×stage×variables", "coverage_persona_stage_variables", _coverage),
+                b.row("persona×stage", "coverage_persona_stage", _coverage),
+                b.row("personas", "coverage_personas", _coverage),
+                b.row("stages", "coverage_stages", _coverage),
+                b.row("variable values", "coverage_variable_values", _coverage),
+                *(
+                    b.row(
+                        f"  {name}",
+                        "coverage_variable_values",
+                        _variable_coverage(name),
+                        per_scenario=True,
+                    )
+                    for name in b.variables()
                 ),
-                b.row("persona×stage", "coverage_persona_stage", _share_of("covered", "possible")),
-                b.row("personas", "coverage_personas", _share_of("covered", "possible")),
-                b.row("stages", "coverage_stages", _share_of("covered", "possible")),
-                b.row("variable values", "coverage_variable_values", _share_of("covered", "possible")),
             ],
-            note="cells covered / possible; stages as performed",
+            note="used of possible, over the done episodes: personas of the scenario's pool, "
+            "stages as performed, values of each declared variable",
         ),
         b.table(
             "Critique and verification",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,6 @@ __all__ = ["FACT_COLUMN_PREFIX", "read_personas"]
 FACT_COLUMN_PREFIX = "fact:"
 _COLUMNS = ("name", "description", "traits", "mood", "goal")
 _TRAIT_SEPARATORS = re.compile(r"[,;]")
-_FORMATS = {".csv": "CSV", ".jsonl": "JSONL", ".ndjson": "JSONL", ".parquet": "Parquet"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,29 +54,34 @@ def read_personas(path: str | Path, *, goal: str | None = None, mood: str = "neu
             message names the file, the row and the field.
     """
     path = Path(path)
-    kind = _FORMATS.get(path.suffix.lower())
-    if kind is None:
+    rows = _READERS.get(path.suffix.lower())
+    if rows is None:
         raise ScenarioError(
             f"unknown persona file format {path.suffix or '(no extension)'!r} "
-            f"(expected one of {', '.join(sorted(_FORMATS))})",
+            f"(expected one of {', '.join(sorted(_READERS))})",
             source=str(path),
         )
     if not path.is_file():
         raise ScenarioError("no such persona file", source=str(path))
-    rows = {"CSV": _csv_rows, "JSONL": _jsonl_rows, "Parquet": _parquet_rows}[kind](path)
     personas: list[Persona] = []
     first_row: dict[str, int] = {}  # name -> the row that has it
-    for row in rows:
-        persona = _persona(row, goal=goal, mood=mood)
-        if persona.name in first_row:
-            raise ScenarioError(
-                f"{persona.name!r} is row {first_row[persona.name]}'s name already "
-                "(a name identifies its persona in the store)",
-                source=row.source,
-                field="name",
-            )
-        first_row[persona.name] = row.number
-        personas.append(persona)
+    try:
+        for row in rows(path):
+            persona = _persona(row, goal=goal, mood=mood)
+            if persona.name in first_row:
+                raise ScenarioError(
+                    f"{persona.name!r} is row {first_row[persona.name]}'s name already "
+                    "(a name identifies its persona in the store)",
+                    source=row.source,
+                    field="name",
+                )
+            first_row[persona.name] = row.number
+            personas.append(persona)
+    except UnicodeDecodeError as exc:
+        reason = f"is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise ScenarioError(reason, source=str(path)) from exc
+    except csv.Error as exc:
+        raise ScenarioError(f"is not CSV: {exc}", source=str(path)) from exc
     if not personas:
         raise ScenarioError("holds no personas (expected one a row)", source=str(path))
     return personas
@@ -217,3 +221,11 @@ def _parquet_rows(path: Path) -> Iterator[_Row]:
     _check_columns(columns, str(path))
     for number, values in enumerate(table, start=1):
         yield _Row(number, f"{path} (row {number})", dict(zip(columns, values, strict=True)))
+
+
+_READERS: dict[str, Callable[[Path], Iterator[_Row]]] = {
+    ".csv": _csv_rows,
+    ".jsonl": _jsonl_rows,
+    ".ndjson": _jsonl_rows,
+    ".parquet": _parquet_rows,
+}

@@ -34,7 +34,7 @@ class CoverageSampler:
 
     * **Personas without replacement.** Episodes ``c*n`` to ``c*n + n - 1`` (cycle ``c``) use
       every persona exactly once, in a new seeded order each cycle; ``n`` episodes meet all
-      ``n`` personas.
+      ``n`` personas. With three or more, no persona comes twice in a row.
     * **Balanced marginals.** Episodes ``m*k`` to ``m*k + k - 1`` use every value of the
       variable exactly once, so after any number of episodes the counts of its values differ
       by at most one. Each variable has its own seeded order: no two march in step.
@@ -94,10 +94,18 @@ class CoverageSampler:
     def _cycle(self, cycle: int) -> array[int]:
         order = self._cycles.get(cycle)
         if order is None:
-            shuffled = list(range(self._pool))
-            random.Random(f"{self._key}:personas:{cycle}").shuffle(shuffled)
+            shuffled = self._shuffle(cycle)
+            # No persona twice in a row where two cycles meet. Swapping the first two leaves
+            # a cycle's last in place, so the previous cycle's last is its shuffle's last.
+            if cycle and self._pool >= 3 and shuffled[0] == self._shuffle(cycle - 1)[-1]:
+                shuffled[0], shuffled[1] = shuffled[1], shuffled[0]
             order = self._cycles[cycle] = array("q", shuffled)
         return order
+
+    def _shuffle(self, cycle: int) -> list[int]:
+        shuffled = list(range(self._pool))
+        random.Random(f"{self._key}:personas:{cycle}").shuffle(shuffled)
+        return shuffled
 
     def _fill_block(self, name: str, variable: _Variable) -> None:
         """Draw the next ``k`` episodes' values of one variable: each value once."""
