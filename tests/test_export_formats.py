@@ -75,11 +75,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def exports(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, ExportSummary]]:
-    """Every format with the default gates, as `FORMAT.jsonl` and (where allowed) `FORMAT.parquet`."""
+    """Every format with the default gates, as `FORMAT.jsonl`, and the new ones and `dpo` (which
+    `trl-kto` is compared with) as `FORMAT.parquet` too, where the format allows it."""
     folder = tmp_path_factory.mktemp("exports")
     files = {}
     for export_format in EXPORT_FORMATS:
-        suffixes = (".jsonl",) if FORMATS[export_format].jsonl_only else (".jsonl", ".parquet")
+        parquet = export_format in (*NEW_FORMATS, "dpo") and not FORMATS[export_format].jsonl_only
+        suffixes = (".jsonl", ".parquet") if parquet else (".jsonl",)
         for suffix in suffixes:
             out = folder / f"{export_format}{suffix}"
             files[out.name] = (out, export(corpus, format=export_format, out=out))

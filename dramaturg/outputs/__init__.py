@@ -16,31 +16,22 @@ from __future__ import annotations
 from typing import get_args
 
 from dramaturg.outputs._axolotl import AXOLOTL, AXOLOTL_DPO
-from dramaturg.outputs._checks import QUOTED_PROBLEMS, checks_for
+from dramaturg.outputs._checks import checks_for
 from dramaturg.outputs._format import Companion, ExportFormat, Format, Items, ToolCalls
-from dramaturg.outputs._items import MESSAGE_TYPE, PROMPT_TYPE, items_sql
-from dramaturg.outputs._llamafactory import (
-    DATASET_INFO,
-    LLAMAFACTORY,
-    LLAMAFACTORY_RANKING,
-    dataset_info_entry,
-)
+from dramaturg.outputs._items import PROMPT_TYPE, items_sql
+from dramaturg.outputs._llamafactory import LLAMAFACTORY, LLAMAFACTORY_RANKING
 from dramaturg.outputs._openai import OPENAI, OPENAI_DPO
 from dramaturg.outputs._trl import DPO, DPO_TEXT, KTO, SFT
 
 __all__ = [
-    "DATASET_INFO",
     "FORMATS",
-    "MESSAGE_TYPE",
     "PROMPT_TYPE",
-    "QUOTED_PROBLEMS",
     "Companion",
     "ExportFormat",
     "Format",
     "Items",
     "ToolCalls",
     "checks_for",
-    "dataset_info_entry",
     "items_sql",
 ]
 

@@ -152,6 +152,8 @@ class _DatasetInfo:
         try:
             partial.write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
             os.replace(partial, path)
+        except OSError as exc:
+            raise ConfigError(f"{out} is written, but registering it in {path} failed: {exc}") from exc
         finally:
             partial.unlink(missing_ok=True)
         return path

@@ -19,7 +19,8 @@
 Tool calls are written as OpenAI's API has them: ``arguments`` is the JSON text the model
 wrote, a tool message has ``tool_call_id``, and each message has only the keys that apply to
 it. A line has no ids (the documented keys only): lines come in the order of the ``sft`` rows
-(``openai``) or of the ``dpo`` rows (``openai-dpo``) of the same export.
+(``openai``) or of the ``dpo`` rows (``openai-dpo``, without the pairs left out for their tool
+calls) of the same export.
 ``parallel_tool_calls`` is left out: it defaults to true, as in the requests that made the data.
 """
 

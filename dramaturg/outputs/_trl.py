@@ -59,7 +59,7 @@ def _message(m: str) -> str:
     )
 
 
-def messages(column: str, *, tools: bool) -> str:
+def _messages(column: str, *, tools: bool) -> str:
     """``column``'s messages in TRL's shape: ``{role, content}``, or the tool-calling shape."""
     return f"[{_message('m') if tools else plain('m')} FOR m IN ({column})]"
 
@@ -67,8 +67,8 @@ def messages(column: str, *, tools: bool) -> str:
 def _dpo(tools: bool) -> str:
     tools_column = "tools, " if tools else ""
     return f"""
-    SELECT {messages("prompt", tools=tools)} AS prompt, {messages("chosen", tools=tools)} AS chosen,
-           {messages("rejected", tools=tools)} AS rejected, {tools_column}{_PAIR_IDS}
+    SELECT {_messages("prompt", tools=tools)} AS prompt, {_messages("chosen", tools=tools)} AS chosen,
+           {_messages("rejected", tools=tools)} AS rejected, {tools_column}{_PAIR_IDS}
     FROM items {_PAIR_ORDER}
     """
 
@@ -86,7 +86,7 @@ def _dpo_text(tools: bool) -> str:
 def _sft(tools: bool) -> str:
     tools_column = "tools, " if tools else ""
     return f"""
-    SELECT {messages("messages", tools=tools)} AS messages, {tools_column}episode_id, scenario
+    SELECT {_messages("messages", tools=tools)} AS messages, {tools_column}episode_id, scenario
     FROM items ORDER BY episode_id
     """
 
@@ -94,8 +94,8 @@ def _sft(tools: bool) -> str:
 def _kto(tools: bool) -> str:
     tools_column = "tools, " if tools else ""
     return f"""
-    SELECT {messages("prompt", tools=tools)} AS prompt,
-           {messages("CASE WHEN side.label THEN chosen ELSE rejected END", tools=tools)} AS completion,
+    SELECT {_messages("prompt", tools=tools)} AS prompt,
+           {_messages("CASE WHEN side.label THEN chosen ELSE rejected END", tools=tools)} AS completion,
            side.label AS label, {tools_column}{_PAIR_IDS}
     FROM items, (VALUES (true), (false)) AS side(label)
     {_PAIR_ORDER}, label DESC
