@@ -28,7 +28,7 @@ from dramaturg._model import (
     ModelSpec,
     request_hash,
 )
-from dramaturg._run import RunSummary, run
+from dramaturg._run import EpisodeRecord, RunSummary, run, run_sync
 from dramaturg.backends import FunctionBackend, SimBackend, SimOptions
 from dramaturg.memory import Store
 from dramaturg.scenarios import EpisodeSpec, Persona, Scenario, Stage, Transition, load_scenario
@@ -38,6 +38,7 @@ __all__ = [
     "BackendError",
     "ConfigError",
     "DramaturgError",
+    "EpisodeRecord",
     "EpisodeSpec",
     "ExportFormat",
     "ExportSummary",
@@ -69,4 +70,5 @@ __all__ = [
     "load_scenario",
     "request_hash",
     "run",
+    "run_sync",
 ]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +18,6 @@ import typer
 from pydantic import ValidationError
 from rich import box
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -31,8 +33,9 @@ from dramaturg._errors import DramaturgError, StoreError, UserError
 from dramaturg._export import FORMAT_HELP, LEFT_OUT_REASONS, ExportFormat, export
 from dramaturg._gateway import GatewayStats
 from dramaturg._report import write_report
-from dramaturg._run import RunConfig, RunSummary, load_run_config, new_run_id, prepare, run
+from dramaturg._run import EpisodeRecord, RunConfig, RunSummary, load_run_config, new_run_id, prepare, run
 from dramaturg._stats import stats_tables
+from dramaturg._terminal import plain, safe
 from dramaturg._view import load_episode_view
 from dramaturg.evaluators import CurationResult, MetricSet, ensure_curated, read_metrics
 from dramaturg.memory import Store
@@ -71,7 +74,7 @@ _TIMEOUT_HELP = "Seconds one model call may take before it counts as a timeout."
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {safe(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -241,7 +244,7 @@ def run_command(
     """
     try:
         config = RunConfig(
-            scenarios=scenarios,
+            scenarios=[*scenarios],
             episodes=episodes,
             seed=seed,
             # Named now, so that an interrupted run can say how to resume it.
@@ -308,8 +311,8 @@ def _note_uncalibrated_judge(config: RunConfig, db: Path) -> None:
             return  # the run itself will say what is wrong with the store
     if str(judge) not in calibrated:
         err.print(
-            f"note: judge {escape(str(judge))} was never calibrated in this store; measure it with "
-            f"`dramaturg calibrate --judge-model {escape(str(judge))} --db {escape(str(db))}`",
+            f"note: judge {safe(judge)} was never calibrated in this store; measure it with "
+            f"`dramaturg calibrate --judge-model {safe(judge)} --db {safe(db)}`",
             soft_wrap=True,
             highlight=False,
         )
@@ -416,22 +419,81 @@ def _run_with_progress(config: RunConfig, db: Path) -> RunSummary:
         if skipped:
             err.print(f"resuming: {skipped} episodes already done")
 
-    def on_episode(status: str) -> None:
+    def on_episode(record: EpisodeRecord) -> None:
         nonlocal failed
-        failed += status == "failed"
+        failed += record.status == "failed"
         progress.update(task, advance=1, failed=failed)
 
     def on_notice(notice: str) -> None:
-        err.print(escape(notice), highlight=False, soft_wrap=True)
+        err.print(safe(notice), highlight=False, soft_wrap=True)
+
+    # Without a terminal (CI, nohup, a pipe) the bar draws nothing: a line every 10 s instead.
+    # DRAMATURG_PROGRESS_EVERY (seconds) changes the interval; the tests use it.
+    every = float(os.environ.get("DRAMATURG_PROGRESS_EVERY", "10"))
+    heartbeat = None if err.is_terminal else _Heartbeat(every)
+
+    def on_live(summary: RunSummary) -> None:
+        if heartbeat is not None:
+            heartbeat.start(summary, todo=progress.tasks[0].total)
 
     try:
         with progress, _exit_codes():
-            return asyncio.run(run(config, db, on_episode=on_episode, on_start=on_start, on_notice=on_notice))
+            return asyncio.run(
+                run(
+                    config,
+                    db,
+                    on_episode=on_episode,
+                    on_start=on_start,
+                    on_notice=on_notice,
+                    on_live=on_live,
+                )
+            )
     except KeyboardInterrupt as exc:
         raise _fail(
             f"interrupted; the store is intact. Resume with: dramaturg resume {config.run_id} --db {db}",
             130,
         ) from exc
+    finally:
+        if heartbeat is not None:
+            heartbeat.stop()
+
+
+class _Heartbeat:
+    """One progress line every ``every`` seconds from a thread, for runs without a terminal."""
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, summary: RunSummary, *, todo: float | None) -> None:
+        started = time.monotonic()
+
+        def beat() -> None:
+            while not self._stop.wait(self.every):
+                line = progress_line(summary, todo, time.monotonic() - started)
+                err.print(line, markup=False, highlight=False, soft_wrap=True)
+
+        self._thread = threading.Thread(target=beat, name="dramaturg-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def progress_line(summary: RunSummary, todo: float | None, elapsed_s: float) -> str:
+    """Where a run stands, in one line: episodes, calls, tokens, cost and rate."""
+    calls = summary.calls
+    finished = summary.done + summary.failed
+    of = f"/{int(todo)}" if todo else ""
+    rate = finished / elapsed_s * 60 if elapsed_s else 0.0
+    return (
+        f"progress  {finished}{of} episodes ({summary.done} done, {summary.failed} failed) · "
+        f"{calls.calls:,} calls · {calls.input_tokens + calls.output_tokens:,} tokens · "
+        f"${calls.cost_usd:.4f} · {rate:.1f} episodes/min · {elapsed_s:.0f} s"
+    )
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -458,13 +520,14 @@ def _print_summary(summary: RunSummary) -> None:
         ("cost", _cost(calls)),
         *_usage_rows(calls),
         *[
-            ("schema", f"{escape(label)} refused response_format; prompt-only JSON for it from then on")
+            ("schema", f"{label} refused response_format; prompt-only JSON for it from then on")
             for label in sorted(calls.schema_fallbacks)
         ],
         ("elapsed", f"{summary.elapsed_s:.1f} s"),
     ]
     for label, value in rows:
-        out.print(f"{label:<9} {value}", highlight=False, soft_wrap=True)
+        # Run ids, paths and model names are user text: printed literally, never as markup.
+        out.print(f"{label:<9} {plain(value)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _turn_row(summary: RunSummary) -> str:
@@ -685,7 +748,7 @@ def _print_calibration(report: CalibrationReport) -> None:
     rows = [
         (
             "judge",
-            f"{escape(report.judge)} on {n} probes ({escape(report.probe_set)}), judged in both orders",
+            f"{safe(report.judge)} on {n} probes ({safe(report.probe_set)}), judged in both orders",
         ),
         (
             "accuracy",
@@ -711,12 +774,13 @@ def _print_calibration(report: CalibrationReport) -> None:
         ),
     ]
     for label, value in rows:
-        out.print(f"{label:<9} {value}", highlight=False, soft_wrap=True)
+        # Run ids, paths and model names are user text: printed literally, never as markup.
+        out.print(f"{label:<9} {plain(value)}", markup=False, highlight=False, soft_wrap=True)
     table = Table("flaw kind", "probes", "accuracy", "consistent", "kept", box=box.SIMPLE_HEAD)
     for kind, results in report.by_kind().items():
         kept = [r for r in results if r.survives(report.min_margin)]
         table.add_row(
-            escape(kind),
+            safe(kind),
             str(len(results)),
             _pct(report.accuracy(results)),
             f"{sum(r.consistent for r in results)}/{len(results)}",
@@ -744,21 +808,28 @@ def view_command(
     with _exit_codes(), Store.open(db, read_only=True) as store:
         view = load_episode_view(store, episode_id)
     goal = {True: "goal met", False: "goal not met", None: "goal not judged"}[view.goal_met]
+    # Every piece of stored text is data: control sequences stripped, markup escaped.
     out.print(
-        f"[bold]{view.episode_id}[/]  {view.scenario} · persona {view.persona} · {view.status} "
-        f"({view.termination_reason}) · {goal} · {view.pairs} pairs",
+        f"[bold]{safe(view.episode_id)}[/]  {safe(view.scenario)} · persona {safe(view.persona)} · "
+        f"{safe(view.status)} ({safe(view.termination_reason)}) · {goal} · {view.pairs} pairs",
         highlight=False,
         soft_wrap=True,
     )
     for turn in view.turns:
         flip = " [red](role flip)[/]" if turn.role_flip else ""
+        origin = f" [yellow]({turn.origin})[/]" if turn.origin != "generated" else ""
         colour = "cyan" if turn.role == "user" else "green"
-        out.print(f"[{colour}]{turn.role:>9}[/] [dim]{turn.stage or ''}[/]{flip}", highlight=False)
-        out.print(f"          {escape(turn.content)}", highlight=False, soft_wrap=True)
+        out.print(
+            f"[{colour}]{turn.role:>9}[/] [dim]{safe(turn.stage or '')}[/]{origin}{flip}", highlight=False
+        )
+        out.print(f"          {safe(turn.content)}", highlight=False, soft_wrap=True)
         if turn.original is not None:
-            out.print(f"[dim]  original: {escape(turn.original)}[/]", highlight=False, soft_wrap=True)
+            out.print(f"[dim]  original: {safe(turn.original)}[/]", highlight=False, soft_wrap=True)
         if turn.critique is not None:
-            out.print(f"[dim]    critic: {escape(turn.critique)}[/]", highlight=False, soft_wrap=True)
+            out.print(f"[dim]    critic: {safe(turn.critique)}[/]", highlight=False, soft_wrap=True)
+        for check in turn.checks:
+            colour = "red" if check.startswith("failed") else "dim"
+            out.print(f"[{colour}]     check: {safe(check)}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command("export")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from dramaturg._episode import RoleModels
 from dramaturg._model import ModelSpec
 from dramaturg.backends import BACKEND_FACTORIES
+from dramaturg.scenarios import OBJECT_PREFIX, Scenario
 
 __all__ = [
     "FLAT_OPTIONS",
@@ -151,7 +152,9 @@ class RunConfig(BaseModel):
 
     model_config = _FROZEN
 
-    scenarios: list[str] = Field(min_length=1)
+    # Built-in names, file paths, RECIPE:FILE references, or Scenario objects built in code
+    # (stored as 'object:NAME': such a run resumes only from Python, given the objects again).
+    scenarios: list[str | Scenario] = Field(min_length=1)
     episodes: int = Field(default=10, ge=1, description="episodes per scenario")
     seed: int = 0
     run_id: str | None = None
@@ -174,9 +177,16 @@ class RunConfig(BaseModel):
             grouped[group] = {**current, name: data[key]}
         return grouped
 
+    @field_serializer("scenarios")
+    def _scenario_references(self, scenarios: list[str | Scenario]) -> list[str]:
+        return [s if isinstance(s, str) else f"{OBJECT_PREFIX}{s.name}" for s in scenarios]
+
     def role_models(self) -> RoleModels:
         return self.models.role_models()
 
     def with_changes(self, **changes: Any) -> RunConfig:
         """A validated copy with ``changes`` (flat names or groups) applied."""
-        return RunConfig.model_validate({**self.model_dump(), **changes})
+        current = {name: getattr(self, name) for name in RunConfig.model_fields}
+        for group in ("models", "review", "limits", "sim"):
+            current[group] = current[group].model_dump()
+        return RunConfig.model_validate({**current, **changes})

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -29,13 +30,66 @@ from dramaturg._toolbox import ToolBox
 from dramaturg.agents import ToolSimulator
 from dramaturg.backends import BACKEND_FACTORIES, SimOptions, close_backends
 from dramaturg.evaluators import CheckRunner, CheckSuite, ForkedCheckRunner
-from dramaturg.memory import EpisodeResult, EpisodeStart, RunRecord, Store, StoreWriter, utcnow
-from dramaturg.scenarios import LoadedScenario, SpinDialogues, load_scenario
+from dramaturg.memory import (
+    EpisodeResult,
+    EpisodeStart,
+    PairRow,
+    RunRecord,
+    Store,
+    StoreWriter,
+    TurnRecord,
+    utcnow,
+)
+from dramaturg.scenarios import OBJECT_PREFIX, LoadedScenario, SpinDialogues, load_scenario
 
-__all__ = ["RunConfig", "RunSummary", "episode_seed", "load_run_config", "new_run_id", "prepare", "run"]
+__all__ = [
+    "EpisodeRecord",
+    "RunConfig",
+    "RunSummary",
+    "episode_seed",
+    "load_run_config",
+    "new_run_id",
+    "prepare",
+    "run",
+    "run_sync",
+]
 
 # Errors that will recur on every call: stop the run instead of failing a thousand episodes.
 _FATAL_KINDS = frozenset({"auth", "bad_request", "budget", "circuit_open"})
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeRecord:
+    """One finished episode, as ``run(on_episode=...)`` hands it over.
+
+    Attributes:
+        status: 'done' or 'failed'.
+        termination_reason: why the dialogue ended ('terminal_stage', 'user_ended', ...), or
+            'error' for a failed episode (``error`` says what failed).
+        turns: the dialogue as stored (role, content, origin, ...).
+        pairs: the preference pairs it produced.
+    """
+
+    episode_id: str
+    scenario: str
+    status: str
+    termination_reason: str
+    turns: tuple[TurnRecord, ...]
+    pairs: tuple[PairRow, ...]
+    error: str | None = None
+
+    @classmethod
+    def of(cls, result: EpisodeResult, scenario: str) -> EpisodeRecord:
+        pairs = tuple(result.review.pairs) if result.review else ()
+        return cls(
+            result.episode_id,
+            scenario,
+            result.status,
+            result.termination_reason,
+            result.turns,
+            pairs,
+            result.error,
+        )
 
 
 @dataclass(slots=True)
@@ -142,7 +196,10 @@ def prepare(config: RunConfig) -> tuple[list[LoadedScenario], RoleModels]:
     Raises:
         ScenarioError, ConfigError: one clear line naming what is wrong.
     """
-    loaded = [load_scenario(reference) for reference in config.scenarios]
+    loaded = [
+        load_scenario(item) if isinstance(item, str) else LoadedScenario(item, f"{OBJECT_PREFIX}{item.name}")
+        for item in config.scenarios
+    ]
     names = [item.scenario.name for item in loaded]
     if len(set(names)) != len(names):
         raise ConfigError(f"the same scenario is listed twice: {names}")
@@ -197,9 +254,10 @@ async def run(
     config: RunConfig,
     db: str | Path,
     *,
-    on_episode: Callable[[str], None] | None = None,
+    on_episode: Callable[[EpisodeRecord], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
+    on_live: Callable[[RunSummary], None] | None = None,
     backends: dict[str, Backend] | None = None,
 ) -> RunSummary:
     """Perform ``config.episodes`` episodes of each scenario into the store at ``db``.
@@ -209,9 +267,12 @@ async def run(
 
     Args:
         on_start: called once with (episodes to perform, episodes already done).
-        on_episode: called with each finished episode's status ('done' or 'failed').
+        on_episode: called with each finished episode's record: its status ('done' or
+            'failed'), turns and pairs.
         on_notice: called with each one-line notice before the first episode (e.g. that this
             run repeats the episodes of an earlier run); also kept in ``RunSummary.notices``.
+        on_live: called once, before the first episode starts, with the run's live summary:
+            its counters (episodes, calls, tokens, cost) grow as the run goes.
         backends: override the backends built from the model specs (tests use this).
     """
     loaded, models = prepare(config)
@@ -262,6 +323,8 @@ async def run(
         summary.calls = gateway.stats
         health = RoleHealth(models.for_role)
         summary.health = health
+        if on_live:
+            on_live(summary)
         params = GenerationParams(temperature=config.models.temperature, max_tokens=config.models.max_tokens)
         stop = asyncio.Event()
 
@@ -270,7 +333,7 @@ async def run(
             for job in todo:
                 if stop.is_set():
                     return
-                status = await _episode(
+                result = await _episode(
                     job,
                     writer,
                     gateway,
@@ -282,8 +345,8 @@ async def run(
                     health,
                     config.review.turn_attempts,
                 )
-                if on_episode and status:
-                    on_episode(status)
+                if on_episode and result is not None:
+                    on_episode(EpisodeRecord.of(result, job.loaded.scenario.name))
 
         performers = [
             asyncio.create_task(performer())
@@ -422,15 +485,15 @@ async def _episode(
     stop: asyncio.Event,
     health: RoleHealth,
     turn_attempts: int,
-) -> str | None:
+) -> EpisodeResult | None:
+    """Perform one job and store it; None when the run stops and leaves it to a resume."""
     try:
         spec = job.loaded.scenario.instantiate(job.seed, index=job.index, run_seed=job.run_seed)
     except ValueError as exc:
         # The scenario's derive function (user code) failed for this seed: this episode
         # fails, with the reason, and the run goes on.
         await writer.start_episode(_start(job, run_id, persona="", spec_json="{}"))
-        await _fail(writer, job, exc, summary)
-        return "failed"
+        return await _fail(writer, job, exc, summary)
     await writer.start_episode(_start(job, run_id, persona=spec.persona, spec_json=spec.to_json()))
     scenario = job.loaded.scenario
     try:
@@ -450,8 +513,7 @@ async def _episode(
         )
     except ValueError as exc:
         # The scenario's environment function (user code) failed for this episode's spec.
-        await _fail(writer, job, exc, summary)
-        return "failed"
+        return await _fail(writer, job, exc, summary)
     try:
         beginning = (
             await begin_episode(
@@ -510,11 +572,9 @@ async def _episode(
                 summary.stopped = f"{exc.kind}: {exc}"
             stop.set()
             return None
-        await _fail(writer, job, exc, summary)
-        return "failed"
+        return await _fail(writer, job, exc, summary)
     except RunError as exc:
-        await _fail(writer, job, exc, summary)
-        return "failed"
+        return await _fail(writer, job, exc, summary)
     result = EpisodeResult(
         episode_id=job.episode_id,
         status="done",
@@ -536,7 +596,7 @@ async def _episode(
     summary.pairs += len(outcome.review.pairs) if outcome.review else 0
     summary.done += 1
     summary.turns += len(outcome.turns)
-    return "done"
+    return result
 
 
 def _start(job: _Job, run_id: str, *, persona: str, spec_json: str) -> EpisodeStart:
@@ -552,15 +612,32 @@ def _start(job: _Job, run_id: str, *, persona: str, spec_json: str) -> EpisodeSt
     )
 
 
-async def _fail(writer: StoreWriter, job: _Job, exc: Exception, summary: RunSummary) -> None:
+def run_sync(config: RunConfig, db: str | Path, **options: Any) -> RunSummary:
+    """:func:`run` for scripts and notebooks: blocks until the run ends.
+
+    Inside a running event loop (a Jupyter cell), the run gets a loop of its own on a worker
+    thread, so it works there too.
+
+    Example:
+        >>> summary = run_sync(RunConfig(scenarios=["math-tutor"], episodes=1), ":memory:")  # doctest: +SKIP
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run(config, db, **options))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="dramaturg-run") as worker:
+        return worker.submit(asyncio.run, run(config, db, **options)).result()
+
+
+async def _fail(writer: StoreWriter, job: _Job, exc: Exception, summary: RunSummary) -> EpisodeResult:
     summary.failed += 1
-    await writer.finish_episode(
-        EpisodeResult(
-            episode_id=job.episode_id,
-            status="failed",
-            termination_reason="error",
-            turns=(),
-            finished_at=utcnow(),
-            error=f"{type(exc).__name__}: {exc}",
-        )
+    result = EpisodeResult(
+        episode_id=job.episode_id,
+        status="failed",
+        termination_reason="error",
+        turns=(),
+        finished_at=utcnow(),
+        error=f"{type(exc).__name__}: {exc}",
     )
+    await writer.finish_episode(result)
+    return result

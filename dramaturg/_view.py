@@ -19,6 +19,8 @@ class TurnView:
     role_flip: bool
     critique: str | None  # "6.0: feedback" of the turn's first critique
     original: str | None  # the reply before revision, if it was revised
+    checks: tuple[str, ...] = ()  # "failed name (original): why" / "passed name (revision)"
+    origin: str = "generated"  # generated | imported | seed
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +63,33 @@ def load_episode_view(store: Store, episode_id: str | None = None) -> EpisodeVie
             [episode_id],
         )
     }
-    originals = dict(store.sql("SELECT turn_idx, original FROM revisions WHERE episode_id = ?", [episode_id]))
+    # Self-Refine may revise a turn several times: the first round's original is the draft.
+    originals = dict(
+        store.sql("SELECT turn_idx, original FROM revisions WHERE episode_id = ? AND round = 1", [episode_id])
+    )
+    checks: dict[int, list[str]] = {}
+    for idx, target, name, passed, detail in store.sql(
+        "SELECT turn_idx, target, name, passed, detail FROM checks "
+        "WHERE episode_id = ? AND turn_idx IS NOT NULL ORDER BY turn_idx, target, name",
+        [episode_id],
+    ):
+        verdict = "passed" if passed else "failed"
+        checks.setdefault(idx, []).append(f"{verdict} {name} ({target})" + (f": {detail}" if detail else ""))
     turns = tuple(
-        TurnView(idx, role, content, stage, role_flip, critiques.get(idx), originals.get(idx))
-        for idx, role, content, stage, role_flip in store.sql(
-            "SELECT idx, role, content, stage, role_flip FROM turns WHERE episode_id = ? ORDER BY idx",
+        TurnView(
+            idx,
+            role,
+            content,
+            stage,
+            role_flip,
+            critiques.get(idx),
+            originals.get(idx),
+            tuple(checks.get(idx, ())),
+            origin or "generated",
+        )
+        for idx, role, content, stage, role_flip, origin in store.sql(
+            "SELECT idx, role, content, stage, role_flip, origin FROM turns "
+            "WHERE episode_id = ? ORDER BY idx",
             [episode_id],
         )
     )

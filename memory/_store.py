@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -55,10 +56,43 @@ def _connect(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():  # DuckDB's message names the holder's PID
-            raise StoreError(f"{path}: the store is in use by another process: {_first_line(exc)}") from exc
+            raise StoreError(_held_by(path, str(exc))) from exc
         raise _damaged(path, exc) from exc
     except duckdb.Error as exc:
         raise _damaged(path, exc) from exc
+
+
+def _held_by(path: str, message: str) -> str:
+    """One line naming the process that holds ``path`` and how to look while it runs."""
+    found = re.search(r"\(PID (\d+)\)", message)
+    if found is None:
+        return f"{path}: the store is in use by another process: {message.splitlines()[0]}"
+    pid = found.group(1)
+    try:
+        command = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        )
+    except OSError:
+        command = ""
+    command = re.sub(
+        r"^\S*python[\d.]*\s+\S*/(dramaturg)\b", r"\1", command
+    )  # python .../dramaturg -> dramaturg
+    shown = f"PID {pid}: {command}" if command else f"PID {pid}"
+    viewer = serving_url(path)
+    look = (
+        f"its viewer is at {viewer}"
+        if viewer
+        else "a run is the store's only writer: start it with --serve to watch it in the viewer"
+    )
+    return f"{path} is held by a running process ({shown}); {look}, or wait until it ends"
+
+
+def serving_url(path: str) -> str | None:
+    """The viewer URL a live run (``dramaturg run --serve``) announced next to its store."""
+    try:
+        return Path(f"{path}.serving").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _is_damage(exc: duckdb.Error) -> bool:

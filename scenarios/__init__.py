@@ -7,6 +7,7 @@ from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, CheckCon
 from dramaturg.scenarios._dsl import EpisodeSpec, Persona, PlannedStage, Scenario, Stage, Transition
 from dramaturg.scenarios._loader import (
     BUILTIN_SCENARIOS,
+    OBJECT_PREFIX,
     LoadedScenario,
     builtin_scenarios,
     load_scenario,
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_CHECK_TIMEOUT_S",
     "EVOL_OPERATORS",
     "FACT_COLUMN_PREFIX",
+    "OBJECT_PREFIX",
     "SAMPLE_DIALOGUES",
     "SAMPLE_DIALOGUES_SHAREGPT",
     "Check",

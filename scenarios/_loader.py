@@ -24,6 +24,8 @@ BUILTIN_SCENARIOS: dict[str, str] = {
 }
 
 
+# How a run stores a Scenario object built in code: it has no file to load it from again.
+OBJECT_PREFIX = "object:"
 # `dramaturg run RECIPE:FILE` (see dramaturg.recipes).
 RECIPE_KINDS = ("baize", "ultrachat", "evol", "continue", "spin")
 
@@ -50,6 +52,11 @@ def load_scenario(reference: str) -> LoadedScenario:
     if reference in BUILTIN_SCENARIOS:
         module = importlib.import_module(BUILTIN_SCENARIOS[reference])
         return LoadedScenario(module.scenario, f"builtin:{reference}")
+    if reference.startswith(OBJECT_PREFIX):
+        raise ScenarioError(
+            f"scenario '{reference.removeprefix(OBJECT_PREFIX)}' was a Scenario object built in Python: "
+            "it has no file to load it from; resume the run from Python, with the same RunConfig"
+        )
     recipe, _, data = reference.partition(":")
     if recipe in RECIPE_KINDS and data:
         # Imported here: the recipes build on this package.

@@ -42,6 +42,10 @@ def test_quickstart_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pyt
     workdir = _text(code_cells[0])
     assert str(tmp_path) in workdir, f"the notebook must write into a temporary folder, not {workdir}"
     assert re.search(r"10 episodes done, 0 failed", "".join(map(_text, code_cells)))
-    pairs = re.search(r"^pairs: (\d+)$", _text(code_cells[-1]), re.MULTILINE)
-    assert pairs is not None, _text(code_cells[-1])
+    printed = "".join(map(_text, code_cells))
+    pairs = re.search(r"^pairs: (\d+)$", printed, re.MULTILINE)
+    assert pairs is not None, printed
     assert int(pairs.group(1)) > 0
+    # A Scenario built in a cell, run with run_sync; each episode's record reaches the callback.
+    records = re.findall(r"^\S+/museum-hours/\d+: done, \d+ turns, \d+ pairs$", _text(code_cells[-1]), re.M)
+    assert len(records) == 3, _text(code_cells[-1])
