@@ -31,7 +31,15 @@ from dramaturg._model import (
 from dramaturg._run import EpisodeRecord, RunSummary, run, run_sync
 from dramaturg.backends import FunctionBackend, SimBackend, SimOptions
 from dramaturg.memory import Store
-from dramaturg.scenarios import EpisodeSpec, Persona, Scenario, Stage, Transition, load_scenario
+from dramaturg.scenarios import (
+    EpisodeSpec,
+    Persona,
+    Scenario,
+    Stage,
+    Transition,
+    load_scenario,
+    read_personas,
+)
 
 __all__ = [
     "Backend",
@@ -68,6 +76,7 @@ __all__ = [
     "UserError",
     "export",
     "load_scenario",
+    "read_personas",
     "request_hash",
     "run",
     "run_sync",
