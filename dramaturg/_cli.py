@@ -845,7 +845,10 @@ def export_command(
         ),
     ],
     out_file: Annotated[
-        Path, typer.Option("--out", help="The file to write: FILE.jsonl or FILE.parquet (openai: .jsonl).")
+        Path,
+        typer.Option(
+            "--out", help="The file to write: FILE.jsonl or FILE.parquet (openai, openai-dpo: .jsonl)."
+        ),
     ],
     run_id: Annotated[
         str | None, typer.Option("--run-id", help="Export only this run (default: all runs).")
@@ -864,7 +867,11 @@ def export_command(
         ),
     ] = None,
 ) -> None:
-    """Write what passed curation: pairs (dpo, dpo-text) or dialogues (sft, openai), JSONL or Parquet.
+    """Write what passed curation, as pairs or dialogues, in the format a trainer reads.
+
+    Formats: TRL (dpo, dpo-text, sft, trl-kto), OpenAI (openai, openai-dpo), LLaMA-Factory
+    (llamafactory, llamafactory-ranking; registered in dataset_info.json next to the file),
+    Axolotl (axolotl, axolotl-dpo); JSONL or Parquet by the file name (OpenAI: JSONL).
 
     Duplicates across the store, failed checks, unverified pairs, refusals, role flips and
     unfinished episodes are left out; the summary line counts them by reason.
@@ -890,7 +897,9 @@ def export_command(
     left_out = ", ".join(f"{reason} {rows}" for reason, rows in summary.left_out if rows)
     out.print(
         f"exported {summary.rows} {summary.format} rows to {summary.path}"
-        + (f" (left out: {left_out})" if left_out else ""),
+        + (f" (left out: {left_out})" if left_out else "")
+        + "".join(f"; registered in {side}" for side in summary.side_files),
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )

@@ -474,16 +474,18 @@ def assert_openai_training_line(line: dict[str, Any]) -> None:
             assert set(m) == {"role", "tool_call_id", "content"}
             assert m["tool_call_id"] in called
         elif "tool_calls" in m:
-            assert set(m) == {"role", "tool_calls"}
-            assert m["role"] == "assistant"
+            # OpenAI's `weight` (0 or 1) may sit on any assistant message: not to learn from it.
+            assert set(m) - {"weight"} == {"role", "tool_calls"}
+            assert m["role"] == "assistant" and m.get("weight", 1) in (0, 1)
             TypeAdapter(list[ChatCompletionMessageFunctionToolCallParam]).validate_python(m["tool_calls"])
             for tool_call in m["tool_calls"]:
                 assert set(tool_call) == {"id", "type", "function"}
                 assert isinstance(tool_call["function"]["arguments"], str)
                 called.add(tool_call["id"])
         else:
-            assert set(m) == {"role", "content"}
+            assert set(m) - {"weight"} == {"role", "content"}
             assert m["role"] in {"system", "user", "assistant"}
+            assert "weight" not in m or (m["role"] == "assistant" and m["weight"] in (0, 1))
     assert messages[-1]["role"] == "assistant"
 
 
