@@ -1,5 +1,16 @@
 """What dramaturg remembers: the DuckDB store (corpus, call cache, migrations)."""
 
+from dramaturg.memory._annotations import (
+    ANNOTATION_ACTIONS,
+    Annotation,
+    AnnotationAction,
+    AnnotationKind,
+    PairVerdict,
+    annotate,
+    annotation_history,
+    annotation_tags,
+    pair_verdicts,
+)
 from dramaturg.memory._migrations import MIGRATIONS, Migration
 from dramaturg.memory._records import (
     CallRecord,
@@ -23,8 +34,12 @@ from dramaturg.memory._records import (
 from dramaturg.memory._store import EPISODE_TABLES, CachedCall, Store, StoreWriter, utcnow
 
 __all__ = [
+    "ANNOTATION_ACTIONS",
     "EPISODE_TABLES",
     "MIGRATIONS",
+    "Annotation",
+    "AnnotationAction",
+    "AnnotationKind",
     "CachedCall",
     "CallRecord",
     "CheckRow",
@@ -37,6 +52,7 @@ __all__ = [
     "OpeningRow",
     "PairOutcomeRow",
     "PairRow",
+    "PairVerdict",
     "ReviewRows",
     "RevisionRow",
     "RunRecord",
@@ -46,5 +62,9 @@ __all__ = [
     "TurnOrigin",
     "TurnRecord",
     "TurnRejectionRow",
+    "annotate",
+    "annotation_history",
+    "annotation_tags",
+    "pair_verdicts",
     "utcnow",
 ]

@@ -355,6 +355,40 @@ DROP TABLE judgments;
 ALTER TABLE judgments_v7 RENAME TO judgments;
 """
 
+M008_ANNOTATIONS = """
+-- Human review, from the viewer (`dramaturg serve`) or dramaturg.memory.annotate: a verdict on a
+-- pair (accept; reject; flip: the rejected reply is the better one) or a free-text tag on an
+-- episode or a pair. Rows are never updated or deleted, so the history stays: the latest verdict
+-- on a pair is the one in force ('clear' withdraws it), a tag holds until an 'untag' of it.
+CREATE SEQUENCE annotation_ids START 1;
+CREATE TABLE annotations (
+    annotation_id BIGINT PRIMARY KEY DEFAULT nextval('annotation_ids'),  -- the order of writing
+    kind          VARCHAR NOT NULL CHECK (kind IN ('pair', 'episode')),
+    item_id       VARCHAR NOT NULL,         -- pair_id of a pair, episode_id of an episode
+    action        VARCHAR NOT NULL CHECK (action IN ('accept', 'reject', 'flip', 'clear', 'tag', 'untag')),
+    tag           VARCHAR,                  -- tag and untag only
+    note          VARCHAR,                  -- why, in the annotator's words
+    created_at    TIMESTAMP NOT NULL,
+    CHECK ((action IN ('tag', 'untag')) = (tag IS NOT NULL)),
+    CHECK (kind = 'pair' OR action IN ('tag', 'untag'))   -- episodes are tagged, not judged
+);
+
+-- The verdict in force on each judged pair: its latest accept, reject or flip, unless cleared.
+CREATE VIEW pair_verdicts AS
+SELECT item_id AS pair_id, action AS verdict, note, created_at
+FROM annotations
+WHERE kind = 'pair' AND action IN ('accept', 'reject', 'flip', 'clear')
+QUALIFY row_number() OVER (PARTITION BY item_id ORDER BY annotation_id DESC) = 1 AND action <> 'clear';
+
+-- The tags in force: each (item, tag) whose latest tag/untag is a tag.
+CREATE VIEW annotation_tags AS
+SELECT kind, item_id, tag, created_at
+FROM annotations
+WHERE action IN ('tag', 'untag')
+QUALIFY row_number() OVER (PARTITION BY kind, item_id, tag ORDER BY annotation_id DESC) = 1
+    AND action = 'tag';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial", M001_INITIAL),
     Migration(2, "critique_and_pairs", M002_CRITIQUE_AND_PAIRS),
@@ -363,4 +397,5 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "turn_rejections", M005_TURN_REJECTIONS),
     Migration(6, "tools", M006_TOOLS),
     Migration(7, "recipes", M007_RECIPES),
+    Migration(8, "annotations", M008_ANNOTATIONS),
 )
