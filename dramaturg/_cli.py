@@ -33,7 +33,16 @@ from dramaturg._errors import DramaturgError, StoreError, UserError
 from dramaturg._export import FORMAT_HELP, LEFT_OUT_REASONS, ExportFormat, export
 from dramaturg._gateway import GatewayStats
 from dramaturg._report import write_report
-from dramaturg._run import EpisodeRecord, RunConfig, RunSummary, load_run_config, new_run_id, prepare, run
+from dramaturg._run import (
+    EpisodeRecord,
+    LiveRun,
+    RunConfig,
+    RunSummary,
+    load_run_config,
+    new_run_id,
+    prepare,
+    run,
+)
 from dramaturg._stats import stats_tables
 from dramaturg._terminal import plain, safe
 from dramaturg._view import load_episode_view
@@ -157,6 +166,15 @@ def run_command(
             "before its episode ends.",
         ),
     ] = 3,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Serve the viewer from the running process, with a progress page that updates "
+            "(http://127.0.0.1:PORT/live); the store is browsable while the run holds it.",
+        ),
+    ] = False,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port of --serve.")] = 8765,
     critique: Annotated[
         bool,
         typer.Option(
@@ -294,7 +312,7 @@ def run_command(
             soft_wrap=True,
         )
     _note_uncalibrated_judge(config, db)
-    _finish(_run_with_progress(config, db))
+    _finish(_run_with_progress(config, db, serve_port=port if serve else None))
 
 
 def _note_uncalibrated_judge(config: RunConfig, db: Path) -> None:
@@ -401,7 +419,7 @@ def _finish(summary: RunSummary) -> None:
         )
 
 
-def _run_with_progress(config: RunConfig, db: Path) -> RunSummary:
+def _run_with_progress(config: RunConfig, db: Path, *, serve_port: int | None = None) -> RunSummary:
     progress = Progress(
         TextColumn("[bold]episodes"),
         BarColumn(),
@@ -432,9 +450,18 @@ def _run_with_progress(config: RunConfig, db: Path) -> RunSummary:
     every = float(os.environ.get("DRAMATURG_PROGRESS_EVERY", "10"))
     heartbeat = None if err.is_terminal else _Heartbeat(every)
 
-    def on_live(summary: RunSummary) -> None:
+    viewer = None
+    if serve_port is not None:
+        from dramaturg._live import LiveViewer  # the web stack is imported only when it serves
+
+        viewer = LiveViewer(db, port=serve_port)
+
+    def on_live(live: LiveRun) -> None:
         if heartbeat is not None:
-            heartbeat.start(summary, todo=progress.tasks[0].total)
+            heartbeat.start(live.summary, todo=live.total)
+        if viewer is not None:
+            viewer.start(live)
+            err.print(f"serving the run at {viewer.url}", markup=False, highlight=False)
 
     try:
         with progress, _exit_codes():
@@ -866,6 +893,13 @@ def export_command(
             f"duplicates, or all. Reasons: {', '.join(r for r in LEFT_OUT_REASONS if r != 'unfinished')}.",
         ),
     ] = None,
+    only_accepted: Annotated[
+        bool,
+        typer.Option(
+            "--only-accepted",
+            help="Pairs only: export just the pairs an annotator accepted (or flipped) in the viewer.",
+        ),
+    ] = False,
 ) -> None:
     """Write what passed curation, as pairs or dialogues, in the format a trainer reads.
 
@@ -886,6 +920,7 @@ def export_command(
             run_id=run_id,
             min_margin=min_margin,
             include=include or (),
+            only_accepted=only_accepted,
         )
     except UserError as exc:
         raise _fail(str(exc), 2) from exc

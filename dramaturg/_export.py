@@ -39,7 +39,16 @@ from dramaturg.evaluators import (
     filtered_filter_sql,
 )
 from dramaturg.memory import Store
-from dramaturg.outputs import FORMATS, PROMPT_TYPE, ExportFormat, Format, ToolCalls, checks_for, items_sql
+from dramaturg.outputs import (
+    FORMATS,
+    PAIRS,
+    PROMPT_TYPE,
+    ExportFormat,
+    Format,
+    ToolCalls,
+    checks_for,
+    items_sql,
+)
 
 __all__ = ["EXPORT_FORMATS", "FORMAT_HELP", "LEFT_OUT_REASONS", "ExportFormat", "ExportSummary", "export"]
 
@@ -63,7 +72,13 @@ FORMAT_HELP = _format_help()
 # Why a row is left out, in the order rows are counted: a row left out for several reasons is
 # counted once, under the first. The episode's own state comes first, then duplicates, then
 # curation's filters (the `filtered` table) in the order curation documents them.
-LEFT_OUT_REASONS: tuple[str, ...] = ("unfinished", "invalid_turn", "duplicates", *get_args(FilterReason))
+LEFT_OUT_REASONS: tuple[str, ...] = (
+    "unfinished",
+    "invalid_turn",
+    "rejected",
+    "duplicates",
+    *get_args(FilterReason),
+)
 
 # A failed or still running episode has no finished dialogue (nor checked pairs): it is never
 # training data, so `unfinished` cannot be included back.
@@ -119,6 +134,7 @@ def export(
     run_id: str | None = None,
     min_margin: float | None = None,
     include: Iterable[str] = (),
+    only_accepted: bool = False,
 ) -> ExportSummary:
     """Write the store's preference pairs or dialogues that passed curation to a training file.
 
@@ -208,13 +224,14 @@ def export(
         raise ConfigError(f"{db}: no such store (run `dramaturg run ... --db {db}` first)")
     if spec.companion is not None:
         spec.companion.check(out)
-    table = "episodes" if spec.items == "dialogue" else "preference_pairs"
+    table = "episodes" if spec.items == "dialogue" else PAIRS
     scope = [] if run_id is None else [_Filter("run_id", "run_id = ?", (run_id,))]
-    filters = _filters(spec, min_margin, included)
+    filters = _filters(spec, min_margin, included, only_accepted=only_accepted)
     with _interruptible():
         _curate_runs(db, run_id)
         with Store.open(db, read_only=True) as store:
             try:
+                _annotated_pairs_view(store)
                 with_tools = bool(_scenarios_with_tools(store, run_id))
                 if with_tools and spec.tool_calls != "anywhere":
                     filters.append(_NO_TOOL_CALLS[spec.tool_calls])
@@ -305,7 +322,36 @@ def _included(include: Iterable[str]) -> frozenset[str]:
 # -- filters -----------------------------------------------------------------------------------
 
 
-def _filters(spec: Format, min_margin: float | None, included: frozenset[str]) -> list[_Filter]:
+def _annotated_pairs_view(store: Store) -> None:
+    """The pairs as exported: an annotator's flip swaps a pair's sides (the rejected reply was
+    the better one). A temporary view of this read-only connection; nothing is written."""
+    flip = "pair_id IN (SELECT pair_id FROM pair_verdicts WHERE verdict = 'flip')"
+    swapped = ", ".join(
+        f"CASE WHEN {flip} THEN {b} ELSE {a} END AS {a}"
+        for a, b in (
+            ("chosen", "rejected"),
+            ("rejected", "chosen"),
+            ("chosen_call_id", "rejected_call_id"),
+            ("rejected_call_id", "chosen_call_id"),
+            ("chosen_tool_steps", "rejected_tool_steps"),
+            ("rejected_tool_steps", "chosen_tool_steps"),
+        )
+    )
+    store.sql(
+        f"CREATE OR REPLACE TEMP VIEW {PAIRS} AS SELECT * REPLACE ({swapped}, "
+        f"CASE WHEN {flip} THEN -margin ELSE margin END AS margin) FROM preference_pairs"
+    )
+
+
+# Human review (the viewer's annotations): a rejected pair is left out, and with only_accepted
+# so is every pair no annotator accepted (or flipped).
+_REJECTED = "pair_id NOT IN (SELECT pair_id FROM pair_verdicts WHERE verdict = 'reject')"
+_ACCEPTED = "pair_id IN (SELECT pair_id FROM pair_verdicts WHERE verdict IN ('accept', 'flip'))"
+
+
+def _filters(
+    spec: Format, min_margin: float | None, included: frozenset[str], *, only_accepted: bool = False
+) -> list[_Filter]:
     """The WHERE fragments over the exported table, in the order their rows are counted.
 
     Each reason of curation is its own filter over the ``filtered`` table, so a summary can
@@ -319,13 +365,17 @@ def _filters(spec: Format, min_margin: float | None, included: frozenset[str]) -
         episodes = "SELECT episode_id FROM episodes WHERE"
         finished = f"episode_id IN ({episodes} status = 'done')"
         valid = f"episode_id NOT IN ({episodes} termination_reason = 'invalid_turn')"
+    reviewed = [_Filter("rejected", _REJECTED)] if spec.items == "pair" else []
     filters = [
         _Filter("unfinished", finished),
         _Filter("invalid_turn", valid),
+        *reviewed,
         _Filter("duplicates", duplicate_filter_sql(spec.items)),
         *(_Filter(reason, filtered_filter_sql(spec.items, reason)) for reason in FILTER_REASONS[spec.items]),
     ]
     filters = [f for f in filters if f.name not in included]
+    if only_accepted and spec.items == "pair":
+        filters.append(_Filter("not_accepted", _ACCEPTED))
     if min_margin is not None:
         filters.append(_Filter("min_margin", "margin >= ?", (min_margin,)))
     return filters

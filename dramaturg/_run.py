@@ -7,7 +7,7 @@ import hashlib
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -44,6 +44,7 @@ from dramaturg.scenarios import OBJECT_PREFIX, LoadedScenario, SpinDialogues, lo
 
 __all__ = [
     "EpisodeRecord",
+    "LiveRun",
     "RunConfig",
     "RunSummary",
     "episode_seed",
@@ -90,6 +91,23 @@ class EpisodeRecord:
             pairs,
             result.error,
         )
+
+
+@dataclass(slots=True)
+class LiveRun:
+    """A run while it goes: what a progress report or a live viewer reads.
+
+    Attributes:
+        summary: counters of this invocation, growing as episodes finish.
+        writer: the store's single writer; reads go through it too while the run holds the store.
+        total: episodes this invocation performs (known once the run starts).
+        closers: awaited, in order, when the run ends, before the store closes.
+    """
+
+    summary: RunSummary
+    writer: StoreWriter
+    total: int = 0
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -257,7 +275,7 @@ async def run(
     on_episode: Callable[[EpisodeRecord], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
-    on_live: Callable[[RunSummary], None] | None = None,
+    on_live: Callable[[LiveRun], None] | None = None,
     backends: dict[str, Backend] | None = None,
 ) -> RunSummary:
     """Perform ``config.episodes`` episodes of each scenario into the store at ``db``.
@@ -271,8 +289,10 @@ async def run(
             'failed'), turns and pairs.
         on_notice: called with each one-line notice before the first episode (e.g. that this
             run repeats the episodes of an earlier run); also kept in ``RunSummary.notices``.
-        on_live: called once, before the first episode starts, with the run's live summary:
-            its counters (episodes, calls, tokens, cost) grow as the run goes.
+        on_live: called once, on the run's event loop, before the first episode starts, with
+            the live run: its summary, whose counters (episodes, calls, tokens, cost) grow as
+            the run goes, and its store writer (a viewer reads through it); what it adds to
+            ``closers`` is awaited before the store closes.
         backends: override the backends built from the model specs (tests use this).
     """
     loaded, models = prepare(config)
@@ -288,6 +308,7 @@ async def run(
     writer = StoreWriter(store)
     check_runner = ForkedCheckRunner()
     summary = RunSummary(run_id=run_id, db=str(db))
+    live = LiveRun(summary, writer)
     started = time.perf_counter()
     try:
         statuses, notices = await _register_run(writer, config, run_id, loaded)
@@ -303,6 +324,7 @@ async def run(
             for job in _jobs(config, loaded, run_id, check_runner)
             if statuses.get(job.episode_id) != "done"
         )
+        live.total = total - summary.skipped
         if on_start:
             on_start(total - summary.skipped, summary.skipped)
         gateway = Gateway(
@@ -324,7 +346,7 @@ async def run(
         health = RoleHealth(models.for_role)
         summary.health = health
         if on_live:
-            on_live(summary)
+            on_live(live)
         params = GenerationParams(temperature=config.models.temperature, max_tokens=config.models.max_tokens)
         stop = asyncio.Event()
 
@@ -361,6 +383,8 @@ async def run(
         await writer.run(record_health_metrics, writer.store, run_id)
     finally:
         summary.elapsed_s = time.perf_counter() - started
+        for close in live.closers:
+            await close()
         check_runner.close()
         await close_backends(backends)
         writer.close()

@@ -314,6 +314,7 @@ def test_left_out_rows_are_counted_by_reason(db: Path, tmp_path: Path) -> None:
     assert [reason for reason, _ in default.left_out] == [
         "unfinished",
         "invalid_turn",
+        "rejected",
         "duplicates",
         "too_short",
         "too_long",
@@ -463,7 +464,7 @@ def test_cli_export_bad_input_is_one_line_and_exit_2(cli, db: Path, tmp_path: Pa
     )
     assert unknown_reason.exit_code == 2
     assert unknown_reason.output.strip() == (
-        "error: --include x: unknown reason (expected all or one of: invalid_turn, duplicates, "
+        "error: --include x: unknown reason (expected all or one of: invalid_turn, rejected, duplicates, "
         "too_short, too_long, refusal, role_flip, failed_check, goal_not_met, unverified, "
         "judge_disagreement, low_margin)"
     )

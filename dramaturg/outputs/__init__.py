@@ -18,13 +18,14 @@ from typing import get_args
 from dramaturg.outputs._axolotl import AXOLOTL, AXOLOTL_DPO
 from dramaturg.outputs._checks import checks_for
 from dramaturg.outputs._format import Companion, ExportFormat, Format, Items, ToolCalls
-from dramaturg.outputs._items import PROMPT_TYPE, items_sql
+from dramaturg.outputs._items import PAIRS, PROMPT_TYPE, items_sql
 from dramaturg.outputs._llamafactory import LLAMAFACTORY, LLAMAFACTORY_RANKING
 from dramaturg.outputs._openai import OPENAI, OPENAI_DPO
 from dramaturg.outputs._trl import DPO, DPO_TEXT, KTO, SFT
 
 __all__ = [
     "FORMATS",
+    "PAIRS",
     "PROMPT_TYPE",
     "Companion",
     "ExportFormat",

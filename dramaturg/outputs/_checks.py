@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from dramaturg.outputs._format import Items
-from dramaturg.outputs._items import PROMPT_TYPE, STEPS_TYPE
+from dramaturg.outputs._items import PAIRS, PROMPT_TYPE, STEPS_TYPE
 
 __all__ = ["QUOTED_PROBLEMS", "checks_for"]
 
@@ -81,7 +81,7 @@ def _pair_checks(where: str) -> str:
     rows = f"""
     WITH export_rows AS (
         SELECT pair_id, chosen, rejected, from_json(prompt, '{_MESSAGES_TYPE}') AS prompt
-        FROM preference_pairs WHERE {where}
+        FROM {PAIRS} WHERE {where}
     )
     """
     return _message_checks(
@@ -103,7 +103,7 @@ def _tool_pair_checks(where: str) -> str:
     WITH parsed AS (
         SELECT pair_id, chosen, rejected, chosen_tool_steps, rejected_tool_steps,
                from_json(prompt, '{PROMPT_TYPE}') AS full_prompt
-        FROM preference_pairs WHERE {where}
+        FROM {PAIRS} WHERE {where}
     ),
     export_rows AS (
         SELECT *, [m FOR m IN full_prompt
@@ -196,5 +196,5 @@ def _reply_step_checks(where: str) -> str:
     return _step_checks(
         "SELECT pair_id AS k, side.label, 'assistant' AS role, "
         "CASE side.label WHEN 'chosen' THEN chosen_tool_steps ELSE rejected_tool_steps END AS steps "
-        f"FROM preference_pairs, (VALUES ('chosen'), ('rejected')) AS side(label) WHERE {where}"
+        f"FROM {PAIRS}, (VALUES ('chosen'), ('rejected')) AS side(label) WHERE {where}"
     )

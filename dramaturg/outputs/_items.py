@@ -28,9 +28,14 @@ from __future__ import annotations
 
 from dramaturg.outputs._format import Items
 
+# The pairs an export reads: preference_pairs with the annotators' flips applied (a temporary
+# view the export makes on its connection; see dramaturg._export).
+PAIRS = "exported_pairs"
+
 __all__ = [
     "CALLS_TYPE",
     "MESSAGE_TYPE",
+    "PAIRS",
     "PROMPT_TYPE",
     "STEPS_TYPE",
     "arguments_object",
@@ -237,7 +242,7 @@ def _pairs(where: str) -> str:
     WITH export_rows AS (
         SELECT pair_id, run_id, scenario, episode_id, turn_idx, source, margin, chosen, rejected,
                chosen_tool_steps, rejected_tool_steps, from_json(prompt, '{PROMPT_TYPE}') AS prompt
-        FROM preference_pairs WHERE {where}
+        FROM {PAIRS} WHERE {where}
     ),
     prompt_flat AS (
         SELECT k, pos, 0 AS step, 0 AS sub, m.role, coalesce(m.content, '') AS content,
