@@ -49,6 +49,7 @@ from dramaturg._view import load_episode_view
 from dramaturg.evaluators import CurationResult, MetricSet, ensure_curated, read_metrics
 from dramaturg.memory import Store
 from dramaturg.scenarios import BUILTIN_SCENARIOS, load_scenario
+from dramaturg.viewer import serve_command
 
 app = typer.Typer(
     name="dramaturg",
@@ -949,6 +950,10 @@ RefreshOption = Annotated[
 ReadDbOption = Annotated[
     Path, typer.Option("--db", help="The DuckDB file; the run's metrics are computed into it when stale.")
 ]
+
+
+# The viewer's command lives with the viewer; Starlette and uvicorn load only when it runs.
+app.command("serve")(serve_command)
 
 
 @app.command("stats")
