@@ -66,6 +66,15 @@ def test_readme_python_example_prints_what_the_readme_shows(tmp_path: Path, monk
     assert shown and printed == shown.group(1)
 
 
+def test_readme_python_api_example_runs_a_scenario_built_in_code(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "museum.py").write_text(readme_example("## See it work: the viewer, review, live runs"))
+    monkeypatch.chdir(tmp_path)
+    printed = subprocess.run(
+        [sys.executable, "museum.py"], capture_output=True, text=True, timeout=300, check=True
+    ).stdout.splitlines()
+    assert len(printed) == 3 and all(line.split()[1] == "done" for line in printed)
+
+
 def test_readme_commands_exist() -> None:
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
