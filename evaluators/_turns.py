@@ -96,6 +96,8 @@ def clean_turn(text: str, persona: str = "") -> str:
     the label keeps a good turn that rejecting it would waste.
     """
     cleaned = text.strip()
+    # "Output: Hello! ..." (the live 0.5B): a generic label in front of the message.
+    cleaned = re.sub(r"^\*{0,2}(?:output|message|reply|response)\*{0,2}\s*:\s*", "", cleaned, flags=re.I)
     if persona:
         cleaned = re.sub(rf"^\*{{0,2}}{re.escape(persona)}\*{{0,2}}\s*:\s*", "", cleaned)
     if (
@@ -146,15 +148,21 @@ def validate_turn(text: str, context: TurnContext) -> list[TurnProblem]:
 
 
 def _is_json_value(text: str) -> bool:
-    """The whole text is one JSON object or array (fenced or not)."""
+    """The whole text is JSON objects or arrays (fenced or not; one, or several in a row, as the
+    live 0.5B wrote a call and a made-up result on two lines)."""
     body = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
-    if not body.startswith(("{", "[")):
-        return False
-    try:
-        json.loads(body)
-    except json.JSONDecodeError:
-        return False
-    return True
+    decoder = json.JSONDecoder()
+    position = 0
+    while position < len(body):
+        if body[position] not in "{[":
+            return False
+        try:
+            _, position = decoder.raw_decode(body, position)
+        except json.JSONDecodeError:
+            return False
+        while position < len(body) and body[position].isspace():
+            position += 1
+    return bool(body)
 
 
 # -- role flips -----------------------------------------------------------------------------------

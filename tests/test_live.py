@@ -57,8 +57,18 @@ def test_both_builtins_run_with_every_role_on_the_real_model(live_run: tuple[Pat
     with Store.open(db, read_only=True) as store:
         statuses = dict(store.sql("SELECT status, count(*) FROM episodes GROUP BY ALL"))
         roles = dict(store.sql("SELECT role, count(*) FROM llm_calls WHERE status = 'ok' GROUP BY ALL"))
+        judged = store.sql(
+            "SELECT count(*) FROM episodes WHERE termination_reason <> 'invalid_turn' "
+            "UNION ALL SELECT count(*) FROM critiques WHERE status = 'ok' AND target = 'candidate'"
+        )
     assert statuses == {"done": 4}
-    assert set(roles) == {"user_simulator", "assistant", "critic", "verifier"}
+    assert set(roles) >= {"user_simulator", "assistant", "critic"}
+    # The verifier has work only in an episode that reached its end (the goal) or at a
+    # best-of-n turn whose candidates were critiqued; the 0.5B as the user often ends an
+    # episode on a turn that keeps failing validation first (asserted as such below).
+    if any(n for (n,) in judged):
+        assert "verifier" in roles
+    assert set(roles) <= {"user_simulator", "assistant", "critic", "verifier"}
 
 
 def test_critiques_and_judgments_from_the_api_schema_parse(live_run: tuple[Path, RunSummary]) -> None:
