@@ -3,7 +3,7 @@
 One store for the module: a sim run of support-refund (4 episodes, every kind of review row)
 and a run of a scenario file whose persona, goal and run id carry markup that must render as
 text. The HTTP tests use their own copy through Starlette's TestClient; the browser tests
-drive ``python -m dramaturg.viewer`` as a real process, stopped by its PID.
+drive ``dramaturg serve`` as a real process, stopped by its PID.
 """
 
 from __future__ import annotations
@@ -30,7 +30,15 @@ from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 from starlette.testclient import TestClient
 
 import dramaturg
-from dramaturg.viewer import EXAMPLE_QUERIES, LOOPBACK_HOSTS, ThreadStoreAccess, allowed_hosts_for, create_app
+from dramaturg.viewer import (
+    EXAMPLE_QUERIES,
+    LOOPBACK_HOSTS,
+    ThreadStoreAccess,
+    _pairs,
+    _runs,
+    allowed_hosts_for,
+    create_app,
+)
 from dramaturg.viewer._diff import word_diff
 from dramaturg.viewer._sql import QueryRefused, check_read_only
 from tests.conftest import REPO, query
@@ -186,6 +194,24 @@ def test_episode_filters_for_flags_role_flips_and_tags(viewer: Viewer) -> None:
         page = viewer.client.get("/run", params={"id": RUN, **params})
         assert page.text.count('class="episode-link"') == 1, params
         assert quote(episode, safe="") in page.text, params
+
+
+def test_episodes_and_pairs_come_in_pages(viewer: Viewer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_runs, "EPISODES_PER_PAGE", 3)
+    monkeypatch.setattr(_pairs, "PAIRS_PER_PAGE", 3)
+    first = viewer.client.get("/run", params={"id": RUN})
+    assert first.text.count('class="episode-link"') == 3 and "page 1 of 2" in first.text
+    assert 'href="/run?page=2&amp;id=demo"' in first.text
+    second = viewer.client.get("/run", params={"id": RUN, "page": "2"})
+    assert second.text.count('class="episode-link"') == 1 and "← previous" in second.text
+    beyond = viewer.client.get("/run", params={"id": RUN, "page": "99"})
+    assert "page 2 of 2" in beyond.text
+    pairs = int(viewer.one("SELECT count(*) FROM preference_pairs"))
+    shown = [
+        viewer.client.get("/pairs", params={"page": str(n)}).text.count('<article class="pair')
+        for n in range(1, -(-pairs // 3) + 1)
+    ]
+    assert sum(shown) == pairs and shown[0] == 3
 
 
 def test_episode_page_shows_the_whole_story_of_a_turn(viewer: Viewer) -> None:
@@ -513,7 +539,7 @@ def test_word_diff_gives_back_both_texts(original: str, revised: str) -> None:
 
 def test_serve_refuses_a_store_that_does_not_exist(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "dramaturg.viewer", "--db", str(tmp_path / "none.duckdb")],
+        [sys.executable, "-m", "dramaturg", "serve", "--db", str(tmp_path / "none.duckdb")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -528,11 +554,11 @@ def test_serve_refuses_a_store_that_does_not_exist(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m dramaturg.viewer`` on a free port of 127.0.0.1, over the module's store; its URL."""
+    """``dramaturg serve`` on a free port of 127.0.0.1, over the module's store; its URL."""
     log = tmp_path_factory.mktemp("server") / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dramaturg.viewer", "--db", str(built.path), "--port", "0"],
+            [sys.executable, "-m", "dramaturg", "serve", "--db", str(built.path), "--port", "0"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

@@ -12,7 +12,8 @@ Example:
 from typing import TYPE_CHECKING
 
 from dramaturg.viewer._access import StoreAccess, ThreadStoreAccess, WriterStoreAccess
-from dramaturg.viewer._command import serve, serve_command
+from dramaturg.viewer._command import serve_command
+from dramaturg.viewer._server import serve
 from dramaturg.viewer._sql import EXAMPLE_QUERIES
 
 if TYPE_CHECKING:

@@ -33,15 +33,9 @@ from dramaturg._stats import StatsTable, stats_tables
 from dramaturg.evaluators import ensure_curated, read_metrics
 from dramaturg.memory import AnnotationAction, AnnotationKind, Store, annotate, annotation_history
 from dramaturg.viewer._access import StoreAccess
-from dramaturg.viewer._queries import (
-    EpisodeFilters,
-    PairFilters,
-    episode_list,
-    episode_page,
-    pair_list,
-    run_page,
-    run_summaries,
-)
+from dramaturg.viewer._episode import episode_page
+from dramaturg.viewer._pairs import PairFilters, pair_list
+from dramaturg.viewer._runs import EpisodeFilters, episode_list, run_page, run_summaries
 from dramaturg.viewer._sql import EXAMPLE_QUERIES, MAX_ROWS, QueryRefused, QueryResult, run_read_only
 
 __all__ = ["LOOPBACK_HOSTS", "allowed_hosts_for", "create_app"]
