@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from dramaturg._run import LiveRun
-from dramaturg.viewer import WriterStoreAccess, create_app
+from dramaturg.viewer import WriterStoreAccess, allowed_hosts_for, create_app
 
 __all__ = ["LiveViewer"]
 
@@ -52,7 +52,9 @@ class LiveViewer:
     def start(self, live: LiveRun) -> None:
         """Start serving (call on the run's loop, from ``run(on_live=...)``)."""
         self._live = live
-        app = create_app(WriterStoreAccess(live.writer), curate_stats=False)
+        app = create_app(
+            WriterStoreAccess(live.writer), allowed_hosts=allowed_hosts_for(self.host), curate_stats=False
+        )
         app.router.routes.insert(0, Route("/live", self._progress))
         config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="off")
         server = _Server(config)
