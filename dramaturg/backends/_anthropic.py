@@ -281,10 +281,7 @@ def _response(message: anthropic.types.Message, *, tool: str | None = None) -> M
         )
     except (AttributeError, TypeError, ValueError) as exc:
         raise BackendError(f"anthropic: malformed reply ({exc})", kind="malformed") from exc
-    if not text.strip() and not calls:
-        raise BackendError(
-            f"anthropic: the reply has no text (stop_reason {message.stop_reason})", kind="malformed"
-        )
+    # An empty reply is a paid answer, recorded like any other; the role's validation rejects it.
     return response
 
 

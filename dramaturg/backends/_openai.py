@@ -286,10 +286,9 @@ def _response(completion: ChatCompletion) -> ModelResponse:
         )
     except (AttributeError, IndexError, TypeError, ValueError) as exc:
         raise BackendError(f"openai: malformed reply ({exc})", kind="malformed") from exc
-    if not text.strip() and not calls:
-        raise BackendError(
-            f"openai: the reply has no text (finish_reason {choice.finish_reason})", kind="malformed"
-        )
+    # An empty reply is an answer the server was paid for, not a transport failure: it is
+    # recorded (so a replay never asks again) and the role's validation rejects it (an empty
+    # turn is regenerated with another seed, an empty critique asked again).
     return response
 
 
