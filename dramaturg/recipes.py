@@ -32,6 +32,7 @@ from dramaturg.scenarios import (
     EvolOperator,
     EvolvedRequests,
     ImportedPrefixes,
+    Opening,
     Persona,
     Scenario,
     SeedRequests,
@@ -86,6 +87,20 @@ _CONTINUE = [
 ]
 
 
+def _pursued(
+    name: str, description: str, opening: Opening, assistant_prompt: str, personas: Sequence[Persona]
+) -> Scenario:
+    """A scenario whose person opens with a request (the opening's) and pursues it."""
+    return Scenario(
+        name=name,
+        description=description,
+        assistant_prompt=assistant_prompt,
+        personas=list(personas),
+        stages=_PURSUE,
+        opening=opening,
+    )
+
+
 def _texts(source: str | Path | Sequence[str], column: str | None) -> list[str]:
     if isinstance(source, str | Path):
         return read_seeds(source, column=column)
@@ -106,14 +121,8 @@ def baize(
         seeds: a txt, JSONL, CSV or Parquet file of questions (see ``read_seeds``), or a list.
         column: the file's column of questions, when it has several text columns.
     """
-    return Scenario(
-        name=name,
-        description="Self-chat opened by seed questions (Baize).",
-        assistant_prompt=assistant_prompt,
-        personas=list(personas),
-        stages=_PURSUE,
-        opening=SeedRequests(requests=_texts(seeds, column)),
-    )
+    opening = SeedRequests(requests=_texts(seeds, column))
+    return _pursued(name, "Self-chat opened by seed questions (Baize).", opening, assistant_prompt, personas)
 
 
 def ultrachat(
@@ -125,14 +134,9 @@ def ultrachat(
 ) -> Scenario:
     """UltraChat (Ding et al., 2023): a model (the user simulator's) turns each meta-topic
     into a concrete opening request, which the user simulator then pursues."""
-    return Scenario(
-        name=name,
-        description="Dialogues opened by requests a model wrote from meta-topics (UltraChat).",
-        assistant_prompt=assistant_prompt,
-        personas=list(personas),
-        stages=_PURSUE,
-        opening=TopicRequests(topics=_texts(topics, None)),
-    )
+    opening = TopicRequests(topics=_texts(topics, None))
+    description = "Dialogues opened by requests a model wrote from meta-topics (UltraChat)."
+    return _pursued(name, description, opening, assistant_prompt, personas)
 
 
 def evol_instruct(
@@ -149,14 +153,9 @@ def evol_instruct(
     the input; or in breadth). An evolution that copies the rewriting prompt, changes
     nothing, or that the verifier finds no harder (in breadth: not new) is eliminated: the
     episode opens with the seed, and the ``openings`` table says why."""
-    return Scenario(
-        name=name,
-        description="Dialogues opened by evolved requests (Evol-Instruct).",
-        assistant_prompt=assistant_prompt,
-        personas=list(personas),
-        stages=_PURSUE,
-        opening=EvolvedRequests(requests=_texts(seeds, column), operators=list(operators)),
-    )
+    opening = EvolvedRequests(requests=_texts(seeds, column), operators=list(operators))
+    description = "Dialogues opened by evolved requests (Evol-Instruct)."
+    return _pursued(name, description, opening, assistant_prompt, personas)
 
 
 def continue_dialogues(

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from typing import Literal
+from typing import Literal, get_args
 
 from dramaturg import _markers as mk
 
@@ -44,16 +44,7 @@ RejectionReason = Literal[
     "invented_fact",
     "raw_tool_result",
 ]
-REJECTION_REASONS: tuple[RejectionReason, ...] = (
-    "empty",
-    "truncated",
-    "role_flip",
-    "echo",
-    "meta",
-    "copied_instruction",
-    "invented_fact",
-    "raw_tool_result",
-)
+REJECTION_REASONS: tuple[RejectionReason, ...] = get_args(RejectionReason)
 Speaker = Literal["user", "assistant"]
 
 

@@ -47,8 +47,25 @@ def live_run(
 ) -> tuple[Path, RunSummary]:
     base_url, model = live_model
     db = tmp_path_factory.mktemp("live") / "live.duckdb"
-    summary = asyncio.run(run(_config(model, base_url), db))
+    # The sim plays the customer and the student: the 0.5B as the user mostly fails validation
+    # at its first message (it copies the prompt's end markers), which would leave the
+    # assistant, critic and judge nothing to work on. The real model as the user is measured
+    # on its own (live_user_run).
+    summary = asyncio.run(run(_config(model, base_url, user_model="sim"), db))
     return db, summary
+
+
+@pytest.fixture(scope="module")
+def live_user_run(
+    live_model: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, RunSummary]:
+    """Every role on the real model, the user simulator included: one short episode."""
+    base_url, model = live_model
+    db = tmp_path_factory.mktemp("live-user") / "live.duckdb"
+    config = _config(
+        model, base_url, scenarios=["support-refund"], episodes=1, critique=False, best_of_n=0, run_id="live"
+    )
+    return db, asyncio.run(run(config, db))
 
 
 def test_both_builtins_run_with_every_role_on_the_real_model(live_run: tuple[Path, RunSummary]) -> None:
@@ -61,14 +78,14 @@ def test_both_builtins_run_with_every_role_on_the_real_model(live_run: tuple[Pat
             "SELECT count(*) FROM episodes WHERE termination_reason <> 'invalid_turn' "
             "UNION ALL SELECT count(*) FROM critiques WHERE status = 'ok' AND target = 'candidate'"
         )
+        real = {r for (r,) in store.sql("SELECT DISTINCT role FROM llm_calls WHERE backend = 'openai'")}
     assert statuses == {"done": 4}
-    assert set(roles) >= {"user_simulator", "assistant", "critic"}
-    # The verifier has work only in an episode that reached its end (the goal) or at a
-    # best-of-n turn whose candidates were critiqued; the 0.5B as the user often ends an
-    # episode on a turn that keeps failing validation first (asserted as such below).
-    if any(n for (n,) in judged):
-        assert "verifier" in roles
     assert set(roles) <= {"user_simulator", "assistant", "critic", "verifier"}
+    assert real >= {"assistant", "critic"}
+    # The verifier has work only in an episode that reached its end (the goal) or at a
+    # best-of-n turn whose candidates were critiqued.
+    if any(n for (n,) in judged):
+        assert "verifier" in real
 
 
 def test_critiques_and_judgments_from_the_api_schema_parse(live_run: tuple[Path, RunSummary]) -> None:
@@ -86,10 +103,11 @@ def test_critiques_and_judgments_from_the_api_schema_parse(live_run: tuple[Path,
     assert all(r["response_format"] and r["response_format"]["name"] == "critique" for r in requests)
 
 
+@pytest.mark.parametrize("which", ["live_run", "live_user_run"])
 def test_no_stored_turn_fails_validation_and_every_rejection_is_counted(
-    live_run: tuple[Path, RunSummary],
+    which: str, request: pytest.FixtureRequest
 ) -> None:
-    db, summary = live_run
+    db, summary = request.getfixturevalue(which)
     with Store.open(db, read_only=True) as store:
         rows = store.sql(
             "SELECT t.episode_id, t.idx, t.role, t.content, e.spec "
@@ -157,7 +175,7 @@ def test_a_replay_of_the_run_costs_no_model_call(
 ) -> None:
     base_url, model = live_model
     db, first = live_run
-    replay = asyncio.run(run(_config(model, base_url, run_id="live-replay"), db))
+    replay = asyncio.run(run(_config(model, base_url, user_model="sim", run_id="live-replay"), db))
     assert replay.calls.calls == 0
     assert replay.calls.cache_hits > 0
     assert replay.done == first.done
