@@ -51,7 +51,9 @@ def live_run(
     # at its first message (it copies the prompt's end markers), which would leave the
     # assistant, critic and judge nothing to work on. The real model as the user is measured
     # on its own (live_user_run).
-    summary = asyncio.run(run(_config(model, base_url, user_model="sim"), db))
+    # One episode of each: with the sim as the user they run their whole stage path, every
+    # assistant turn critiqued and judged, on one llama.cpp thread.
+    summary = asyncio.run(run(_config(model, base_url, user_model="sim", episodes=1), db))
     return db, summary
 
 
@@ -79,7 +81,7 @@ def test_both_builtins_run_with_every_role_on_the_real_model(live_run: tuple[Pat
             "UNION ALL SELECT count(*) FROM critiques WHERE status = 'ok' AND target = 'candidate'"
         )
         real = {r for (r,) in store.sql("SELECT DISTINCT role FROM llm_calls WHERE backend = 'openai'")}
-    assert statuses == {"done": 4}
+    assert statuses == {"done": 2}
     assert set(roles) <= {"user_simulator", "assistant", "critic", "verifier"}
     assert real >= {"assistant", "critic"}
     # The verifier has work only in an episode that reached its end (the goal) or at a
@@ -175,7 +177,9 @@ def test_a_replay_of_the_run_costs_no_model_call(
 ) -> None:
     base_url, model = live_model
     db, first = live_run
-    replay = asyncio.run(run(_config(model, base_url, user_model="sim", run_id="live-replay"), db))
+    replay = asyncio.run(
+        run(_config(model, base_url, user_model="sim", episodes=1, run_id="live-replay"), db)
+    )
     assert replay.calls.calls == 0
     assert replay.calls.cache_hits > 0
     assert replay.done == first.done
