@@ -17,16 +17,25 @@ from pathlib import Path
 import pytest
 from dramaturg.evaluators import TurnContext, clean_turn, validate_turn
 
-from dramaturg import RunConfig, RunSummary, Store, run
+from dramaturg import RunConfig, RunSummary, Scenario, Store, load_scenario, run
 from dramaturg._calibrate import CalibrationRun, run_calibration
 
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 
+def _short(name: str, turns: int = 2) -> Scenario:
+    """A built-in cut to its first ``turns`` user turns: a whole reviewed episode on one
+    llama.cpp thread takes minutes per turn."""
+    scenario = load_scenario(name).scenario
+    return Scenario.model_validate(
+        {**{f: getattr(scenario, f) for f in Scenario.model_fields}, "max_turns": turns}
+    )
+
+
 def _config(model: str, base_url: str, **changes: object) -> RunConfig:
     spec = f"openai:{model}"
     settings: dict[str, object] = {
-        "scenarios": ["support-refund", "math-tutor"],
+        "scenarios": [_short("support-refund"), _short("math-tutor")],
         "episodes": 2,
         "model": spec,
         "base_url": base_url,
