@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from dramaturg._run import (
     EpisodeRecord,
     LiveRun,
     RunConfig,
+    RunProgress,
     RunSummary,
     load_run_config,
     new_run_id,
@@ -175,7 +175,9 @@ def run_command(
             "(http://127.0.0.1:PORT/live); the store is browsable while the run holds it.",
         ),
     ] = False,
-    port: Annotated[int, typer.Option(min=1, max=65535, help="The port of --serve.")] = 8765,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="The port of --serve (0: any free one).")
+    ] = 8765,
     critique: Annotated[
         bool,
         typer.Option(
@@ -455,11 +457,14 @@ def _run_with_progress(config: RunConfig, db: Path, *, serve_port: int | None = 
     if serve_port is not None:
         from dramaturg._live import LiveViewer  # the web stack is imported only when it serves
 
-        viewer = LiveViewer(db, port=serve_port)
+        try:
+            viewer = LiveViewer(db, port=serve_port)  # the port, bound before the run starts
+        except UserError as exc:
+            raise _fail(str(exc), 2) from exc
 
     def on_live(live: LiveRun) -> None:
         if heartbeat is not None:
-            heartbeat.start(live.summary, todo=live.total)
+            heartbeat.start(live)
         if viewer is not None:
             viewer.start(live)
             err.print(f"serving the run at {viewer.url}", markup=False, highlight=False)
@@ -494,13 +499,10 @@ class _Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self, summary: RunSummary, *, todo: float | None) -> None:
-        started = time.monotonic()
-
+    def start(self, live: LiveRun) -> None:
         def beat() -> None:
             while not self._stop.wait(self.every):
-                line = progress_line(summary, todo, time.monotonic() - started)
-                err.print(line, markup=False, highlight=False, soft_wrap=True)
+                err.print(progress_line(live.progress()), markup=False, highlight=False, soft_wrap=True)
 
         self._thread = threading.Thread(target=beat, name="dramaturg-heartbeat", daemon=True)
         self._thread.start()
@@ -511,16 +513,12 @@ class _Heartbeat:
             self._thread.join()
 
 
-def progress_line(summary: RunSummary, todo: float | None, elapsed_s: float) -> str:
+def progress_line(now: RunProgress) -> str:
     """Where a run stands, in one line: episodes, calls, tokens, cost and rate."""
-    calls = summary.calls
-    finished = summary.done + summary.failed
-    of = f"/{int(todo)}" if todo else ""
-    rate = finished / elapsed_s * 60 if elapsed_s else 0.0
     return (
-        f"progress  {finished}{of} episodes ({summary.done} done, {summary.failed} failed) · "
-        f"{calls.calls:,} calls · {calls.input_tokens + calls.output_tokens:,} tokens · "
-        f"${calls.cost_usd:.4f} · {rate:.1f} episodes/min · {elapsed_s:.0f} s"
+        f"progress  {now.finished}/{now.total} episodes ({now.done} done, {now.failed} failed) · "
+        f"{now.calls:,} calls · {now.input_tokens + now.output_tokens:,} tokens · "
+        f"${now.cost_usd:.4f} · {now.episodes_per_min:.1f} episodes/min · {now.elapsed_s:.0f} s"
     )
 
 

@@ -2,9 +2,9 @@
 
 A run is the store's single writer, so nothing else may open the file while it goes; the
 viewer here reads through the run's own writer thread instead (``WriterStoreAccess``), and a
-progress page (``/live``) shows the run's counters as they grow. The URL is announced in a
-file next to the store (``<db>.serving``), so ``dramaturg stats`` on the held store can point
-to it.
+progress page (``/live``) shows the run's counters as they grow. The URL is announced next to
+the store (``serving_marker``), as ``dramaturg serve`` does, so ``dramaturg stats`` on the held
+store can point to it.
 """
 
 from __future__ import annotations
@@ -12,84 +12,74 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import uvicorn
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from dramaturg._run import LiveRun
-from dramaturg.viewer import WriterStoreAccess, allowed_hosts_for, create_app
+from dramaturg.memory import serving_marker
+from dramaturg.viewer import WriterStoreAccess
+from dramaturg.viewer._server import bind, viewer_server
 
 __all__ = ["LiveViewer"]
 
 _REFRESH_S = 2
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: Ctrl-C and SIGTERM belong to the run, which stops
-    (resumably) and then stops the viewer."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class LiveViewer:
-    """Serves the viewer and a progress page from a running job, on its event loop."""
+    """Serves the viewer and a progress page from a running job, on its event loop.
+
+    The port is bound when the viewer is made, before the run starts: a busy port is one clear
+    error that costs no model call, and port 0 takes any free one.
+
+    Raises:
+        UserError: the port cannot be bound.
+    """
 
     def __init__(self, db: str | Path, host: str = "127.0.0.1", port: int = 8765):
         self.db = Path(db)
         self.host = host
-        self.port = port
-        self.url = f"http://{host}:{port}/live"
-        self._started = time.monotonic()
+        self._sock = bind(host, port)
+        shown_host = f"[{host}]" if ":" in host else host
+        self.url = f"http://{shown_host}:{self._sock.getsockname()[1]}/live"
         self._live: LiveRun | None = None
 
     def start(self, live: LiveRun) -> None:
         """Start serving (call on the run's loop, from ``run(on_live=...)``)."""
         self._live = live
-        app = create_app(
-            WriterStoreAccess(live.writer), allowed_hosts=allowed_hosts_for(self.host), curate_stats=False
+        server, _ = viewer_server(
+            WriterStoreAccess(live.writer),
+            self.host,
+            self._sock,
+            inside_run=True,
+            extra_routes=[Route("/live", self._progress)],
         )
-        app.router.routes.insert(0, Route("/live", self._progress))
-        config = uvicorn.Config(app, host=self.host, port=self.port, log_level="warning", lifespan="off")
-        server = _Server(config)
-        task = asyncio.get_running_loop().create_task(server.serve())
-        self._announce()
+        task = asyncio.get_running_loop().create_task(server.serve(sockets=[self._sock]))
+        marker = serving_marker(self.db)
+        marker.write_text(self.url + "\n")
 
         async def stop() -> None:
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            self._withdraw()
+            marker.unlink(missing_ok=True)
+            self._sock.close()
 
         live.closers.append(stop)
 
-    def _announce(self) -> None:
-        Path(f"{self.db}.serving").write_text(self.url + "\n")
-
-    def _withdraw(self) -> None:
-        Path(f"{self.db}.serving").unlink(missing_ok=True)
-
     async def _progress(self, request: Request) -> HTMLResponse:
-        live = self._live
-        assert live is not None  # the route exists only once the run started
-        summary, calls = live.summary, live.summary.calls
-        finished = summary.done + summary.failed
-        elapsed = time.monotonic() - self._started
-        rate = finished / elapsed * 60 if elapsed else 0.0
+        assert self._live is not None  # the route exists only once the run started
+        now = self._live.progress()
         rows = [
-            ("run", summary.run_id),
-            ("episodes", f"{finished} of {live.total} ({summary.done} done, {summary.failed} failed)"),
-            ("model calls", f"{calls.calls:,} ({calls.cache_hits:,} from cache)"),
-            ("tokens", f"{calls.input_tokens:,} in / {calls.output_tokens:,} out"),
-            ("cost", f"${calls.cost_usd:.4f}"),
-            ("rate", f"{rate:.1f} episodes/min"),
-            ("elapsed", f"{elapsed:.0f} s"),
+            ("run", now.run_id),
+            ("episodes", f"{now.finished} of {now.total} ({now.done} done, {now.failed} failed)"),
+            ("model calls", f"{now.calls:,} ({now.cache_hits:,} from cache)"),
+            ("tokens", f"{now.input_tokens:,} in / {now.output_tokens:,} out"),
+            ("cost", f"${now.cost_usd:.4f}"),
+            ("rate", f"{now.episodes_per_min:.1f} episodes/min"),
+            ("elapsed", f"{now.elapsed_s:.0f} s"),
         ]
         # Every value is escaped: a run id is user text.
         cells = "".join(

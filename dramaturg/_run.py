@@ -46,6 +46,7 @@ __all__ = [
     "EpisodeRecord",
     "LiveRun",
     "RunConfig",
+    "RunProgress",
     "RunSummary",
     "episode_seed",
     "load_run_config",
@@ -102,12 +103,54 @@ class LiveRun:
         writer: the store's single writer; reads go through it too while the run holds the store.
         total: episodes this invocation performs (known once the run starts).
         closers: awaited, in order, when the run ends, before the store closes.
+        started: when it started (``time.monotonic``).
     """
 
     summary: RunSummary
     writer: StoreWriter
     total: int = 0
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def progress(self) -> RunProgress:
+        """Where the run stands now."""
+        summary, calls = self.summary, self.summary.calls
+        elapsed = time.monotonic() - self.started
+        finished = summary.done + summary.failed
+        return RunProgress(
+            run_id=summary.run_id,
+            done=summary.done,
+            failed=summary.failed,
+            total=self.total,
+            calls=calls.calls,
+            cache_hits=calls.cache_hits,
+            input_tokens=calls.input_tokens,
+            output_tokens=calls.output_tokens,
+            cost_usd=calls.cost_usd,
+            elapsed_s=elapsed,
+            episodes_per_min=finished / elapsed * 60 if elapsed else 0.0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """A live run's counters at one moment (the progress line, the /live page)."""
+
+    run_id: str
+    done: int
+    failed: int
+    total: int
+    calls: int
+    cache_hits: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    elapsed_s: float
+    episodes_per_min: float
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ from dramaturg.memory._records import (
     TurnRecord,
     TurnRejectionRow,
 )
-from dramaturg.memory._store import EPISODE_TABLES, CachedCall, Store, StoreWriter, utcnow
+from dramaturg.memory._store import EPISODE_TABLES, CachedCall, Store, StoreWriter, serving_marker, utcnow
 
 __all__ = [
     "ANNOTATION_ACTIONS",
@@ -66,5 +66,6 @@ __all__ = [
     "annotation_history",
     "annotation_tags",
     "pair_verdicts",
+    "serving_marker",
     "utcnow",
 ]

@@ -87,10 +87,16 @@ def _held_by(path: str, message: str) -> str:
     return f"{path} is held by a running process ({shown}); {look}, or wait until it ends"
 
 
-def serving_url(path: str) -> str | None:
-    """The viewer URL a live run (``dramaturg run --serve``) announced next to its store."""
+def serving_marker(path: str | Path) -> Path:
+    """The file next to a store where the process serving it (``dramaturg serve``, ``dramaturg
+    run --serve``) announces its viewer's URL while it holds the store."""
+    return Path(f"{path}.serving")
+
+
+def serving_url(path: str | Path) -> str | None:
+    """The viewer URL announced next to the store, if a process serving it holds it."""
     try:
-        return Path(f"{path}.serving").read_text().strip() or None
+        return serving_marker(path).read_text().strip() or None
     except OSError:
         return None
 

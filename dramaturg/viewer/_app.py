@@ -9,7 +9,7 @@ Content-Security-Policy says so, so a tag that slipped through would still not r
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,6 +60,7 @@ def create_app(
     *,
     allowed_hosts: Collection[str] | None = LOOPBACK_HOSTS,
     curate_stats: bool = True,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The viewer over ``access``.
 
@@ -70,6 +71,7 @@ def create_app(
         curate_stats: Curate a run whose metrics are stale when its stats page opens, as
             ``dramaturg stats`` does. A live run passes False: curating a run that is still
             writing would hold its writer for the whole curation.
+        extra_routes: pages of the process serving the app (a live run's progress page).
 
     Example:
         >>> app = create_app(ThreadStoreAccess(Store.open("corpus.duckdb")))   # doctest: +SKIP
@@ -77,6 +79,7 @@ def create_app(
     """
     pages = _Pages(access, _templates(), curate_stats)
     routes = [
+        *extra_routes,
         Route("/", pages.runs),
         Route("/run", pages.run),
         Route("/episode", pages.episode),

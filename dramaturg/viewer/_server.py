@@ -10,18 +10,20 @@ import contextlib
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from dramaturg._errors import UserError
+from dramaturg.memory import serving_marker
 from dramaturg.viewer._access import StoreAccess
 
 if TYPE_CHECKING:
     import uvicorn
+    from starlette.routing import BaseRoute
 
-__all__ = ["serve"]
+__all__ = ["bind", "serve", "viewer_server"]
 
 
 def serve(
@@ -47,7 +49,7 @@ def serve(
 
     if not db.exists():
         raise UserError(f"{db}: no such store (run `dramaturg run ... --db {db}` first)")
-    sock = _bind(host, port)  # first, so a busy port costs nothing
+    sock = bind(host, port)  # first, so a busy port costs nothing
     try:
         access = ThreadStoreAccess(Store.open(db))
     except BaseException:
@@ -55,9 +57,9 @@ def serve(
         raise
     # While the viewer holds the store, other commands on it are refused; this file next to the
     # store lets their refusal say where the viewer is (as `dramaturg run --serve` does).
-    marker = Path(f"{db}.serving")
+    marker = serving_marker(db)
     try:
-        server, url = _server(access, host, sock)
+        server, url = viewer_server(access, host, sock)
         marker.write_text(url + "\n")
         if announce is not None:
             announce(url)
@@ -72,7 +74,7 @@ def serve(
         access.close()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``; binding it ourselves also tells us the port 0 picked.
 
     It listens at once, so a request made as soon as the URL is announced waits in the backlog
@@ -90,15 +92,36 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(access: StoreAccess, host: str, sock: socket.socket) -> tuple[uvicorn.Server, str]:
+def viewer_server(
+    access: StoreAccess,
+    host: str,
+    sock: socket.socket,
+    *,
+    inside_run: bool = False,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> tuple[uvicorn.Server, str]:
+    """The viewer's server on a bound socket, and its URL.
+
+    ``inside_run``: served from a running job (``dramaturg run --serve``): its stats pages do
+    not curate (that would hold the run's writer), and the run, not uvicorn, owns Ctrl-C and
+    SIGTERM (it stops resumably, then stops the viewer).
+    """
     import uvicorn
 
     from dramaturg.viewer._app import allowed_hosts_for, create_app
 
-    app = create_app(access, allowed_hosts=allowed_hosts_for(host))
+    class RunOwnedSignals(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    app = create_app(
+        access, allowed_hosts=allowed_hosts_for(host), curate_stats=not inside_run, extra_routes=extra_routes
+    )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     shown_host = f"[{host}]" if ":" in host else host
-    return uvicorn.Server(config), f"http://{shown_host}:{sock.getsockname()[1]}/"
+    server = RunOwnedSignals(config) if inside_run else uvicorn.Server(config)
+    return server, f"http://{shown_host}:{sock.getsockname()[1]}/"
 
 
 @contextlib.contextmanager
