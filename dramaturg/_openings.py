@@ -15,11 +15,11 @@ from difflib import SequenceMatcher
 
 from dramaturg import _markers as mk
 from dramaturg._episode import EpisodeOutcome, RoleModels
-from dramaturg._errors import ReplyParseError, RunError
+from dramaturg._errors import RunError
 from dramaturg._gateway import Gateway
 from dramaturg._health import RoleHealth
-from dramaturg._model import GenerationParams, ResponseFormat, RoleName
-from dramaturg._review import EpisodeReviewer, ReviewSettings
+from dramaturg._model import GenerationParams, ResponseFormat
+from dramaturg._review import EpisodeReviewer, ReviewSettings, ask_structured, structured_params
 from dramaturg._validation import InvalidTurn, TurnGate
 from dramaturg.agents import Reply, RoleAgent
 from dramaturg.agents._recipe_prompts import (
@@ -130,21 +130,17 @@ class _Preparation:
         row = record.row(self.episode_id, text, self.call_ids)
         return Beginning(self.spec, (turn,), opening_request=True, row=row)
 
-    def agent(self, role: RoleName, prompt: str, response_format: ResponseFormat | None = None) -> RoleAgent:
-        return RoleAgent(
-            role,
+    async def message(self, prompt: str, request: str, what: str) -> str:
+        """A model-written user message, asked again (other seeds) while it is empty or not a message."""
+        agent = RoleAgent(
+            "user_simulator",
             prompt,
             self.gateway,
-            spec=self.models.for_role(role),
+            spec=self.models.user_simulator,
             episode_id=self.episode_id,
             seed=self.spec.seed,
             params=self.params,
-            response_format=response_format,
         )
-
-    async def message(self, prompt: str, request: str, what: str) -> str:
-        """A model-written user message, asked again (other seeds) while it is empty or not a message."""
-        agent = self.agent("user_simulator", prompt)
         problems: list[str] = []
         for attempt in range(_ATTEMPTS):
             reply = await agent.respond(("director", request), attempt=attempt)
@@ -161,23 +157,23 @@ class _Preparation:
         raise RunError(f"{what}: no usable message in {_ATTEMPTS} tries ({', '.join(problems)})")
 
     async def verdict(self, operator: EvolOperator, seed: str, evolved: str) -> EvolutionVerdict | None:
-        agent = self.agent("verifier", evolution_verdict_prompt(operator), _VERDICT_FORMAT)
+        agent = RoleAgent(
+            "verifier",
+            evolution_verdict_prompt(operator),
+            self.gateway,
+            spec=self.models.verifier,
+            episode_id=self.episode_id,
+            seed=self.spec.seed,
+            params=structured_params(self.params),
+            response_format=_VERDICT_FORMAT,
+        )
         request = evolution_verdict_request(seed, evolved)
-        for attempt in range(_ATTEMPTS):
-            reply = await agent.respond(("dramaturg", request), attempt=attempt)
-            if reply.call_id:
-                self.call_ids.append(reply.call_id)
-            try:
-                parsed = parse_evolution_verdict(reply.text)
-            except ReplyParseError as exc:
-                if self.health is not None:
-                    self.health.record("verifier", False, exc.raw)
-                await agent.retract()
-                continue
-            if self.health is not None:
-                self.health.record("verifier", True)
-            return parsed
-        return None
+        result = await ask_structured(
+            agent, request, parse_evolution_verdict, attempts=_ATTEMPTS, health=self.health
+        )
+        if result.call_id:
+            self.call_ids.append(result.call_id)
+        return result.value
 
 
 async def begin_episode(

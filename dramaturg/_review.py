@@ -69,7 +69,16 @@ from dramaturg.memory import (
 )
 from dramaturg.scenarios import CheckContext, EpisodeSpec, ToolUse
 
-__all__ = ["EpisodeReviewer", "PairReport", "ReviewSettings", "critique_format", "pair_report"]
+__all__ = [
+    "EpisodeReviewer",
+    "PairReport",
+    "ReviewSettings",
+    "Structured",
+    "ask_structured",
+    "critique_format",
+    "pair_report",
+    "structured_params",
+]
 
 T = TypeVar("T")
 History = tuple[tuple[str, str], ...]
@@ -124,11 +133,58 @@ class ReviewSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class _Structured(Generic[T]):
+class Structured(Generic[T]):
+    """A structured reply: its parsed value (None when no attempt parsed), the last raw text."""
+
     value: T | None
     raw: str
     attempts: int
     call_id: str | None
+
+
+def structured_params(params: GenerationParams) -> GenerationParams:
+    """``params`` for a structured reply: JSON cut off at the length limit never parses, so
+    critics, judges and verifiers get at least ``STRUCTURED_MIN_TOKENS``."""
+    return replace(params, max_tokens=max(params.max_tokens, STRUCTURED_MIN_TOKENS))
+
+
+async def ask_structured(
+    agent: RoleAgent,
+    request: str,
+    parse: Callable[[str], T],
+    *,
+    attempts: int,
+    health: RoleHealth | None = None,
+) -> Structured[T]:
+    """Ask ``agent`` for a reply ``parse`` accepts, telling it what was wrong while it does not.
+
+    Every reply counts in ``health`` for the agent's role; after ``attempts`` replies that do
+    not parse, the value is None and ``raw`` holds the last reply.
+    """
+    message = request
+    raw, call_id = "", None
+    for attempt in range(1, attempts + 1):
+        finish = ""
+        try:
+            reply = await agent.respond(("dramaturg", message))
+            raw, call_id, finish = reply.text, reply.call_id, reply.finish_reason
+            value = parse(reply.text)
+        except ReplyParseError as exc:
+            raw = exc.raw or raw
+            if health is not None:
+                health.record(agent.role, False, raw)
+            message = (
+                "Your reply was cut off at the length limit. Reply again with shorter JSON: "
+                "feedback in at most three short lines."
+                if finish == "length"
+                else f"Your reply could not be used ({exc}). Reply again with JSON only, "
+                "exactly in the format asked for."
+            )
+            continue
+        if health is not None:
+            health.record(agent.role, True)
+        return Structured(value, raw, attempt, call_id)
+    return Structured(None, raw, attempts, call_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +224,7 @@ class EpisodeReviewer:
     # -- structured calls --------------------------------------------------------------------
 
     def _agent(self, role: RoleName, prompt: str, response_format: ResponseFormat | None = None) -> RoleAgent:
-        params = self.params
-        if response_format is not None and params.max_tokens < STRUCTURED_MIN_TOKENS:
-            # JSON cut off at the length limit never parses: structured replies get room.
-            params = replace(params, max_tokens=STRUCTURED_MIN_TOKENS)
+        params = structured_params(self.params) if response_format is not None else self.params
         return RoleAgent(
             role,
             prompt,
@@ -190,33 +243,12 @@ class EpisodeReviewer:
         request: str,
         parse: Callable[[str], T],
         response_format: ResponseFormat,
-    ) -> _Structured[T]:
+    ) -> Structured[T]:
         """Ask for a structured reply (the schema goes to the API), re-asking while it does not parse."""
         agent = self._agent(role, prompt, response_format)
-        message = request
-        raw, call_id = "", None
-        for attempt in range(1, self.settings.parse_attempts + 1):
-            finish = ""
-            try:
-                reply = await agent.respond(("dramaturg", message))
-                raw, call_id, finish = reply.text, reply.call_id, reply.finish_reason
-                value = parse(reply.text)
-            except ReplyParseError as exc:
-                raw = exc.raw or raw
-                if self.health is not None:
-                    self.health.record(role, False, raw)
-                message = (
-                    "Your reply was cut off at the length limit. Reply again with shorter JSON: "
-                    "feedback in at most three short lines."
-                    if finish == "length"
-                    else f"Your reply could not be used ({exc}). Reply again with JSON only, "
-                    "exactly in the format asked for."
-                )
-                continue
-            if self.health is not None:
-                self.health.record(role, True)
-            return _Structured(value, raw, attempt, call_id)
-        return _Structured(None, raw, self.settings.parse_attempts, call_id)
+        return await ask_structured(
+            agent, request, parse, attempts=self.settings.parse_attempts, health=self.health
+        )
 
     async def _critique(
         self,
