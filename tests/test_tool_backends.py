@@ -28,10 +28,12 @@ from typing import Any
 
 import pytest
 from dramaturg.memory import StoreWriter
+from dramaturg.scenarios import FunctionTool
 
 from dramaturg import BackendError, GenerationParams, Message, ModelRequest, ModelResponse, Store
 from dramaturg._gateway import Gateway
 from dramaturg._model import ResponseFormat, ToolCall, ToolSpec
+from dramaturg._toolbox import ToolBox
 from dramaturg.backends import AnthropicBackend, OpenAIBackend, SimBackend
 from dramaturg.backends._anthropic import anthropic_messages, tool_use_input
 from dramaturg.testing import FakeAPI, FakeAPIConfig
@@ -666,3 +668,30 @@ def test_tool_calls_a_server_left_in_the_text_become_native_calls(
         assert ("tool_calls_from_text", "yes") in read.annotations
     else:
         assert read == response
+
+
+def test_a_reply_that_starts_as_a_call_is_that_call_never_dialogue() -> None:
+    """What the live 0.5B wrote: a call followed by a result it made up, and a call whose
+    arguments hold unescaped quotes. Neither may enter the dialogue as the assistant's words."""
+    from dramaturg._model import ModelResponse
+    from dramaturg.backends._openai import calls_written_as_text
+
+    tools = {"lookup_order", "escalate"}
+    made_up = '{"name": "lookup_order", "arguments": "{\\"order_id\\": \\"NW-1\\"}"}\n{"error": "No order"}'
+    read = calls_written_as_text(ModelResponse(text=made_up, input_tokens=5, output_tokens=5), tools)
+    assert read.text == "" and [(c.name, json.loads(c.arguments)) for c in read.tool_calls] == [
+        ("lookup_order", {"order_id": "NW-1"})
+    ]
+    broken = '{"name": "escalate", "arguments": "{\\"summary\\": "the case broke"}"}'
+    read = calls_written_as_text(ModelResponse(text=broken, input_tokens=5, output_tokens=5), tools)
+    (call,) = read.tool_calls
+    assert read.text == "" and call.name == "escalate" and call.arguments == broken
+    # The toolbox then records it as invalid and answers with the error.
+    box = ToolBox.build([FunctionTool(escalate_for_test)], object(), episode_id="e", max_steps=2)
+    result = asyncio.run(box.call(call))
+    assert result.status == "invalid" and box.rows[0].status == "invalid"
+
+
+def escalate_for_test(env: object, summary: str) -> str:
+    """Escalate the case (a tool named like support-refund's, for the call above)."""
+    return "ESC-1"

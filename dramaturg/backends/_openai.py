@@ -304,7 +304,49 @@ def calls_written_as_text(response: ModelResponse, tools: set[str]) -> ModelResp
     model wrote: Qwen and Hermes style ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
     blocks, or the bare JSON object. Only a call that names one of the request's tools
     counts; anything else stays text. The call's annotations say it was read from text.
+
+    A reply that starts as a call to one of the tools but is not one clean call is still that
+    call, never dialogue: followed by more text (the live 0.5B wrote a call, then a result it
+    made up), the first call counts and the rest is dropped; malformed (quotes left unescaped
+    in its arguments), it is a call whose arguments are what was written, which the episode's
+    toolbox records as invalid and answers with the error.
     """
+    read = _calls_in_text(response, tools)
+    written = _written_call(response.text, tools) if read is response else None
+    if written is not None:
+        return replace(
+            response,
+            text="",
+            tool_calls=(written,),
+            finish_reason="tool_calls",
+            annotations=(*response.annotations, ("tool_calls_from_text", "yes")),
+        )
+    return read
+
+
+# A reply that begins as a JSON call: {"name": "<tool>", ...}, maybe in <tool_call> tags or a fence.
+_CALL_START = re.compile(r'^\s*(?:<tool_call>\s*)?(?:```(?:json)?\s*)?(\{\s*"name"\s*:\s*"([^"]+)")')
+
+
+def _written_call(text: str, tools: set[str]) -> ToolCall | None:
+    """The call a reply starts with, however it goes on (see :func:`calls_written_as_text`)."""
+    start = _CALL_START.match(text)
+    if start is None or start.group(2) not in tools:
+        return None
+    body = text[start.start(1) :]
+    call_id = f"call_{hashlib.sha256(text.encode()).hexdigest()[:10]}_0"
+    try:
+        first, _ = json.JSONDecoder().raw_decode(body)
+    except json.JSONDecodeError:
+        return ToolCall(call_id, start.group(2), body.strip())
+    arguments = first.get("arguments", first.get("parameters", {})) if isinstance(first, dict) else {}
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, sort_keys=True, ensure_ascii=False)
+    return ToolCall(call_id, start.group(2), arguments)
+
+
+def _calls_in_text(response: ModelResponse, tools: set[str]) -> ModelResponse:
+    """Every call of a reply that is nothing but calls (tagged, fenced or bare); else ``response``."""
     text = response.text.strip()
     tagged = _TAGGED_CALL.findall(text)
     fenced = _FENCE.match(text)
