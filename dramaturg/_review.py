@@ -521,26 +521,22 @@ class EpisodeReviewer:
         if rounds == 0:
             self._outcome(turn_idx, "revision", "revision_invalid")
             return original
-        continued = latest
-        revised_steps = latest.tool_steps
-        revision_text = latest.text
-        if revision_text.strip() == answer.text.strip() and revised_steps == steps:
+        if latest.text.strip() == answer.text.strip() and latest.tool_steps == steps:
             self._outcome(turn_idx, "revision", "identical")
-            return continued
-        revised_critique = latest_critique
-        if revised_critique.overall is None:
+            return latest
+        if latest_critique.overall is None:
             self._outcome(turn_idx, "revision", "critique_failed")
-            return continued
-        revised_ok = all(
+            return latest
+        latest_ok = all(
             row.passed for row in self.rows.checks if row.turn_idx == turn_idx and row.target == "revision"
         )
-        margin = revised_critique.overall - critique.overall
+        margin = latest_critique.overall - critique.overall
         outcome, judgment_ids = await self._judge_both_orders(
-            history, revision_text, answer.text, turn_idx, "revision", (revised_steps, steps)
+            history, latest.text, answer.text, turn_idx, "revision", (latest.tool_steps, steps)
         )
         if outcome == "paired" and margin < self.settings.min_margin:
             outcome = "low_margin"
-        elif outcome == "paired" and revised_critique.overall < self.settings.revise_below:
+        elif outcome == "paired" and latest_critique.overall < self.settings.revise_below:
             outcome = "chosen_below_threshold"
         pair_id = None
         if outcome == "paired":
@@ -551,13 +547,13 @@ class EpisodeReviewer:
                 (latest.text, latest.call_id),
                 (answer.text, answer.call_id),
                 margin,
-                revised_ok,
+                latest_ok,
                 judgment_ids,
-                [critique.critique_id, revised_critique.critique_id],
-                (revised_steps, steps),
+                [critique.critique_id, latest_critique.critique_id],
+                (latest.tool_steps, steps),
             )
         self._outcome(turn_idx, "revision", outcome, pair_id)
-        return continued
+        return latest
 
     async def spin_pair(self, history: History, real: str, own: Reply, turn_idx: int) -> None:
         """SPIN: the real reply at ``turn_idx`` chosen over the model's own from the same history.
