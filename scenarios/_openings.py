@@ -34,7 +34,7 @@ __all__ = [
     "TopicRequests",
 ]
 
-_Frozen = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+_Frozen = ConfigDict(extra="forbid", frozen=True)
 
 # WizardLM's in-depth operators, then in-breadth evolution (Xu et al., 2023).
 EvolOperator = Literal[
