@@ -610,6 +610,7 @@ class EpisodeReviewer:
                 history=history,
                 finish_reason=reply.finish_reason,
                 called_tools=bool(reply.tool_steps),
+                feedback=request,
             )
             return validate_turn(reply.text, context)
 

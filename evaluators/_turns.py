@@ -68,6 +68,8 @@ class TurnContext:
         finish_reason: the API's finish reason; ``"length"`` means the reply was cut off.
         called_tools: the reply called tools before it answered, so its text is what the
             user reads of their results.
+        feedback: what a revision was asked to fix (the reviewer's lines); a revision that
+            repeats them is talking to the reviewer, not to the user.
     """
 
     speaker: Speaker
@@ -78,6 +80,7 @@ class TurnContext:
     instruction: str = ""
     finish_reason: str = "stop"
     called_tools: bool = False
+    feedback: str = ""
 
 
 def clean_turn(text: str, persona: str = "") -> str:
@@ -320,8 +323,27 @@ def _meta_commentary(text: str, context: TurnContext) -> str:
     meta = _META.search(text)
     if meta:
         return f"talks about the conversation: {meta.group(0).strip()!r}"
+    repeated = _feedback_line_in(text, context.feedback)
+    if repeated:
+        # The live 0.5B revised a reply into "Correct reasoning briefly and keep replies short.
+        # - check answer_not_revealed_early failed: ..." (its feedback, verbatim).
+        return f"repeats the reviewer's feedback: {repeated!r}"
     if context.speaker == "user" and re.search(r"\bthe assistant\b", text, re.I):
         return "refers to the assistant in the third person"
+    return ""
+
+
+# A feedback line this short ("- be brief") may be said in a good reply by chance.
+_FEEDBACK_LINE_MIN_CHARS = 24
+
+
+def _feedback_line_in(text: str, feedback: str) -> str:
+    """The first line of ``feedback`` (long enough to be telling) that ``text`` repeats."""
+    said = " ".join(text.lower().split())
+    for line in feedback.splitlines():
+        line = " ".join(line.strip().lstrip("-* ").lower().split())
+        if len(line) >= _FEEDBACK_LINE_MIN_CHARS and line in said:
+            return line
     return ""
 
 

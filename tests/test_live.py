@@ -23,7 +23,7 @@ from dramaturg._calibrate import CalibrationRun, run_calibration
 pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 
-def _short(name: str, turns: int = 2) -> Scenario:
+def _short(name: str, turns: int = 1) -> Scenario:
     """A built-in cut to its first ``turns`` user turns: a whole reviewed episode on one
     llama.cpp thread takes minutes per turn."""
     scenario = load_scenario(name).scenario

@@ -182,3 +182,16 @@ def test_an_assistant_that_answers_with_a_tool_result_is_asked_again() -> None:
     assert reasons("I've escalated it: your ticket is ESC-001.", after_calls) == set()
     # Without tool calls, JSON may be just what the user asked for.
     assert reasons(raw, TurnContext("assistant")) == set()
+
+
+def test_a_revision_that_repeats_its_feedback_is_asked_again() -> None:
+    # The live 0.5B's revision: the reviewer's feedback, verbatim, then an answer.
+    feedback = (
+        "[Revision request]\nFeedback:\nCorrect reasoning briefly and keep replies short.\n"
+        "- check answer_not_revealed_early failed: revealed the answer: 'x = 3'"
+    )
+    revised = TurnContext("assistant", feedback=feedback)
+    leaked = "Correct reasoning briefly and keep replies short.\nThe correct answer is x = 6."
+    assert reasons(leaked, revised) == {"meta"}
+    assert reasons("Subtract 15 from both sides first: what is left?", revised) == set()
+    assert reasons(leaked, TurnContext("assistant")) == set()  # only a revision has feedback
