@@ -7,7 +7,14 @@ Example:
     >>> summary = asyncio.run(run(config, "x.duckdb"))  # doctest: +SKIP
 """
 
-from dramaturg._config import LimitOptions, ModelOptions, ReviewOptions, RunConfig, SimBackendOptions
+from dramaturg._config import (
+    ExecutionOptions,
+    LimitOptions,
+    ModelOptions,
+    ReviewOptions,
+    RunConfig,
+    SimBackendOptions,
+)
 from dramaturg._errors import (
     BackendError,
     ConfigError,
@@ -48,6 +55,7 @@ __all__ = [
     "DramaturgError",
     "EpisodeRecord",
     "EpisodeSpec",
+    "ExecutionOptions",
     "ExportFormat",
     "ExportSummary",
     "FunctionBackend",

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from dramaturg._calibrate import CalibrationReport, CalibrationRun, calibrated_judges, run_calibration
 from dramaturg._config import (
+    ExecutionOptions,
     LimitOptions,
     ModelOptions,
     ReviewOptions,
@@ -81,6 +82,25 @@ TpmOption = Annotated[
     typer.Option("--tpm", min=0.0, help="Tokens per minute (estimated, then corrected by usage)."),
 ]
 _TIMEOUT_HELP = "Seconds one model call may take before it counts as a timeout."
+_EXECUTION = "Execution"
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="With --executor ray: the cluster's HOST:PORT (default: RAY_ADDRESS, else the cluster "
+        "last started on this machine, else a new local one).",
+        rich_help_panel=_EXECUTION,
+    ),
+]
+ShardDirOption = Annotated[
+    str | None,
+    typer.Option(
+        "--shard-dir",
+        help="With --executor ray: where workers write their shards, a folder every node sees at "
+        "the same path (default: DB.shards next to the store).",
+        rich_help_panel=_EXECUTION,
+    ),
+]
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -258,6 +278,19 @@ def run_command(
             rich_help_panel="Critique and pairs",
         ),
     ] = 0.25,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            metavar="local|ray",
+            help="Where episodes are performed: 'local' (this process) or 'ray' (batches on a Ray "
+            "cluster, one gateway per worker, --concurrency per worker, rate limits and budget "
+            "shared; needs `pip install 'dramaturg[ray]'`; see docs/ray.md).",
+            rich_help_panel=_EXECUTION,
+        ),
+    ] = "local",
+    ray_address: RayAddressOption = None,
+    shard_dir: ShardDirOption = None,
 ) -> None:
     """Perform EPISODES episodes of each SCENARIO and store every turn and model call.
 
@@ -301,12 +334,16 @@ def run_command(
                 timeout_s=timeout,
             ),
             sim=SimBackendOptions(role_flip_rate=sim_role_flip_rate, mistake_rate=sim_mistake_rate),
+            execution=ExecutionOptions.model_validate(
+                {"executor": executor, "ray_address": ray_address, "shard_dir": shard_dir}
+            ),
         )
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise _fail(f"option '{option_name(first['loc'])}': {first['msg']}", 2) from exc
     try:
         prepare(config)  # scenario and model-spec errors surface before anything is drawn
+        _check_executor(config)
     except UserError as exc:
         raise _fail(str(exc), 2) from exc
     if model == "sim" and not any((user_model, assistant_model, critic_model, judge_model, tool_model)):
@@ -316,6 +353,14 @@ def run_command(
         )
     _note_uncalibrated_judge(config, db)
     _finish(_run_with_progress(config, db, serve_port=port if serve else None))
+
+
+def _check_executor(config: RunConfig) -> None:
+    """Ray is an optional extra: without it, --executor ray is one line before anything is written."""
+    if config.execution.executor == "ray":
+        from dramaturg._ray import require_ray
+
+        require_ray()
 
 
 def _note_uncalibrated_judge(config: RunConfig, db: Path) -> None:
@@ -367,6 +412,17 @@ def resume_command(
         str | None, typer.Option("--tool-model", help="Replace the tool simulator's model.")
     ] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Replace the openai endpoint.")] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            metavar="local|ray",
+            help="Perform the rest here ('local') or on a Ray cluster ('ray'); default: as it ran.",
+            rich_help_panel=_EXECUTION,
+        ),
+    ] = None,
+    ray_address: RayAddressOption = None,
+    shard_dir: ShardDirOption = None,
 ) -> None:
     """Finish a run that stopped or crashed, with the settings it was started with.
 
@@ -397,12 +453,20 @@ def resume_command(
         "judge_model": judge_model,
         "tool_model": tool_model,
         "base_url": base_url,
+        "executor": executor,
+        "ray_address": ray_address,
+        "shard_dir": shard_dir,
     }
+    # Moving a Ray run back to this machine leaves its Ray options behind.
+    local = {"execution": {"executor": "local"}} if executor == "local" else {}
     try:
-        config = stored.with_changes(**{k: v for k, v in changes.items() if v is not None})
+        config = stored.with_changes(**{k: v for k, v in changes.items() if v is not None}, **local)
+        _check_executor(config)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise _fail(f"option '{option_name(first['loc'])}': {first['msg']}", 2) from exc
+    except UserError as exc:
+        raise _fail(str(exc), 2) from exc
     _finish(_run_with_progress(config, db))
 
 

@@ -1,15 +1,16 @@
 """What a run is asked to do: `RunConfig`, its options grouped by concern.
 
 The groups follow the architecture: which models play the roles (`models`), how turns are
-reviewed into pairs (`review`), how hard the providers are pushed (`limits`), and the
-offline sim's planted failures (`sim`). The CLI's flags keep their flat names (`--best-of-n`,
-`--rpm`), and validation reads those names too, landing each in its group: that is how
+reviewed into pairs (`review`), how hard the providers are pushed (`limits`), the
+offline sim's planted failures (`sim`), and where episodes are performed (`execution`).
+The CLI's flags keep their flat names (`--best-of-n`, `--rpm`), and validation reads those
+names too, landing each in its group: that is how
 `with_changes(rpm=60)` and a config stored flat by an earlier version read.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
@@ -20,6 +21,7 @@ from dramaturg.scenarios import OBJECT_PREFIX, Scenario
 
 __all__ = [
     "FLAT_OPTIONS",
+    "ExecutionOptions",
     "LimitOptions",
     "ModelOptions",
     "ReviewOptions",
@@ -121,11 +123,36 @@ class SimBackendOptions(BaseModel):
     mistake_rate: float = Field(default=0.25, ge=0, le=1)
 
 
+class ExecutionOptions(BaseModel):
+    """Where the episodes are performed: how a run runs, never what its episodes say.
+
+    ``executor="ray"`` sends them in batches to a Ray cluster (``pip install 'dramaturg[ray]'``;
+    see docs/ray.md); the store stays on the machine that runs the command, its only writer.
+    """
+
+    model_config = _FROZEN
+
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = Field(
+        default=None, description="the Ray cluster (HOST:PORT); default RAY_ADDRESS or the local one"
+    )
+    shard_dir: str | None = Field(
+        default=None, description="where Ray workers write their shards (default: <db>.shards)"
+    )
+
+    @model_validator(mode="after")
+    def _ray_options_need_ray(self) -> Self:
+        if self.executor != "ray" and (self.ray_address or self.shard_dir):
+            raise ValueError("ray_address and shard_dir apply to executor 'ray' only")
+        return self
+
+
 # Flat name (as the CLI flag spells it) -> (group, field).
 FLAT_OPTIONS: dict[str, tuple[str, str]] = {
     **{name: ("models", name) for name in ModelOptions.model_fields},
     **{name: ("review", name) for name in ReviewOptions.model_fields},
     **{name: ("limits", name) for name in LimitOptions.model_fields},
+    **{name: ("execution", name) for name in ExecutionOptions.model_fields},
     "sim_role_flip_rate": ("sim", "role_flip_rate"),
     "sim_mistake_rate": ("sim", "mistake_rate"),
 }
@@ -162,6 +189,7 @@ class RunConfig(BaseModel):
     review: ReviewOptions = Field(default_factory=ReviewOptions)
     limits: LimitOptions = Field(default_factory=LimitOptions)
     sim: SimBackendOptions = Field(default_factory=SimBackendOptions)
+    execution: ExecutionOptions = Field(default_factory=ExecutionOptions)
 
     @model_validator(mode="before")
     @classmethod
@@ -187,6 +215,6 @@ class RunConfig(BaseModel):
     def with_changes(self, **changes: Any) -> RunConfig:
         """A validated copy with ``changes`` (flat names or groups) applied."""
         current = {name: getattr(self, name) for name in RunConfig.model_fields}
-        for group in ("models", "review", "limits", "sim"):
+        for group in ("models", "review", "limits", "sim", "execution"):
             current[group] = current[group].model_dump()
         return RunConfig.model_validate({**current, **changes})

@@ -26,6 +26,7 @@ from dramaturg._model import Backend, GenerationParams
 from dramaturg._openings import Beginning, begin_episode, replay_for_spin
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg._review import PairReport, ReviewSettings, pair_report
+from dramaturg._shards import ingest_leftover_shards, shard_folder
 from dramaturg._toolbox import ToolBox
 from dramaturg.agents import ToolSimulator
 from dramaturg.backends import BACKEND_FACTORIES, SimOptions, close_backends
@@ -354,6 +355,10 @@ async def run(
     live = LiveRun(summary, writer)
     started = time.perf_counter()
     try:
+        if str(db) != ":memory:" or config.execution.shard_dir:
+            # What Ray workers of an earlier invocation wrote and no driver brought in: their
+            # paid calls and finished episodes, before deciding what is left to do.
+            await ingest_leftover_shards(writer, shard_folder(db, run_id, config.execution.shard_dir))
         statuses, notices = await _register_run(writer, config, run_id, loaded)
         for notice in notices:
             summary.notices.append(notice)
@@ -413,15 +418,22 @@ async def run(
                 if on_episode and result is not None:
                     on_episode(EpisodeRecord.of(result, job.loaded.scenario.name))
 
-        performers = [
-            asyncio.create_task(performer())
-            for _ in range(min(config.limits.concurrency, total - summary.skipped))
-        ]
-        try:
-            await asyncio.gather(*performers)
-        finally:
-            for task in performers:
-                task.cancel()
+        if config.execution.executor == "ray":
+            from dramaturg._ray import RayRun, perform_on_ray  # imports Ray: only when asked for
+
+            await perform_on_ray(
+                RayRun(config, run_id, db, writer, summary, prior_cost, on_episode), todo, live.total
+            )
+        else:
+            performers = [
+                asyncio.create_task(performer())
+                for _ in range(min(config.limits.concurrency, total - summary.skipped))
+            ]
+            try:
+                await asyncio.gather(*performers)
+            finally:
+                for task in performers:
+                    task.cancel()
         summary.pair_report = await writer.run(pair_report, writer.store, run_id)
         await writer.run(record_health_metrics, writer.store, run_id)
     finally:
@@ -503,6 +515,7 @@ def _reproduced_runs(store: Store, config: RunConfig, scenarios: list[str]) -> l
 _MAY_CHANGE: dict[str, Any] = {
     "run_id": True,
     "limits": True,
+    "execution": True,
     "models": {
         "model",
         "user_model",

@@ -19,6 +19,12 @@ responder of your own that reads the whole request and may call tools::
     @request_responder
     def look_up(request: ModelRequest) -> ModelResponse:
         ...
+
+A real Ray cluster on 127.0.0.1 for the Ray executor (a head and worker nodes, each a
+``ray start`` process stopped by its PID; needs ``dramaturg[ray]``)::
+
+    with LocalRayCluster.start(workers=2, root=tmp_path) as cluster:
+        ...  # RunConfig(..., execution=ExecutionOptions(executor="ray", ray_address=cluster.address))
 """
 
 from __future__ import annotations
@@ -27,13 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dramaturg.testing._fake_api import FakeAPI, FakeAPIConfig, request_responder
+    from dramaturg.testing._ray_cluster import LocalRayCluster
 
-__all__ = ["FakeAPI", "FakeAPIConfig", "request_responder"]
+__all__ = ["FakeAPI", "FakeAPIConfig", "LocalRayCluster", "request_responder"]
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: `python -m dramaturg.testing._fake_api` imports this package
     # first, and an eager import would make runpy warn that the module is already loaded.
+    if name == "LocalRayCluster":
+        from dramaturg.testing import _ray_cluster
+
+        return _ray_cluster.LocalRayCluster
     if name in __all__:
         from dramaturg.testing import _fake_api
 
