@@ -293,7 +293,8 @@ class Gateway:
             latency_ms = (time.perf_counter() - started) * 1000
             call_id = uuid.uuid4().hex
             await self.writer.record_call(
-                self._record(sent, key, episode_id, call_id, latency_ms, attempt, response, cost)
+                self._record(sent, key, episode_id, call_id, latency_ms, attempt, response, cost),
+                wait=getattr(backend, "paid", True),
             )
             self.stats.add(request, response, cost)
             return CallOutcome(response, call_id, cached=False)

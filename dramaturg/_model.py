@@ -231,6 +231,10 @@ class Backend(Protocol):
 
     Implementations raise :class:`~dramaturg.BackendError` with the right ``kind`` and
     ``retry_after`` so the gateway can decide what to do.
+
+    A backend whose calls cost nothing to make again (the sim) may set ``paid = False``:
+    the gateway then uses its replies without waiting for their records to be durable, so
+    the records batch freely. Every other backend's reply is used only once its record is.
     """
 
     name: str

@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -213,6 +213,7 @@ class _Job:
     review: ReviewSettings | None
     checks: CheckSuite
     run_seed: int  # with the index, picks the persona and variables by coverage sampling
+    attempted_before: bool = True  # the store held a row of it when the run started
 
 
 def _jobs(
@@ -368,7 +369,7 @@ async def run(
         total = len(loaded) * config.episodes
         summary.skipped = sum(status == "done" for status in statuses.values())
         todo = (
-            job
+            replace(job, attempted_before=job.episode_id in statuses)
             for job in _jobs(config, loaded, run_id, check_runner)
             if statuses.get(job.episode_id) != "done"
         )
@@ -434,6 +435,7 @@ async def run(
             finally:
                 for task in performers:
                     task.cancel()
+        await writer.drain()
         summary.pair_report = await writer.run(pair_report, writer.store, run_id)
         await writer.run(record_health_metrics, writer.store, run_id)
     finally:
@@ -689,6 +691,7 @@ def _start(job: _Job, run_id: str, *, persona: str, spec_json: str) -> EpisodeSt
         persona=persona,
         spec_json=spec_json,
         started_at=utcnow(),
+        attempted_before=job.attempted_before,
     )
 
 

@@ -31,7 +31,15 @@ from dramaturg.memory._records import (
     TurnRecord,
     TurnRejectionRow,
 )
-from dramaturg.memory._store import EPISODE_TABLES, CachedCall, Store, StoreWriter, serving_marker, utcnow
+from dramaturg.memory._store import (
+    EPISODE_TABLES,
+    CachedCall,
+    Store,
+    StoreWriter,
+    Write,
+    serving_marker,
+    utcnow,
+)
 
 __all__ = [
     "ANNOTATION_ACTIONS",
@@ -62,6 +70,7 @@ __all__ = [
     "TurnOrigin",
     "TurnRecord",
     "TurnRejectionRow",
+    "Write",
     "annotate",
     "annotation_history",
     "annotation_tags",

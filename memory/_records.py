@@ -51,6 +51,10 @@ class EpisodeStart:
     persona: str
     spec_json: str
     started_at: datetime
+    # Whether an earlier attempt may have left rows behind (the episode had a row when the
+    # run started). Only then are its rows deleted first: a DELETE scans each table, which
+    # would make every episode of a fresh run pay for the whole store.
+    attempted_before: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,19 +21,20 @@ from typing import Any, TypeVar
 
 import duckdb
 from dramaturg.memory._migrations import MIGRATIONS, Migration
-from dramaturg.memory._records import CallRecord, EpisodeResult, EpisodeStart, ReviewRows, RunRecord
+from dramaturg.memory._records import CallRecord, EpisodeResult, EpisodeStart, RunRecord
 
 from dramaturg._errors import StoreError
 
-__all__ = ["EPISODE_TABLES", "CachedCall", "Store", "StoreWriter"]
+__all__ = ["EPISODE_TABLES", "CachedCall", "Store", "StoreWriter", "Write"]
 
 T = TypeVar("T")
 
 _CALL_COLUMNS = (
-    "call_id, request_hash, run_id, episode_id, backend, model, role, status, request, "
-    "latency_ms, created_at, response_text, finish_reason, input_tokens, output_tokens, "
-    "cache_read_tokens, cache_write_tokens, cost_usd, attempt, error_kind, error, annotations, tool_calls"
-)
+    "call_id", "request_hash", "run_id", "episode_id", "backend", "model", "role", "status", "request",
+    "latency_ms", "created_at", "response_text", "finish_reason", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "cost_usd", "attempt", "error_kind", "error",
+    "annotations", "tool_calls",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +133,7 @@ class Store:
     def __init__(self, connection: duckdb.DuckDBPyConnection, path: str):
         self._con = connection
         self.path = path
+        self._insert = _Inserter()
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False) -> Store:
@@ -299,71 +301,196 @@ class Store:
     def start_episode(self, start: EpisodeStart) -> None:
         """Mark an episode running, discarding any rows a crashed attempt left behind."""
         with self.transaction() as con:
-            for table in EPISODE_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE episode_id = ?", [start.episode_id])
-            con.execute(
-                "INSERT INTO episodes (episode_id, run_id, scenario, idx, seed, status, persona, "
-                "spec, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
-                [
-                    start.episode_id,
-                    start.run_id,
-                    start.scenario,
-                    start.idx,
-                    start.seed,
-                    start.persona,
-                    start.spec_json,
-                    start.started_at,
-                ],
-            )
+            _apply(con, self._insert, [start])
 
     def finish_episode(self, result: EpisodeResult) -> None:
-        """Write an episode's turns, review rows (critiques, pairs, …) and status in one transaction."""
+        """Write an episode's turns, review rows (critiques, pairs, …) and status in one transaction.
+
+        Rows an earlier write of the same episode left are replaced. (The run's writer skips
+        that clean-up: :meth:`start_episode` already cleared the episode.)
+        """
         with self.transaction() as con:
-            con.execute("DELETE FROM turns WHERE episode_id = ?", [result.episode_id])
-            if result.turns:
-                con.executemany(
-                    "INSERT INTO turns (episode_id, idx, role, content, stage, call_id, role_flip, "
-                    "tool_steps, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [
-                            result.episode_id,
-                            t.idx,
-                            t.role,
-                            t.content,
-                            t.stage,
-                            t.call_id,
-                            t.role_flip,
-                            t.tool_steps_json,
-                            t.origin,
-                        ]
-                        for t in result.turns
-                    ],
-                )
-            con.execute(
-                "UPDATE episodes SET status = ?, termination_reason = ?, n_turns = ?, role_flips = ?, "
-                "error = ?, finished_at = ?, goal_met = ?, user_consistent = ?, consistency_detail = ? "
-                "WHERE episode_id = ?",
-                [
-                    result.status,
-                    result.termination_reason,
-                    len(result.turns),
-                    result.role_flips,
-                    result.error,
-                    result.finished_at,
-                    result.goal_met,
-                    result.user_consistent,
-                    result.consistency_detail,
-                    result.episode_id,
-                ],
-            )
-            _write_review(con, result.episode_id, result.review or ReviewRows())
+            for table in EPISODE_TABLES[1:]:
+                con.execute(f"DELETE FROM {table} WHERE episode_id = ?", [result.episode_id])
+            _finish_episodes(con, self._insert, [result])
 
     def insert_calls(self, calls: Sequence[CallRecord]) -> None:
         with self.transaction() as con:
-            con.executemany(
-                f"INSERT INTO llm_calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 23)})",
-                [_call_row(call) for call in calls],
+            _apply(con, self._insert, calls)
+
+    def write(self, writes: Sequence[Write]) -> list[duckdb.Error | None]:
+        """Apply call records, episode starts and episode results in one transaction.
+
+        The records go in with one multi-row ``INSERT`` per table, whatever their number:
+        a transaction and a statement cost far more than a row. If the transaction fails,
+        each write is tried again on its own, so one bad write fails alone.
+
+        Returns:
+            Per write, None when it is durable, else the error that refused it.
+
+        Raises:
+            StoreError: the file is damaged (nothing was written).
+        """
+        try:
+            with self.transaction() as con:
+                _apply(con, self._insert, writes)
+            return [None] * len(writes)
+        except duckdb.Error as exc:
+            if _is_damage(exc):
+                raise _damaged(self.path, exc) from exc
+            if len(writes) == 1:
+                return [exc]
+        errors: list[duckdb.Error | None] = []
+        for write in writes:
+            try:
+                with self.transaction() as con:
+                    _apply(con, self._insert, [write])
+                errors.append(None)
+            except duckdb.Error as exc:
+                if _is_damage(exc):
+                    raise _damaged(self.path, exc) from exc
+                errors.append(exc)
+        return errors
+
+
+Write = CallRecord | EpisodeStart | EpisodeResult
+"""What a running job writes through :class:`StoreWriter`, batched into shared transactions."""
+
+# Rows above which an INSERT passes one list per column (``unnest``) instead of a VALUES
+# tuple per row: binding per column is several times cheaper per row, but it pays a cast per
+# column, which a few rows do not repay. Each statement carries at most _ROWS_PER_INSERT rows.
+_COLUMNWISE_FROM = 8
+_ROWS_PER_INSERT = 2048
+
+
+class _Inserter:
+    """Multi-row INSERTs into the store's tables, with each table's column types looked up
+    once (a column-wise insert casts each list to its column's type)."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, dict[str, str]] = {}
+
+    def __call__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        table: str,
+        columns: Sequence[str] | None,
+        rows: Sequence[Sequence[object]],
+    ) -> None:
+        if not rows:
+            return
+        types = self._column_types(con, table)
+        names = list(columns) if columns is not None else list(types)
+        target = f"{table} ({', '.join(names)})"
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            if len(chunk) < _COLUMNWISE_FROM:
+                marks = "(" + ", ".join("?" * len(names)) + ")"
+                con.execute(
+                    f"INSERT INTO {target} VALUES {', '.join([marks] * len(chunk))}",
+                    [value for row in chunk for value in row],
+                )
+                continue
+            unnests = ", ".join(f"unnest(${i + 1}::{types[name]}[])" for i, name in enumerate(names))
+            con.execute(
+                f"INSERT INTO {target} SELECT {unnests}",
+                [list(column) for column in zip(*chunk, strict=True)],
             )
+
+    def _column_types(self, con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+        if table not in self._types:
+            rows = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+            self._types[table] = dict(rows)
+        return self._types[table]
+
+
+def _apply(con: duckdb.DuckDBPyConnection, insert: _Inserter, writes: Sequence[Write]) -> None:
+    """Write a batch inside an open transaction: calls, then starts, then results.
+
+    Calls are independent of episode rows; an episode's start is always submitted (and so
+    applied) before its result.
+    """
+    calls = [write for write in writes if isinstance(write, CallRecord)]
+    starts = [write for write in writes if isinstance(write, EpisodeStart)]
+    results = [write for write in writes if isinstance(write, EpisodeResult)]
+    insert(con, "llm_calls", _CALL_COLUMNS, [_call_row(call) for call in calls])
+    for start in starts:
+        if start.attempted_before:
+            for table in EPISODE_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE episode_id = ?", [start.episode_id])
+    insert(
+        con,
+        "episodes",
+        ("episode_id", "run_id", "scenario", "idx", "seed", "status", "persona", "spec", "started_at"),
+        [
+            [
+                s.episode_id,
+                s.run_id,
+                s.scenario,
+                s.idx,
+                s.seed,
+                "running",
+                s.persona,
+                s.spec_json,
+                s.started_at,
+            ]
+            for s in starts
+        ],
+    )
+    _finish_episodes(con, insert, results)
+
+
+def _finish_episodes(
+    con: duckdb.DuckDBPyConnection, insert: _Inserter, results: Sequence[EpisodeResult]
+) -> None:
+    """Insert finished episodes' turns and review rows and set their status."""
+    insert(
+        con,
+        "turns",
+        ("episode_id", "idx", "role", "content", "stage", "call_id", "role_flip", "tool_steps", "origin"),
+        [
+            [
+                result.episode_id,
+                t.idx,
+                t.role,
+                t.content,
+                t.stage,
+                t.call_id,
+                t.role_flip,
+                t.tool_steps_json,
+                t.origin,
+            ]
+            for result in results
+            for t in result.turns
+        ],
+    )
+    for result in results:
+        con.execute(
+            "UPDATE episodes SET status = ?, termination_reason = ?, n_turns = ?, role_flips = ?, "
+            "error = ?, finished_at = ?, goal_met = ?, user_consistent = ?, consistency_detail = ? "
+            "WHERE episode_id = ?",
+            [
+                result.status,
+                result.termination_reason,
+                len(result.turns),
+                result.role_flips,
+                result.error,
+                result.finished_at,
+                result.goal_met,
+                result.user_consistent,
+                result.consistency_detail,
+                result.episode_id,
+            ],
+        )
+    reviews = [result.review for result in results if result.review is not None]
+    for table, attribute in _REVIEW_TABLES:
+        insert(
+            con, table, None, [list(astuple(row)) for review in reviews for row in getattr(review, attribute)]
+        )
 
 
 # Tables whose rows belong to one episode (keyed by episode_id): cleared when an episode
@@ -394,15 +521,6 @@ _REVIEW_TABLES = (
 )
 
 
-def _write_review(con: duckdb.DuckDBPyConnection, episode_id: str, review: ReviewRows) -> None:
-    for table, attribute in _REVIEW_TABLES:
-        con.execute(f"DELETE FROM {table} WHERE episode_id = ?", [episode_id])
-        rows = [list(astuple(row)) for row in getattr(review, attribute)]
-        if rows:
-            marks = ", ".join("?" * len(rows[0]))
-            con.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
-
-
 def _call_row(call: CallRecord) -> list[object]:
     row: list[object] = list(astuple(call))
     row[-2] = json.dumps(call.annotations, sort_keys=True) if call.annotations else None
@@ -412,17 +530,22 @@ def _call_row(call: CallRecord) -> list[object]:
 class StoreWriter:
     """The single writer of a running job.
 
-    All statements run on one dedicated thread, in submission order. Call records are
-    batched: records that arrive while a flush is running go into the next transaction.
-    ``await record_call(...)`` returns only once the record is durable.
+    All statements run on one dedicated thread, in submission order. Writes (call records,
+    episode starts and results) are batched: whatever arrives while a transaction is being
+    written goes into the next one, so under load a transaction carries many rows and the
+    writer's cost per row stays small. ``await record_call(...)`` (and the episode writes)
+    return only once the write is durable: a model's answer is never used before its record
+    could survive a crash.
     """
 
     def __init__(self, store: Store):
         self.store = store
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dramaturg-store")
-        self._pending: list[tuple[CallRecord, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Write, asyncio.Future[None]]] = []
         self._flushing = False
         self._answered: set[str] | None = None
+        self._unwaited_failure: StoreError | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the writer thread.
@@ -447,40 +570,83 @@ class StoreWriter:
             return None
         return await self.run(self.store.cached_call, request_hash)
 
-    async def record_call(self, call: CallRecord) -> None:
+    async def record_call(self, call: CallRecord, *, wait: bool = True) -> None:
+        """Record a model call; returns once the record is durable.
+
+        With ``wait=False`` it returns at once: for calls that cost nothing to make again
+        (the sim's), whose records then batch freely. They still reach the store before any
+        later write (an episode's result, say), so a crash can only lose records the run
+        had not yet built on.
+        """
+        await self._write(call, wait=wait)
+
+    async def start_episode(self, start: EpisodeStart) -> None:
+        """Queue an episode's start. Nothing waits for it: everything the episode writes
+        later is queued after it, so no crash can keep its rows without its start."""
+        await self._write(start, wait=False)
+
+    async def finish_episode(self, result: EpisodeResult) -> None:
+        """Write an episode's result; returns once it is durable."""
+        await self._write(result)
+
+    async def _write(self, write: Write, *, wait: bool = True) -> None:
+        if self._unwaited_failure is not None:
+            raise self._unwaited_failure
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((call, future))
+        self._pending.append((write, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
-        await future
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        if wait:
+            await future
+        else:
+            future.add_done_callback(self._note_unwaited_failure)
+
+    def _note_unwaited_failure(self, future: asyncio.Future[None]) -> None:
+        # A write nobody waits for must not fail silently: the next write raises its error.
+        if not future.cancelled() and future.exception() is not None and self._unwaited_failure is None:
+            error = future.exception()
+            self._unwaited_failure = error if isinstance(error, StoreError) else StoreError(str(error))
 
     async def _flush(self) -> None:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    await self.run(self.store.insert_calls, [call for call, _ in batch])
-                except BaseException as exc:  # every waiter must learn its record is not durable
+                    errors = await self.run(self.store.write, [write for write, _ in batch])
+                except BaseException as exc:  # every waiter must learn its write is not durable
                     for _, future in batch:
                         if not future.done():
-                            future.set_exception(StoreError(f"cannot record a model call: {exc}"))
+                            future.set_exception(StoreError(f"cannot write to the store: {exc}"))
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for call, future in batch:
-                    if call.status == "ok" and self._answered is not None:
-                        self._answered.add(call.request_hash)
-                    if not future.done():
-                        future.set_result(None)
+                for (write, future), error in zip(batch, errors, strict=True):
+                    if future.done():
+                        continue
+                    if error is not None:
+                        future.set_exception(StoreError(f"cannot write {_what(write)}: {error}"))
+                        continue
+                    if isinstance(write, CallRecord) and write.status == "ok" and self._answered is not None:
+                        self._answered.add(write.request_hash)
+                    future.set_result(None)
         finally:
             self._flushing = False
 
-    async def start_episode(self, start: EpisodeStart) -> None:
-        await self.run(self.store.start_episode, start)
-
-    async def finish_episode(self, result: EpisodeResult) -> None:
-        await self.run(self.store.finish_episode, result)
+    async def drain(self) -> None:
+        """Return once every queued write is durable (or raise the error of one that failed)."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        if self._unwaited_failure is not None:
+            raise self._unwaited_failure
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
+
+
+def _what(write: Write) -> str:
+    if isinstance(write, CallRecord):
+        return "a model call's record"
+    if isinstance(write, EpisodeStart):
+        return f"the start of episode {write.episode_id}"
+    return f"episode {write.episode_id}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -16,6 +17,7 @@ from dramaturg.memory import (
     Store,
     StoreWriter,
     TurnRecord,
+    Write,
     utcnow,
 )
 
@@ -100,6 +102,76 @@ def test_writer_batches_call_records_and_makes_them_durable(tmp_path: Path) -> N
     asyncio.run(main())
     writer.close()
     assert store.sql("SELECT count(*) FROM llm_calls")[0][0] == 50
+    store.close()
+
+
+def test_writes_queued_together_share_a_transaction_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
+    from dramaturg.memory import CallRecord
+
+    store = Store.open(tmp_path / "s.duckdb")
+    writer = StoreWriter(store)
+    transactions: list[int] = []
+    write = store.write
+
+    def counted(writes: Sequence[Write]) -> list[duckdb.Error | None]:
+        transactions.append(len(writes))
+        return write(writes)
+
+    store.write = counted  # type: ignore[method-assign]
+
+    def call(i: int) -> CallRecord:
+        return CallRecord(
+            call_id=f"c{i}",
+            request_hash=f"h{i}",
+            run_id="r",
+            episode_id=f"e{i}",
+            backend="sim",
+            model="sim",
+            role="assistant",
+            status="ok",
+            request_json="{}",
+            latency_ms=1.0,
+            created_at=utcnow(),
+            response_text=f"answer {i}",
+            finish_reason="stop",
+        )
+
+    starts = [
+        EpisodeStart(f"e{i}", "r", "sc", i, i, "P", "{}", utcnow(), attempted_before=False) for i in range(20)
+    ]
+    refused = ReviewRows(outcomes=[PairOutcomeRow("e3", 1, "revision", "not-an-outcome")])
+    results = [
+        EpisodeResult(
+            f"e{i}",
+            "done",
+            "terminal_stage",
+            (TurnRecord(0, "user", "hi"), TurnRecord(1, "assistant", f"hello {i}")),
+            utcnow(),
+            review=refused if i == 3 else None,
+        )
+        for i in range(20)
+    ]
+
+    async def main() -> list[BaseException | None]:
+        await asyncio.gather(*(writer.start_episode(start) for start in starts))
+        outcomes = await asyncio.gather(
+            *(writer.record_call(call(i)) for i in range(20)),
+            *(writer.finish_episode(result) for result in results),
+            return_exceptions=True,
+        )
+        return list(outcomes)
+
+    outcomes = asyncio.run(main())
+    writer.close()
+    failed = [index for index, outcome in enumerate(outcomes) if outcome is not None]
+    assert failed == [20 + 3]  # episode e3's result, and nothing else
+    assert isinstance(outcomes[23], StoreError) and "episode e3" in str(outcomes[23])
+    # 60 writes in a handful of transactions: the first of each burst goes alone, the rest queue.
+    assert len(transactions) <= 6, transactions
+    assert store.sql("SELECT count(*) FROM llm_calls")[0][0] == 20
+    assert store.sql("SELECT count(*) FROM turns")[0][0] == 38
+    statuses = dict(store.sql("SELECT episode_id, status FROM episodes"))
+    assert statuses["e3"] == "running" and sum(s == "done" for s in statuses.values()) == 19
     store.close()
 
 

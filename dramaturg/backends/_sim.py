@@ -133,6 +133,7 @@ class SimBackend:
     """Offline backend. Deterministic: the reply is a function of the request alone."""
 
     name = "sim"
+    paid = False  # replies are computed here: repeating one costs nothing
 
     def __init__(self, options: SimOptions | None = None):
         self.options = options or SimOptions()
