@@ -7,14 +7,11 @@ Example:
     >>> summary = asyncio.run(run(config, "x.duckdb"))  # doctest: +SKIP
 """
 
-from dramaturg._config import (
-    ExecutionOptions,
-    LimitOptions,
-    ModelOptions,
-    ReviewOptions,
-    RunConfig,
-    SimBackendOptions,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from dramaturg._errors import (
     BackendError,
     ConfigError,
@@ -25,28 +22,38 @@ from dramaturg._errors import (
     StoreError,
     UserError,
 )
-from dramaturg._export import ExportFormat, ExportSummary, export
-from dramaturg._model import (
-    Backend,
-    GenerationParams,
-    Message,
-    ModelRequest,
-    ModelResponse,
-    ModelSpec,
-    request_hash,
-)
-from dramaturg._run import EpisodeRecord, RunSummary, run, run_sync
-from dramaturg.backends import FunctionBackend, SimBackend, SimOptions
-from dramaturg.memory import Store
-from dramaturg.scenarios import (
-    EpisodeSpec,
-    Persona,
-    Scenario,
-    Stage,
-    Transition,
-    load_scenario,
-    read_personas,
-)
+
+if TYPE_CHECKING:
+    from dramaturg._config import (
+        ExecutionOptions,
+        LimitOptions,
+        ModelOptions,
+        ReviewOptions,
+        RunConfig,
+        SimBackendOptions,
+    )
+    from dramaturg._export import ExportFormat, ExportSummary, export
+    from dramaturg._model import (
+        Backend,
+        GenerationParams,
+        Message,
+        ModelRequest,
+        ModelResponse,
+        ModelSpec,
+        request_hash,
+    )
+    from dramaturg._run import EpisodeRecord, RunSummary, run, run_sync
+    from dramaturg.backends import FunctionBackend, SimBackend, SimOptions
+    from dramaturg.memory import Store
+    from dramaturg.scenarios import (
+        EpisodeSpec,
+        Persona,
+        Scenario,
+        Stage,
+        Transition,
+        load_scenario,
+        read_personas,
+    )
 
 __all__ = [
     "Backend",
@@ -89,3 +96,53 @@ __all__ = [
     "run",
     "run_sync",
 ]
+
+# Where the rest of the public API lives. It loads on first use (PEP 562): the runtime brings
+# pydantic models, DuckDB, networkx and autogen, and `import dramaturg`, which every
+# `dramaturg` command pays (even `--help`), should not.
+_LAZY_FROM: dict[str, tuple[str, ...]] = {
+    "dramaturg._config": (
+        "ExecutionOptions",
+        "LimitOptions",
+        "ModelOptions",
+        "ReviewOptions",
+        "RunConfig",
+        "SimBackendOptions",
+    ),
+    "dramaturg._export": ("ExportFormat", "ExportSummary", "export"),
+    "dramaturg._model": (
+        "Backend",
+        "GenerationParams",
+        "Message",
+        "ModelRequest",
+        "ModelResponse",
+        "ModelSpec",
+        "request_hash",
+    ),
+    "dramaturg._run": ("EpisodeRecord", "RunSummary", "run", "run_sync"),
+    "dramaturg.backends": ("FunctionBackend", "SimBackend", "SimOptions"),
+    "dramaturg.memory": ("Store",),
+    "dramaturg.scenarios": (
+        "EpisodeSpec",
+        "Persona",
+        "Scenario",
+        "Stage",
+        "Transition",
+        "load_scenario",
+        "read_personas",
+    ),
+}
+_LAZY = {name: module for module, names in _LAZY_FROM.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dramaturg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup finds it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

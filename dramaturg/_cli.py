@@ -1,8 +1,13 @@
-"""The ``dramaturg`` command line."""
+"""The ``dramaturg`` command line.
+
+Only typer, Rich's console and light modules load here: `dramaturg --help`, `dramaturg
+scenarios` and a mistyped option answer without the runtime (DuckDB, networkx, autogen, the
+config's models), which each command imports when it runs. tests/test_cli_startup.py holds
+this.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -11,46 +16,23 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from typer.core import TyperCommand, TyperOption
 
-from dramaturg._calibrate import CalibrationReport, CalibrationRun, calibrated_judges, run_calibration
-from dramaturg._config import (
-    ExecutionOptions,
-    LimitOptions,
-    ModelOptions,
-    ReviewOptions,
-    SimBackendOptions,
-    option_name,
-)
 from dramaturg._errors import DramaturgError, StoreError, UserError
-from dramaturg._export import FORMAT_HELP, LEFT_OUT_REASONS, ExportFormat, export
-from dramaturg._gateway import GatewayStats
-from dramaturg._report import write_report
-from dramaturg._run import (
-    EpisodeRecord,
-    LiveRun,
-    RunConfig,
-    RunProgress,
-    RunSummary,
-    load_run_config,
-    new_run_id,
-    prepare,
-    run,
-)
-from dramaturg._stats import stats_tables
 from dramaturg._terminal import plain, safe
-from dramaturg._view import load_episode_view
-from dramaturg.evaluators import CurationResult, MetricSet, ensure_curated, read_metrics
-from dramaturg.memory import Store
-from dramaturg.scenarios import BUILTIN_SCENARIOS, load_scenario
+from dramaturg.outputs import ExportFormat
 from dramaturg.viewer import serve_command
+
+if TYPE_CHECKING:
+    from dramaturg._calibrate import CalibrationReport
+    from dramaturg._gateway import GatewayStats
+    from dramaturg._run import EpisodeRecord, LiveRun, RunConfig, RunProgress, RunSummary
+    from dramaturg.evaluators import CurationResult, MetricSet
+    from dramaturg.memory import Store
 
 app = typer.Typer(
     name="dramaturg",
@@ -296,6 +278,18 @@ def run_command(
 
     Example:  dramaturg run support-refund math-tutor -n 20 --db corpus.duckdb
     """
+    from pydantic import ValidationError
+
+    from dramaturg._config import (
+        ExecutionOptions,
+        LimitOptions,
+        ModelOptions,
+        ReviewOptions,
+        SimBackendOptions,
+        option_name,
+    )
+    from dramaturg._run import RunConfig, new_run_id, prepare
+
     try:
         config = RunConfig(
             scenarios=[*scenarios],
@@ -365,6 +359,9 @@ def _check_executor(config: RunConfig) -> None:
 
 def _note_uncalibrated_judge(config: RunConfig, db: Path) -> None:
     """A judge nobody measured decides which pairs ship: say so, and how to measure it."""
+    from dramaturg._calibrate import calibrated_judges
+    from dramaturg.memory import Store
+
     judge = config.role_models().verifier
     if judge.backend == "sim":
         return  # the sim judges only its own planted mistakes; there is nothing to learn
@@ -434,6 +431,11 @@ def resume_command(
 
     Example:  dramaturg resume run-20250101-120000-1a2b3c --db corpus.duckdb --critic-model openai:gpt-4o
     """
+    from pydantic import ValidationError
+
+    from dramaturg._config import option_name
+    from dramaturg._run import load_run_config
+
     try:
         stored = load_run_config(db, run_id)
     except UserError as exc:
@@ -487,6 +489,12 @@ def _finish(summary: RunSummary) -> None:
 
 
 def _run_with_progress(config: RunConfig, db: Path, *, serve_port: int | None = None) -> RunSummary:
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dramaturg._run import run
+
     progress = Progress(
         TextColumn("[bold]episodes"),
         BarColumn(),
@@ -786,6 +794,12 @@ def calibrate_command(
 
     Example:  dramaturg calibrate --judge-model openai:qwen2.5-coder-1.5b --base-url http://127.0.0.1:8080/v1
     """
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dramaturg._calibrate import CalibrationRun, run_calibration
+
     settings = CalibrationRun(
         judge=judge_model,
         critic=critic_model,
@@ -828,6 +842,9 @@ def _pct(value: float | None) -> str:
 
 
 def _print_calibration(report: CalibrationReport) -> None:
+    from rich import box
+    from rich.table import Table
+
     n = len(report.results)
     verdicts = 2 * n
     longer, shorter = report.length_bias()
@@ -882,9 +899,40 @@ def _print_calibration(report: CalibrationReport) -> None:
 @app.command("scenarios")
 def scenarios_command() -> None:
     """List the built-in scenarios."""
-    for name in BUILTIN_SCENARIOS:
-        scenario = load_scenario(name).scenario
-        out.print(f"{name:<16} {scenario.description}", highlight=False, soft_wrap=True)
+    from dramaturg.scenarios import BUILTIN_SCENARIOS, load_scenario
+
+    width = max(map(len, BUILTIN_SCENARIOS))
+    for name, module in BUILTIN_SCENARIOS.items():
+        description = _declared_description(module)
+        if description is None:
+            description = load_scenario(name).scenario.description
+        out.print(f"{name:<{width}}  {description}", highlight=False, soft_wrap=True)
+
+
+def _declared_description(module: str) -> str | None:
+    """The literal ``description=`` of the module-level ``scenario = Scenario(...)`` in ``module``.
+
+    Read from the source: loading a scenario validates it (its stage graph in networkx, its
+    tools' schemas, a sample episode), which listing three names should not wait for. None
+    when the description is not a literal; the caller loads the scenario then.
+    """
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    for node in ast.parse(Path(spec.origin).read_text(encoding="utf-8")).body:
+        match node:
+            case (
+                ast.Assign(targets=[ast.Name("scenario")], value=ast.Call(keywords=keywords))
+                | ast.AnnAssign(target=ast.Name("scenario"), value=ast.Call(keywords=keywords))
+            ):
+                for keyword in keywords:
+                    if keyword.arg == "description" and isinstance(keyword.value, ast.Constant):
+                        value = keyword.value.value
+                        return value if isinstance(value, str) else None
+    return None
 
 
 @app.command("view")
@@ -895,6 +943,9 @@ def view_command(
     db: DbOption = Path("dramaturg.duckdb"),
 ) -> None:
     """Show one episode: its dialogue, with critiques and revised originals inline."""
+    from dramaturg._view import load_episode_view
+    from dramaturg.memory import Store
+
     with _exit_codes(), Store.open(db, read_only=True) as store:
         view = load_episode_view(store, episode_id)
     goal = {True: "goal met", False: "goal not met", None: "goal not judged"}[view.goal_met]
@@ -922,7 +973,30 @@ def view_command(
             out.print(f"[{colour}]     check: {safe(check)}[/]", highlight=False, soft_wrap=True)
 
 
-@app.command("export")
+# Placeholders in `export`'s help for lists that live in the export module: see _ExportCommand.
+_FORMATS = "<formats>"
+_REASONS = "<reasons>"
+
+
+class _ExportCommand(TyperCommand):
+    """`export`, whose help lists the formats and the reasons a row is left out.
+
+    Both lists come from the export module, which loads DuckDB and curation: they are written
+    into the help when it is shown, so that building the command line, which every command
+    does, stays light.
+    """
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from dramaturg._export import FORMAT_HELP, LEFT_OUT_REASONS
+
+        reasons = ", ".join(r for r in LEFT_OUT_REASONS if r != "unfinished")
+        for param in self.params:
+            if isinstance(param, TyperOption) and param.help:
+                param.help = param.help.replace(_FORMATS, FORMAT_HELP).replace(_REASONS, reasons)
+        super().format_help(ctx, formatter)
+
+
+@app.command("export", cls=_ExportCommand)
 def export_command(
     db: Annotated[
         Path, typer.Option("--db", help="The DuckDB file to read (its runs are curated first if needed).")
@@ -931,7 +1005,7 @@ def export_command(
         ExportFormat,
         typer.Option(
             "--format",
-            help=FORMAT_HELP,
+            help=_FORMATS,
         ),
     ],
     out_file: Annotated[
@@ -953,7 +1027,7 @@ def export_command(
             "--include",
             metavar="REASON",
             help="Also export rows left out for this reason (repeatable), e.g. failed_check, "
-            f"duplicates, or all. Reasons: {', '.join(r for r in LEFT_OUT_REASONS if r != 'unfinished')}.",
+            f"duplicates, or all. Reasons: {_REASONS}.",
         ),
     ] = None,
     only_accepted: Annotated[
@@ -975,6 +1049,8 @@ def export_command(
 
     Example:  dramaturg export --db corpus.duckdb --format dpo --out pairs.parquet
     """
+    from dramaturg._export import export
+
     try:
         summary = export(
             db,
@@ -1028,6 +1104,12 @@ def stats_command(db: ReadDbOption, run_id: RunIdOption = None, refresh: Refresh
 
     Example:  dramaturg stats --db corpus.duckdb
     """
+    from rich import box
+    from rich.table import Table
+
+    from dramaturg._stats import stats_tables
+    from dramaturg.evaluators import read_metrics
+
     store, run, result = _curated(db, run_id, refresh)
     try:
         metrics = read_metrics(store, run)
@@ -1065,6 +1147,8 @@ def report_command(
 
     Example:  dramaturg report --db corpus.duckdb --out report.html
     """
+    from dramaturg._report import write_report
+
     if not out_file.parent.is_dir():
         raise _fail(f"{out_file}: the folder {out_file.parent} does not exist", 2)
     store, run, _ = _curated(db, run_id, refresh)
@@ -1079,6 +1163,9 @@ def report_command(
 
 def _curated(db: Path, run_id: str | None, refresh: bool) -> tuple[Store, str, CurationResult | None]:
     """Open the store and curate the run if its metrics are stale; the caller closes the store."""
+    from dramaturg.evaluators import ensure_curated
+    from dramaturg.memory import Store
+
     if not db.exists():
         raise _fail(f"{db}: no such store (run `dramaturg run ... --db {db}` first)", 2)
     try:

@@ -10,14 +10,16 @@ names too, landing each in its group: that is how
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from dramaturg._episode import RoleModels
 from dramaturg._model import ModelSpec
 from dramaturg.backends import BACKEND_FACTORIES
 from dramaturg.scenarios import OBJECT_PREFIX, Scenario
+
+if TYPE_CHECKING:
+    from dramaturg._episode import RoleModels
 
 __all__ = [
     "FLAT_OPTIONS",
@@ -64,6 +66,9 @@ class ModelOptions(BaseModel):
         return value
 
     def role_models(self) -> RoleModels:
+        # Imported here: the episode brings the agents (autogen), which a config does not need.
+        from dramaturg._episode import RoleModels
+
         known = frozenset(BACKEND_FACTORIES)
         base = ModelSpec.parse(self.model, known_backends=known)
 

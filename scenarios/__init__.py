@@ -3,36 +3,42 @@
 A scenario is a short Python file that builds one :class:`Scenario`; see README.md.
 """
 
-from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, CheckContext, CheckResult, ToolUse
-from dramaturg.scenarios._dsl import EpisodeSpec, Persona, PlannedStage, Scenario, Stage, Transition
-from dramaturg.scenarios._loader import (
-    BUILTIN_SCENARIOS,
-    OBJECT_PREFIX,
-    LoadedScenario,
-    builtin_scenarios,
-    load_scenario,
-)
-from dramaturg.scenarios._openings import (
-    EVOL_OPERATORS,
-    EvolOperator,
-    EvolvedRequests,
-    ImportedPrefixes,
-    Opening,
-    SeedRequests,
-    SpinDialogues,
-    TopicRequests,
-)
-from dramaturg.scenarios._personas import FACT_COLUMN_PREFIX, read_personas
-from dramaturg.scenarios._sampling import CoverageSampler
-from dramaturg.scenarios._sources import (
-    SAMPLE_DIALOGUES,
-    SAMPLE_DIALOGUES_SHAREGPT,
-    ImportedDialogue,
-    Speaker,
-    read_dialogues,
-    read_seeds,
-)
-from dramaturg.scenarios._tools import FunctionTool, SimulatedTool, ToolOutcome, ToolStatus
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, CheckContext, CheckResult, ToolUse
+    from dramaturg.scenarios._dsl import EpisodeSpec, Persona, PlannedStage, Scenario, Stage, Transition
+    from dramaturg.scenarios._loader import (
+        BUILTIN_SCENARIOS,
+        OBJECT_PREFIX,
+        LoadedScenario,
+        builtin_scenarios,
+        load_scenario,
+    )
+    from dramaturg.scenarios._openings import (
+        EVOL_OPERATORS,
+        EvolOperator,
+        EvolvedRequests,
+        ImportedPrefixes,
+        Opening,
+        SeedRequests,
+        SpinDialogues,
+        TopicRequests,
+    )
+    from dramaturg.scenarios._personas import FACT_COLUMN_PREFIX, read_personas
+    from dramaturg.scenarios._sampling import CoverageSampler
+    from dramaturg.scenarios._sources import (
+        SAMPLE_DIALOGUES,
+        SAMPLE_DIALOGUES_SHAREGPT,
+        ImportedDialogue,
+        Speaker,
+        read_dialogues,
+        read_seeds,
+    )
+    from dramaturg.scenarios._tools import FunctionTool, SimulatedTool, ToolOutcome, ToolStatus
 
 __all__ = [
     "BUILTIN_SCENARIOS",
@@ -73,3 +79,73 @@ __all__ = [
     "read_personas",
     "read_seeds",
 ]
+
+# Where each name lives, loaded on first use (PEP 562): the DSL brings pydantic, networkx and
+# jsonschema, and `dramaturg scenarios` lists the built-ins without them.
+_LAZY_FROM: dict[str, tuple[str, ...]] = {
+    "dramaturg.scenarios._checks": (
+        "DEFAULT_CHECK_TIMEOUT_S",
+        "Check",
+        "CheckContext",
+        "CheckResult",
+        "ToolUse",
+    ),
+    "dramaturg.scenarios._dsl": (
+        "EpisodeSpec",
+        "Persona",
+        "PlannedStage",
+        "Scenario",
+        "Stage",
+        "Transition",
+    ),
+    "dramaturg.scenarios._loader": (
+        "BUILTIN_SCENARIOS",
+        "OBJECT_PREFIX",
+        "LoadedScenario",
+        "builtin_scenarios",
+        "load_scenario",
+    ),
+    "dramaturg.scenarios._openings": (
+        "EVOL_OPERATORS",
+        "EvolOperator",
+        "EvolvedRequests",
+        "ImportedPrefixes",
+        "Opening",
+        "SeedRequests",
+        "SpinDialogues",
+        "TopicRequests",
+    ),
+    "dramaturg.scenarios._personas": (
+        "FACT_COLUMN_PREFIX",
+        "read_personas",
+    ),
+    "dramaturg.scenarios._sampling": ("CoverageSampler",),
+    "dramaturg.scenarios._sources": (
+        "SAMPLE_DIALOGUES",
+        "SAMPLE_DIALOGUES_SHAREGPT",
+        "ImportedDialogue",
+        "Speaker",
+        "read_dialogues",
+        "read_seeds",
+    ),
+    "dramaturg.scenarios._tools": (
+        "FunctionTool",
+        "SimulatedTool",
+        "ToolOutcome",
+        "ToolStatus",
+    ),
+}
+_LAZY = {name: module for module, names in _LAZY_FROM.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dramaturg.scenarios' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup finds it without coming here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -8,11 +8,13 @@ import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from dramaturg.scenarios._dsl import Scenario
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
 from dramaturg._errors import ScenarioError
+
+if TYPE_CHECKING:
+    from dramaturg.scenarios._dsl import Scenario
+    from pydantic import ValidationError
 
 __all__ = ["BUILTIN_SCENARIOS", "LoadedScenario", "builtin_scenarios", "load_scenario"]
 
@@ -97,6 +99,10 @@ def load_scenario(reference: str) -> LoadedScenario:
 
 
 def _scenarios_in(path: Path) -> list[tuple[str, Scenario]]:
+    # Imported here: BUILTIN_SCENARIOS is read (by `dramaturg scenarios`) without the DSL.
+    from dramaturg.scenarios._dsl import Scenario
+    from pydantic import ValidationError
+
     module_name = "dramaturg_user_scenario_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:

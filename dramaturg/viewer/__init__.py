@@ -9,15 +9,16 @@ Example:
     >>> app = create_app(ThreadStoreAccess(Store.open("corpus.duckdb")))  # doctest: +SKIP
 """
 
+import importlib
 from typing import TYPE_CHECKING
 
-from dramaturg.viewer._access import StoreAccess, ThreadStoreAccess, WriterStoreAccess
 from dramaturg.viewer._command import serve_command
-from dramaturg.viewer._server import serve
-from dramaturg.viewer._sql import EXAMPLE_QUERIES
 
 if TYPE_CHECKING:
+    from dramaturg.viewer._access import StoreAccess, ThreadStoreAccess, WriterStoreAccess
     from dramaturg.viewer._app import LOOPBACK_HOSTS, allowed_hosts_for, create_app
+    from dramaturg.viewer._server import serve
+    from dramaturg.viewer._sql import EXAMPLE_QUERIES
 
 __all__ = [
     "EXAMPLE_QUERIES",
@@ -31,14 +32,22 @@ __all__ = [
     "serve_command",
 ]
 
-_WEB_STACK = frozenset({"LOOPBACK_HOSTS", "allowed_hosts_for", "create_app"})
+_LAZY_FROM: dict[str, tuple[str, ...]] = {
+    "dramaturg.viewer._access": ("StoreAccess", "ThreadStoreAccess", "WriterStoreAccess"),
+    "dramaturg.viewer._app": ("LOOPBACK_HOSTS", "allowed_hosts_for", "create_app"),
+    "dramaturg.viewer._server": ("serve",),
+    "dramaturg.viewer._sql": ("EXAMPLE_QUERIES",),
+}
+_LAZY = {name: module for module, names in _LAZY_FROM.items() for name in names}
 
 
 def __getattr__(name: str) -> object:
-    # Starlette and Jinja2 load on first use: the CLI imports serve_command from this package
-    # for every command, and `dramaturg --help` should not pay for a web stack.
-    if name in _WEB_STACK:
-        from dramaturg.viewer import _app
-
-        return getattr(_app, name)
-    raise AttributeError(f"module 'dramaturg.viewer' has no attribute {name!r}")
+    # The store (DuckDB), Starlette and Jinja2 load on first use: the CLI registers
+    # serve_command from this package for every command, and `dramaturg --help` should not pay
+    # for them.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dramaturg.viewer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next lookup finds it without coming here
+    return value

@@ -12,7 +12,6 @@ from typing import Annotated
 import typer
 
 from dramaturg._errors import StoreError, UserError
-from dramaturg.viewer._server import serve
 
 __all__ = ["serve_command"]
 
@@ -39,6 +38,8 @@ def serve_command(
             typer.echo(
                 f"note: listening on {host}: whoever reaches it can read and annotate the store", err=True
             )
+
+    from dramaturg.viewer._server import serve  # the store and the web stack: only when it serves
 
     try:
         serve(db, host, port, announce=announce)
