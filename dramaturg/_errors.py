@@ -14,7 +14,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from dramaturg._model import RateLimits
 
 __all__ = [
     "BackendError",
@@ -89,6 +92,8 @@ class BackendError(RunError):
         kind: what failed, which decides whether the gateway retries.
         retry_after: seconds the provider asked us to wait, if it said.
         status: the HTTP status, if there was one.
+        rate_limits: the provider's rate-limit headers on the failed response (a
+            ``dramaturg.RateLimits``), if it sent them.
     """
 
     def __init__(
@@ -98,11 +103,13 @@ class BackendError(RunError):
         kind: BackendErrorKind,
         retry_after: float | None = None,
         status: int | None = None,
+        rate_limits: RateLimits | None = None,
     ):
         super().__init__(message)
         self.kind: BackendErrorKind = kind
         self.retry_after = retry_after
         self.status = status
+        self.rate_limits = rate_limits
 
     @property
     def retryable(self) -> bool:

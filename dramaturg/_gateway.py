@@ -176,7 +176,7 @@ class Gateway:
         self.run_id = run_id
         self.retry = retry or RetryPolicy()
         self.stats = GatewayStats()
-        self.limiter = limiter or RateLimiter()
+        self.limiter = limiter or RateLimiter(clock=clock)
         self.breaker = breaker or CircuitBreaker(clock=clock)
         self.prices = prices or PriceTable()
         self.budget = budget
@@ -251,12 +251,24 @@ class Gateway:
                 # Reserved inside the slot, so only calls about to start hold budget.
                 held = await self.budget.reserve(ceiling) if self.budget is not None else 0.0
                 try:
-                    await self.limiter.acquire(tokens)
+                    granted_at = await self.limiter.acquire(tokens)
                     started = time.perf_counter()
                     response = await self._send(backend, sent)
                 except BackendError as exc:
                     failure: BackendError | None = exc
-                    self._release(held, tokens, input_estimate)
+                    if exc.kind == "rate_limit":
+                        # Never charged by the server: the limiter takes back the slot and
+                        # holds every call until the server has room.
+                        if self.budget is not None:
+                            self.budget.settle(held, 0.0)
+                        self.limiter.rejected(
+                            granted_at,
+                            exc.retry_after if exc.retry_after is not None else self.retry.base_delay_s,
+                            exc.rate_limits,
+                            tokens=tokens,
+                        )
+                    else:
+                        self._release(held, tokens, input_estimate)
                 except BaseException:
                     self._release(held, tokens, input_estimate)
                     raise
@@ -268,6 +280,7 @@ class Gateway:
                     used = response.input_tokens + response.output_tokens
                     used += response.cache_read_tokens + response.cache_write_tokens
                     self.limiter.settle(tokens, used or tokens)
+                    self.limiter.observe(response.rate_limits)
             if failure is not None:
                 await self._record_failure(sent, key, episode_id, failure, attempt, started)
                 if failure.kind == "unsupported" and sent.response_format is not None:
@@ -286,8 +299,8 @@ class Gateway:
                 if not failure.retryable or exhausted:
                     raise failure
                 self.stats.retries += 1
-                delay = self.retry.delay(attempt, failure.retry_after, self._jitter)
-                await self._clock.sleep(delay)
+                if failure.kind != "rate_limit":  # the limiter paces a 429's retry
+                    await self._clock.sleep(self.retry.delay(attempt, failure.retry_after, self._jitter))
                 continue
             self.breaker.record(None)
             latency_ms = (time.perf_counter() - started) * 1000

@@ -3,7 +3,7 @@
 Everything here takes a :class:`Clock`, so tests drive time by hand instead of sleeping.
 
 The rate limiter is a generic cell rate algorithm (GCRA): every permit reserves the next slot
-on a schedule, so permits come out evenly spaced at exactly the configured rate. A token
+on a schedule, so permits come out evenly spaced at the configured (or learned) rate. A token
 bucket would let a full minute's worth of requests out at once; providers that enforce their
 per-minute limits over shorter windows answer such bursts with 429s, and every 429 costs an
 attempt and a retry-after pause.
@@ -12,6 +12,7 @@ attempt and a retry-after pause.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import Counter, deque
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from dramaturg._errors import BackendError
-from dramaturg._model import ModelRequest
+from dramaturg._model import ModelRequest, RateLimits
 
 __all__ = [
     "BreakerSettings",
@@ -60,60 +61,165 @@ class RateLimiter:
     both schedules allow; it then moves the request schedule on by ``60 / rpm`` seconds and
     the token schedule by ``tokens * 60 / tpm`` seconds. When the provider reports the real
     usage, :meth:`settle` moves the token schedule by the difference, so a run is paced by
-    what it really spends rather than by its estimates.
+    what it really spends rather than by its estimates. Time a schedule left unused is not
+    banked: after an idle spell the next permit is immediate, but the one after it is a full
+    interval later. That keeps traffic smooth.
 
-    Time a schedule left unused is not banked: after an idle spell the next permit is
-    immediate, but the one after it is a full interval later. That keeps traffic smooth.
+    Providers enforce a per-minute limit over a short sliding window (600 rpm: at most 10
+    requests in any second). A schedule alone cannot keep to that: a permit granted late
+    (a busy event loop) bunches with the next one, and the window refuses the later of the
+    two. So the limiter also keeps the times it really granted its last permits and grants
+    none while the window ``window_s`` (widened by the margin) already holds the limit's
+    share of them.
+
+    The limiter learns from the server (:meth:`observe`, :meth:`rejected`):
+
+    - the limits in its rate-limit headers: a lower limit than the configured one (or any
+      limit, when none was configured) becomes the pace;
+    - a 429 means the window was full when the request arrived, and that the server did
+      not count it. The permit is taken back (from the schedule and the window), every
+      permit waits for the ``retry-after`` the server named, and the margin grows by
+      ``MARGIN_STEP``: a request is still refused when the one ``limit`` requests before it
+      was delayed more on its way, and the margin is the room for that. It shrinks again by
+      a hundredth of a step per call answered, so it settles where about one call in a
+      hundred meets a 429.
 
     Args:
-        rpm: requests per minute, or None for no request limit.
-        tpm: tokens per minute, or None for no token limit.
+        rpm: requests per minute, or None for no request limit (until the server names one).
+        tpm: tokens per minute, or None for no token limit (until the server names one).
+        window_s: the sliding window the server enforces ``rpm`` over.
         clock: the time source (tests pass a manual clock).
 
     Example:
         >>> limiter = RateLimiter(rpm=600)
-        >>> # await limiter.acquire()  # permits 0.1 s apart
+        >>> # await limiter.acquire()  # permits 0.1 s apart, at most 10 in any second
     """
 
-    def __init__(self, *, rpm: float | None = None, tpm: float | None = None, clock: Clock | None = None):
+    MARGIN_STEP = 0.005
+    MAX_MARGIN = 0.1
+
+    def __init__(
+        self,
+        *,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        window_s: float = 1.0,
+        clock: Clock | None = None,
+    ):
         if rpm is not None and not (math.isfinite(rpm) and rpm > 0):
             raise ValueError(f"rpm must be a positive number, not {rpm!r}")
         if tpm is not None and not (math.isfinite(tpm) and tpm > 0):
             raise ValueError(f"tpm must be a positive number, not {tpm!r}")
-        self.rpm = rpm
-        self.tpm = tpm
+        if not (math.isfinite(window_s) and window_s > 0):
+            raise ValueError(f"window_s must be a positive number, not {window_s!r}")
         self._clock = clock or MonotonicClock()
-        self._request_interval = 60.0 / rpm if rpm else 0.0
-        self._seconds_per_token = 60.0 / tpm if tpm else 0.0
+        self.window_s = window_s
+        self.rpm: float | None = None
+        self.tpm: float | None = None
+        self._request_interval = 0.0
+        self._seconds_per_token = 0.0
+        self._granted: deque[float] = deque()  # when the permits in the window were granted
+        self._window_lock = asyncio.Lock()
+        self._set_limits(rpm, tpm)
         self._next_request = -math.inf
         self._next_token = -math.inf
+        self._hold_until = -math.inf
+        self.margin = 0.0
+        self.learned: list[str] = []  # what the server's headers taught, for the run summary
+
+    def _set_limits(self, rpm: float | None, tpm: float | None) -> None:
+        self.rpm, self.tpm = rpm, tpm
+        self._request_interval = 60.0 / rpm if rpm else 0.0
+        self._seconds_per_token = 60.0 / tpm if tpm else 0.0
+        share = max(1, int(rpm * self.window_s / 60)) if rpm else None
+        self._granted = deque(self._granted, maxlen=share)
 
     @property
     def limits_tokens(self) -> bool:
         """Whether callers need to estimate tokens at all."""
         return self.tpm is not None
 
-    async def acquire(self, tokens: int = 0) -> None:
+    async def acquire(self, tokens: int = 0) -> float:
         """Wait for the permit of one call estimated at ``tokens`` tokens.
 
         The slot is reserved before waiting (there is no await between reading and moving
         the schedules), so concurrent callers get consecutive slots in arrival order and a
         late wake-up never shifts later slots.
+
+        Returns:
+            When the permit was granted: pass it to :meth:`rejected` if the call meets a 429.
         """
-        if self.rpm is None and self.tpm is None:
-            return
         now = self._clock.now()
-        slot = max(now, self._next_request, self._next_token)
-        self._next_request = slot + self._request_interval
-        self._next_token = slot + max(tokens, 0) * self._seconds_per_token
+        hold = self._hold_until
+        slot = max(now, hold)
+        if self.rpm is not None or self.tpm is not None:
+            slot = max(slot, self._next_request, self._next_token)
+            self._next_request = slot + self._request_interval * (1 + self.margin)
+            self._next_token = slot + max(tokens, 0) * self._seconds_per_token
         if slot > now:
             await self._clock.sleep(slot - now)
+        # One caller at a time reads the window and records its grant, so no two take the
+        # same room; they come here in slot order.
+        async with self._window_lock:
+            now = self._clock.now()
+            full = self._granted.maxlen is not None and len(self._granted) == self._granted.maxlen
+            room_at = self._granted[0] + self.window_s * (1 + self.margin) if full else now
+            if room_at > now:
+                await self._clock.sleep(room_at - now)
+                now = self._clock.now()
+            if self._hold_until > max(hold, now):  # a 429 arrived meanwhile
+                await self._clock.sleep(self._hold_until - now)
+                now = self._clock.now()
+            self._granted.append(now)
+            return now
 
     def settle(self, reserved: int, actual: int) -> None:
         """Correct the token schedule once the provider has reported a call's real usage."""
         if self.tpm is None:
             return
         self._next_token += (actual - reserved) * self._seconds_per_token
+
+    def observe(self, limits: RateLimits | None) -> None:
+        """Learn from a successful response's rate-limit headers."""
+        self.margin = max(0.0, self.margin - self.MARGIN_STEP / 100)
+        self._learn(limits)
+
+    def _learn(self, limits: RateLimits | None) -> None:
+        if limits is None:
+            return
+        rpm, tpm = self.rpm, self.tpm
+        if limits.requests_per_minute and (rpm is None or limits.requests_per_minute < rpm):
+            rpm = limits.requests_per_minute
+            self.learned.append(f"{rpm:g} requests per minute")
+        if limits.tokens_per_minute and (tpm is None or limits.tokens_per_minute < tpm):
+            tpm = limits.tokens_per_minute
+            self.learned.append(f"{tpm:g} tokens per minute")
+        if (rpm, tpm) != (self.rpm, self.tpm):
+            self._set_limits(rpm, tpm)
+
+    def rejected(
+        self,
+        granted_at: float,
+        retry_after: float,
+        limits: RateLimits | None = None,
+        *,
+        tokens: int = 0,
+    ) -> None:
+        """A request was refused with 429: the server did not count it, so neither do we.
+
+        Args:
+            granted_at: what :meth:`acquire` returned for the refused request.
+            retry_after: how long the server said to wait; every permit waits that long.
+            limits: the 429's rate-limit headers, if any.
+            tokens: the tokens reserved for the refused request, given back too.
+        """
+        self._learn(limits)
+        with contextlib.suppress(ValueError):
+            self._granted.remove(granted_at)
+        self._next_request -= self._request_interval * (1 + self.margin)
+        self._next_token -= tokens * self._seconds_per_token
+        self._hold_until = max(self._hold_until, self._clock.now() + max(retry_after, 0.0))
+        self.margin = min(self.MAX_MARGIN, self.margin + self.MARGIN_STEP)
 
 
 @dataclass(frozen=True, slots=True)

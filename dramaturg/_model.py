@@ -18,6 +18,7 @@ __all__ = [
     "ModelRequest",
     "ModelResponse",
     "ModelSpec",
+    "RateLimits",
     "ResponseFormat",
     "RoleName",
     "ToolCall",
@@ -210,6 +211,23 @@ def request_hash(request: ModelRequest) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimits:
+    """What a provider's rate-limit headers said about the caller's budget, at one response.
+
+    Both APIs send them with every response (``x-ratelimit-*`` from OpenAI,
+    ``anthropic-ratelimit-*`` from Anthropic); the gateway's limiter learns the server's
+    limits from them. Absent values are None.
+    """
+
+    requests_per_minute: float | None = None
+    requests_remaining: int | None = None
+    requests_reset_s: float | None = None  # until the request budget is whole again
+    tokens_per_minute: float | None = None
+    tokens_remaining: int | None = None
+    tokens_reset_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelResponse:
     """What a backend returns. Token counts are the provider's own, when it reports them."""
 
@@ -223,6 +241,8 @@ class ModelResponse:
     # mistakes it planted here, so pair correctness can be measured against ground truth.
     annotations: tuple[tuple[str, str], ...] = ()
     tool_calls: tuple[ToolCall, ...] = ()
+    # Read from the response's headers; never stored (a cached answer has none).
+    rate_limits: RateLimits | None = None
 
 
 @runtime_checkable

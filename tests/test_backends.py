@@ -237,3 +237,40 @@ def test_gateway_retry_honours_retry_after_through_the_sdk(fake: FakeAPI, tmp_pa
     stats = fake.stats()
     assert stats["by_status"] == {"429": 1, "200": 1}
     assert stats["repeats_after_200"] == 0
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+def test_the_gateway_learns_the_servers_limit_and_keeps_to_its_window(
+    provider: str, fake: FakeAPI, tmp_path: Path
+) -> None:
+    # The server allows 1200 rpm as a 1 s sliding window (20 in any second); the gateway is
+    # given no limit at all. 80 distinct calls, up to 16 at once.
+    fake.configure(rpm_limit=1200, rate_window_s=1.0, latency_ms=20)
+
+    async def go() -> Gateway:
+        backend = make(provider, fake)
+        store = Store.open(tmp_path / "x.duckdb")
+        writer = StoreWriter(store)
+        gateway = Gateway({provider: backend}, writer, concurrency=16)
+        try:
+            await asyncio.gather(*(gateway.complete(request(provider, f"call {i}")) for i in range(80)))
+        finally:
+            await backend.aclose()
+            writer.close()
+            store.close()
+        return gateway
+
+    gateway = asyncio.run(go())
+    stats = fake.stats()
+    assert stats["answered_200"] == 80  # nothing lost
+    assert gateway.limiter.rpm == 1200
+    assert gateway.limiter.learned == ["1200 requests per minute"]
+    # Unpaced, 16 callers at 20 ms a call would meet hundreds of 429s. Paced at the learned
+    # limit, the 429s left come from timing jitter (a few on a quiet machine; a busy one
+    # delays some requests more than others on their way) and each was retried.
+    assert (
+        stats["by_status"].get("429", 0)
+        == stats["rate_limited"]
+        == gateway.stats.errors_by_kind["rate_limit"]
+    )
+    assert stats["rate_limited"] <= 20, stats["by_status"]

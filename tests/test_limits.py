@@ -29,8 +29,9 @@ from dramaturg import (
 )
 from dramaturg._gateway import Gateway, RetryPolicy
 from dramaturg._limits import BreakerSettings, CircuitBreaker, RateLimiter, estimate_input_tokens
+from dramaturg._model import RateLimits
 from dramaturg._pricing import Budget, Price, PriceTable
-from dramaturg.backends._sdk import kind_for_status, parse_retry_after, scrub
+from dramaturg.backends._sdk import kind_for_status, parse_rate_limits, parse_retry_after, scrub
 
 
 class ManualClock:
@@ -120,7 +121,8 @@ def test_rpm_permits_are_evenly_spaced_not_bursty() -> None:
 
 def test_concurrent_callers_get_consecutive_slots() -> None:
     clock = FrozenClock()
-    limiter = RateLimiter(rpm=120, clock=clock)
+    # A minute-long window: the schedule alone decides here (the window is tested below).
+    limiter = RateLimiter(rpm=120, window_s=60, clock=clock)
 
     async def burst() -> None:
         await asyncio.gather(*(limiter.acquire() for _ in range(4)))
@@ -142,6 +144,100 @@ def test_idle_time_is_not_banked_into_a_burst() -> None:
 
     asyncio.run(scenario())
     assert clock.sleeps == [1.0]
+
+
+class LateClock(ManualClock):
+    """A busy event loop: the sleeps named in ``late`` (by their order) overshoot by 50 ms."""
+
+    def __init__(self, late: set[int]) -> None:
+        super().__init__()
+        self.late = late
+
+    async def sleep(self, seconds: float) -> None:
+        overshoot = 0.05 if len(self.sleeps) in self.late else 0.0
+        await super().sleep(seconds + overshoot)
+
+
+def test_a_late_permit_never_lets_the_window_hold_more_than_the_limit() -> None:
+    # 600 rpm over a 1 s window: at most 10 permits in any second. The schedule alone would
+    # grant the 12th permit 1 s after a late 2nd one plus 50 ms less; the window makes it wait.
+    clock = LateClock(late={0})
+    limiter = RateLimiter(rpm=600, clock=clock)
+
+    async def permits() -> list[float]:
+        return [await limiter.acquire() - 1000.0 for _ in range(30)]
+
+    granted = asyncio.run(permits())
+    assert granted[1] == pytest.approx(0.15)  # the late one
+    assert granted[2] == pytest.approx(0.2)  # the schedule goes on
+    spans = [later - earlier for earlier, later in zip(granted, granted[10:], strict=False)]
+    assert min(spans) >= 1.0 - 1e-9
+    assert granted[11] == pytest.approx(1.15)  # waited for the late one to leave the window
+    assert granted[12] == pytest.approx(1.2)  # and the schedule goes on from there
+    assert granted[-1] == pytest.approx(2.9)
+
+
+def test_a_429_gives_its_permit_back_holds_everyone_and_widens_the_margin() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(rpm=600, clock=clock)
+
+    async def scenario() -> list[float]:
+        granted = [await limiter.acquire() for _ in range(10)]
+        limiter.rejected(granted[-1], retry_after=0.35)  # the 10th met a full window
+        granted.append(await limiter.acquire())  # its retry
+        return [round(t - 1000.0, 9) for t in granted]
+
+    granted = asyncio.run(scenario())
+    # The refused permit left the window, so the retry needs no slot of its own beyond the
+    # hold the server asked for: 0.9 + 0.35.
+    assert granted[-1] == pytest.approx(1.25)
+    assert limiter.margin == pytest.approx(RateLimiter.MARGIN_STEP)
+    for _ in range(100):
+        limiter.observe(None)
+    assert limiter.margin == pytest.approx(0.0)
+
+
+def test_the_servers_headers_teach_a_lower_limit_or_one_never_given() -> None:
+    clock = ManualClock()
+    given = RateLimiter(rpm=6000, clock=clock)
+    given.observe(RateLimits(requests_per_minute=600, tokens_per_minute=90_000))
+    assert (given.rpm, given.tpm) == (600, 90_000)
+    assert given.learned == ["600 requests per minute", "90000 tokens per minute"]
+    given.observe(RateLimits(requests_per_minute=1200))  # a higher limit never raises ours
+    assert given.rpm == 600
+
+    unset = RateLimiter(clock=clock)
+    unset.observe(RateLimits(requests_per_minute=120, requests_remaining=3))
+
+    async def permits() -> list[float]:
+        return [round(await unset.acquire() - 1000.0, 9) for _ in range(3)]
+
+    assert asyncio.run(permits()) == [0.0, 0.5, 1.0]
+
+
+def test_rate_limit_headers_of_both_providers_parse() -> None:
+    openai = parse_rate_limits(
+        {
+            "x-ratelimit-limit-requests": "600",
+            "x-ratelimit-remaining-requests": "599",
+            "x-ratelimit-reset-requests": "6m0.5s",
+            "x-ratelimit-limit-tokens": "150000",
+            "x-ratelimit-reset-tokens": "20ms",
+        }
+    )
+    assert openai == RateLimits(600, 599, 360.5, 150_000, None, 0.02)
+    now = datetime(2026, 12, 3, 18, 0, 0, tzinfo=UTC).timestamp()
+    anthropic = parse_rate_limits(
+        {
+            "anthropic-ratelimit-requests-limit": "50",
+            "anthropic-ratelimit-requests-remaining": "49",
+            "anthropic-ratelimit-requests-reset": "2026-12-03T18:00:01.5Z",
+            "anthropic-ratelimit-tokens-remaining": "oops",
+        },
+        now=now,
+    )
+    assert anthropic == RateLimits(50, 49, 1.5, None, None, None)
+    assert parse_rate_limits({"content-type": "application/json"}) is None
 
 
 def test_tpm_paces_by_estimate_and_settles_to_reported_usage() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from dramaturg._errors import BackendError, ConfigError
@@ -27,6 +28,7 @@ from dramaturg.backends._sdk import (
     body_message,
     call_errors,
     kind_for_status,
+    parse_rate_limits,
     parse_retry_after,
     scrub,
     transport_error,
@@ -108,7 +110,7 @@ class AnthropicBackend:
             ]
             tool_choice = {"type": "none"} if request.tool_choice == "none" else {"type": "auto"}
         try:
-            message = await self._client.messages.create(
+            raw = await self._client.messages.with_raw_response.create(
                 model=request.model,
                 max_tokens=request.params.max_tokens,
                 messages=anthropic_messages(request.messages),
@@ -118,9 +120,11 @@ class AnthropicBackend:
                 tools=tools,
                 tool_choice=tool_choice,
             )
+            message = await raw.parse()
         except self._catch as exc:
             raise self._translate(exc, structured=fmt is not None) from exc
-        return _response(message, tool=fmt.name if fmt is not None else None)
+        response = _response(message, tool=fmt.name if fmt is not None else None)
+        return replace(response, rate_limits=parse_rate_limits(raw.headers))
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""
@@ -148,6 +152,7 @@ class AnthropicBackend:
                 scrub(f"anthropic: HTTP {status} {detail}{hint}", *_KEY_VARS),
                 kind=kind,
                 retry_after=parse_retry_after(exc.response.headers),
+                rate_limits=parse_rate_limits(exc.response.headers),
                 status=status,
             )
         if isinstance(exc, sdk.APITimeoutError):

@@ -35,6 +35,7 @@ from dramaturg.backends._sdk import (
     body_message,
     call_errors,
     kind_for_status,
+    parse_rate_limits,
     parse_retry_after,
     scrub,
     transport_error,
@@ -122,7 +123,7 @@ class OpenAIBackend:
                 shape = "json_schema"
                 wire_format = json_schema_format(fmt)
         try:
-            completion = await self._client.chat.completions.create(
+            raw = await self._client.chat.completions.with_raw_response.create(
                 model=request.model,
                 messages=messages,
                 temperature=request.params.temperature,
@@ -134,9 +135,10 @@ class OpenAIBackend:
                 tool_choice=tool_choice,
                 extra_body=extra_body,
             )
+            completion = raw.parse()
         except self._catch as exc:
             raise self._translate(exc, request.model, shape) from exc
-        response = _response(completion)
+        response = replace(_response(completion), rate_limits=parse_rate_limits(raw.headers))
         if request.tools and not response.tool_calls:
             return calls_written_as_text(response, {tool.name for tool in request.tools})
         return response
@@ -161,6 +163,7 @@ class OpenAIBackend:
                 scrub(f"openai: HTTP {status} {detail}{hint}", _KEY_VAR),
                 kind=kind,
                 retry_after=parse_retry_after(exc.response.headers),
+                rate_limits=parse_rate_limits(exc.response.headers),
                 status=status,
             )
         if isinstance(exc, sdk.APITimeoutError):

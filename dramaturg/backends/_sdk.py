@@ -11,16 +11,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from dramaturg._errors import BackendError, BackendErrorKind
+from dramaturg._model import RateLimits
 
 __all__ = [
     "body_message",
     "call_errors",
     "kind_for_status",
+    "parse_rate_limits",
     "parse_retry_after",
     "scrub",
     "transport_error",
@@ -81,6 +85,66 @@ def _number(raw: str | None) -> float | None:
     except ValueError:
         return None
     return value if math.isfinite(value) and value >= 0 else None
+
+
+def parse_rate_limits(headers: Mapping[str, str], *, now: float | None = None) -> RateLimits | None:
+    """The rate-limit headers of either provider, or None when a response carries none.
+
+    OpenAI: ``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``, resets as durations
+    (``1s``, ``6m0s``, ``20ms``). Anthropic: ``anthropic-ratelimit-{requests,tokens}-{limit,
+    remaining,reset}``, resets as RFC 3339 times. Values that do not parse count as absent.
+    """
+    requests = _budget(headers, "requests", now)
+    tokens = _budget(headers, "tokens", now)
+    if requests == tokens == (None, None, None):
+        return None
+    return RateLimits(*requests, *tokens)
+
+
+_PARTS = ("limit", "remaining", "reset")
+
+
+def _budget(
+    headers: Mapping[str, str], unit: str, now: float | None
+) -> tuple[float | None, int | None, float | None]:
+    """(per minute, remaining, seconds to reset) of one unit, in whichever shape was sent."""
+    openai = [headers.get(f"x-ratelimit-{part}-{unit}") for part in _PARTS]
+    if any(value is not None for value in openai):
+        limit, remaining, reset = openai
+        reset_s = _duration(reset)
+    else:
+        limit, remaining, reset = (headers.get(f"anthropic-ratelimit-{unit}-{part}") for part in _PARTS)
+        reset_s = _seconds_until(reset, now)
+    left = _number(remaining)
+    return _number(limit), int(left) if left is not None else None, reset_s
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|h|m|s))+")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _duration(raw: str | None) -> float | None:
+    """Seconds in an OpenAI reset duration such as ``6m0s``, ``1.5s`` or ``20ms``."""
+    if raw is None:
+        return None
+    raw = raw.strip()
+    if _DURATION.fullmatch(raw) is None:
+        return _number(raw)
+    return sum(float(value) * _UNIT_SECONDS[unit] for value, unit in _DURATION_PART.findall(raw))
+
+
+def _seconds_until(raw: str | None, now: float | None) -> float | None:
+    """Seconds from ``now`` until an RFC 3339 time (never negative)."""
+    if raw is None:
+        return None
+    try:
+        when = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 def body_message(body: object) -> str | None:

@@ -51,6 +51,8 @@ import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import IO, Any, Literal, Self, TypeGuard, cast
@@ -106,6 +108,13 @@ class FakeAPIConfig(BaseModel):
         refuse_json_schema: Answer an OpenAI ``json_schema`` response format the way
             llama-cpp-python's server (0.3.x) does: HTTP 500 with a validation error that
             names ``'json_object'``, which it accepts (with an optional ``schema``).
+        rpm_limit: Requests per minute the server enforces, the way the real APIs do: over a
+            sliding window of ``rate_window_s`` (600 rpm over 1 s: at most 10 requests in any
+            second). A request over the limit is answered 429 at once, with ``retry-after-ms``
+            saying when the window next has room, and is not counted against the window.
+            Every response carries the provider's rate-limit headers
+            (``x-ratelimit-*-requests``, ``anthropic-ratelimit-requests-*``).
+        rate_window_s: The sliding window ``rpm_limit`` is enforced over.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -123,6 +132,8 @@ class FakeAPIConfig(BaseModel):
     rate_malformed: float = Field(default=0.0, ge=0, le=1)
     refuse_response_format: bool = False
     refuse_json_schema: bool = False
+    rpm_limit: float | None = Field(default=None, gt=0)
+    rate_window_s: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _rates_are_a_distribution(self) -> Self:
@@ -381,6 +392,33 @@ def _rough_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    """What the sliding-window rate limit made of one request."""
+
+    admitted: bool
+    rpm: float
+    remaining: int
+    free_in_s: float  # until the window has room for one more request
+
+    def headers(self, provider: Provider) -> dict[str, str]:
+        """The provider's own rate-limit headers for this state of the window."""
+        if provider == "anthropic":
+            reset = datetime.now(UTC) + timedelta(seconds=self.free_in_s)
+            return {
+                "anthropic-ratelimit-requests-limit": f"{self.rpm:g}",
+                "anthropic-ratelimit-requests-remaining": str(self.remaining),
+                "anthropic-ratelimit-requests-reset": reset.isoformat(timespec="milliseconds").replace(
+                    "+00:00", "Z"
+                ),
+            }
+        return {
+            "x-ratelimit-limit-requests": f"{self.rpm:g}",
+            "x-ratelimit-remaining-requests": str(self.remaining),
+            "x-ratelimit-reset-requests": f"{round(self.free_in_s * 1000)}ms",
+        }
+
+
 class _State:
     """Config, counters and responder cache shared by all handler threads."""
 
@@ -405,6 +443,26 @@ class _State:
             self.first_request_at: float | None = None
             self.last_response_at: float | None = None
             self.last_bodies: deque[Any] = deque(maxlen=LAST_BODIES)
+            self.window: deque[float] = deque()  # arrival times the rate limit counted
+            self.rate_limited = 0
+
+    def admit(self, config: FakeAPIConfig) -> RateWindow | None:
+        """Count a request against the sliding window; None when no limit is set."""
+        if config.rpm_limit is None:
+            return None
+        capacity = max(1, int(config.rpm_limit * config.rate_window_s / 60))
+        now = time.monotonic()
+        with self.lock:
+            while self.window and self.window[0] <= now - config.rate_window_s:
+                self.window.popleft()
+            admitted = len(self.window) < capacity
+            if admitted:
+                self.window.append(now)
+            else:
+                self.rate_limited += 1
+            # When the window next has room: its oldest request leaves it.
+            free_in = self.window[0] + config.rate_window_s - now if len(self.window) >= capacity else 0.0
+            return RateWindow(admitted, config.rpm_limit, capacity - len(self.window), max(free_in, 0.0))
 
     def arrive(self, body_hash: str, body: Any) -> tuple[int, FakeAPIConfig]:
         """Count a model request; return its attempt number and the config to answer with."""
@@ -444,6 +502,7 @@ class _State:
                 "first_request_at": self.first_request_at,
                 "last_response_at": self.last_response_at,
                 "last_bodies": list(self.last_bodies),
+                "rate_limited": self.rate_limited,
             }
 
     def merge_config(self, changes: dict[str, Any]) -> FakeAPIConfig:
@@ -492,6 +551,7 @@ class _Handler(BaseHTTPRequestHandler):
     # Reaps idle keep-alive connections so their threads do not live forever.
     timeout = 300
     server: _Server
+    _rate_headers: dict[str, str] = {}  # noqa: RUF012 - replaced per request, never mutated
 
     def setup(self) -> None:
         super().setup()
@@ -574,6 +634,16 @@ class _Handler(BaseHTTPRequestHandler):
         config: FakeAPIConfig,
     ) -> tuple[str, bool]:
         """Send the response; return (by_status key, whether it was a well-formed 200)."""
+        window = self.server.state.admit(config)
+        self._rate_headers = window.headers(provider) if window is not None else {}
+        if window is not None and not window.admitted:
+            headers = {
+                "retry-after": f"{window.free_in_s:.3f}",
+                "retry-after-ms": str(round(window.free_in_s * 1000)),
+            }
+            return self._fail(
+                provider, 429, f"rate limit: {window.rpm:g} requests per minute", headers
+            ), False
         if config.latency_ms > 0:
             time.sleep(config.latency_ms / 1000)
         key = self._api_key()
@@ -638,7 +708,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "malformed":
             self._send_bytes(200, payload[: len(payload) // 2])
             return "malformed", False
-        self._send_bytes(200, payload, self._request_id_header(provider))
+        self._send_bytes(200, payload, {**self._request_id_header(provider), **self._rate_headers})
         return "200", True
 
     def _fail(
@@ -648,7 +718,7 @@ class _Handler(BaseHTTPRequestHandler):
         message: str,
         headers: dict[str, str] | None = None,
     ) -> str:
-        extra = {**self._request_id_header(provider), **(headers or {})}
+        extra = {**self._request_id_header(provider), **self._rate_headers, **(headers or {})}
         self._send_json(status, _error_body(provider, status, message), extra)
         return str(status)
 
