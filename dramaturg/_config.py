@@ -10,9 +10,17 @@ names too, landing each in its group: that is how
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from dramaturg._model import ModelSpec
 from dramaturg.backends import BACKEND_FACTORIES
@@ -145,11 +153,12 @@ class ExecutionOptions(BaseModel):
         default=None, description="where Ray workers write their shards (default: <db>.shards)"
     )
 
-    @model_validator(mode="after")
-    def _ray_options_need_ray(self) -> Self:
-        if self.executor != "ray" and (self.ray_address or self.shard_dir):
-            raise ValueError("ray_address and shard_dir apply to executor 'ray' only")
-        return self
+    @field_validator("ray_address", "shard_dir")
+    @classmethod
+    def _ray_options_need_ray(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value and info.data.get("executor") != "ray":
+            raise ValueError("applies to executor 'ray' only (pass --executor ray)")
+        return value
 
 
 # Flat name (as the CLI flag spells it) -> (group, field).

@@ -23,7 +23,7 @@ import math
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from dramaturg._errors import ConfigError, DramaturgError
 from dramaturg._gateway import Gateway, GatewayStats, Usage
 from dramaturg._health import RoleHealth
 from dramaturg._limits import CircuitBreaker, RateLimiter
-from dramaturg._model import GenerationParams
+from dramaturg._model import GenerationParams, RateLimits
 from dramaturg._pricing import Budget
 from dramaturg._run import (
     EpisodeRecord,
@@ -60,10 +60,19 @@ from dramaturg.evaluators import CheckRunner, CheckSuite, ForkedCheckRunner
 from dramaturg.memory import Store, StoreWriter
 from dramaturg.scenarios import LoadedScenario
 
-__all__ = ["Batch", "BatchOutcome", "RayRun", "perform_batch", "perform_on_ray", "require_ray"]
+__all__ = [
+    "Batch",
+    "BatchOutcome",
+    "RayRun",
+    "ShareOfLimiter",
+    "perform_batch",
+    "perform_on_ray",
+    "require_ray",
+]
 
-# The environment the backends read (keys and endpoints): a task runs in its worker's
-# environment, so the driver's values go with each task (Ray's runtime_env).
+# The environment the backends read (keys and endpoints). A task runs in its worker's
+# environment, so the driver's values go with each task, in its arguments: not through Ray's
+# runtime_env, whose agent writes the variables it sets into the cluster's logs.
 FORWARDED_ENV = (
     "ANTHROPIC_API_KEY",
     "ANTHROPIC_AUTH_TOKEN",
@@ -93,6 +102,37 @@ def require_ray() -> Any:
     return ray
 
 
+class ShareOfLimiter(RateLimiter):
+    """One task's limiter: its fair share of the run's limits, also of those it learns.
+
+    A provider's rate-limit headers name the limit of the key, which every task of the run
+    shares; a task that adopted it whole would, with the others, send ``shares`` times too
+    much. So what the headers say is divided like the configured limits.
+    """
+
+    def __init__(self, *, shares: int, rpm: float | None = None, tpm: float | None = None) -> None:
+        super().__init__(rpm=rpm, tpm=tpm)
+        self.shares = shares
+
+    def _share(self, limits: RateLimits | None) -> RateLimits | None:
+        if limits is None:
+            return None
+        rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
+        return replace(
+            limits,
+            requests_per_minute=rpm / self.shares if rpm else rpm,
+            tokens_per_minute=tpm / self.shares if tpm else tpm,
+        )
+
+    def observe(self, limits: RateLimits | None) -> None:
+        super().observe(self._share(limits))
+
+    def rejected(
+        self, granted_at: float, retry_after: float, limits: RateLimits | None = None, *, tokens: int = 0
+    ) -> None:
+        super().rejected(granted_at, retry_after, self._share(limits), tokens=tokens)
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """What one Ray task performs: some episodes of a run, with its share of the limits."""
@@ -104,7 +144,9 @@ class Batch:
     episodes: tuple[tuple[str, int, int, str], ...]  # (scenario, index, seed, episode id)
     rpm: float | None
     tpm: float | None
+    shares: int  # tasks that may run at once: each gets this share of the run's limits
     budget_usd: float | None
+    environment: dict[str, str] = field(default_factory=dict, repr=False)  # may hold API keys
 
 
 @dataclass(slots=True)
@@ -119,8 +161,21 @@ class BatchOutcome:
 
 
 def perform_batch(batch: Batch) -> BatchOutcome:
-    """The body of a Ray task: perform a batch into a fresh shard, on its own event loop."""
-    return asyncio.run(_perform_batch(batch))
+    """The body of a Ray task: perform a batch into a fresh shard, on its own event loop.
+
+    The driver's keys and endpoints are this process's environment while the task runs (the
+    SDKs read them, and error messages are scrubbed of them), and are taken back after.
+    """
+    saved = {name: os.environ.get(name) for name in batch.environment}
+    os.environ.update(batch.environment)
+    try:
+        return asyncio.run(_perform_batch(batch))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 async def _perform_batch(batch: Batch) -> BatchOutcome:
@@ -147,7 +202,7 @@ async def _perform_batch(batch: Batch) -> BatchOutcome:
             run_id=batch.run_id,
             concurrency=config.limits.concurrency,
             jitter_seed=config.seed + batch.number,
-            limiter=RateLimiter(rpm=batch.rpm, tpm=batch.tpm),
+            limiter=ShareOfLimiter(shares=batch.shares, rpm=batch.rpm, tpm=batch.tpm),
             breaker=CircuitBreaker(),
             prices=_price_table(config.with_changes(budget_usd=None), models),
             budget=Budget(batch.budget_usd) if batch.budget_usd is not None else None,
@@ -259,10 +314,7 @@ async def perform_on_ray(ray_run: RayRun, jobs: Iterator[_Job], todo: int) -> No
                 "`ray start --address HEAD:PORT --num-cpus N`"
             )
         await ray_run.writer.run(export_call_cache, ray_run.writer.store, folder / CACHE_FILE)
-        env = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
-        task = ray.remote(perform_batch).options(
-            num_cpus=1, max_retries=MAX_RETRIES, **({"runtime_env": {"env_vars": env}} if env else {})
-        )
+        task = ray.remote(perform_batch).options(num_cpus=1, max_retries=MAX_RETRIES)
         batches = _batches(jobs, _batch_size(todo, slots, ray_run.config.limits.concurrency))
         number = 0
         while True:
@@ -340,7 +392,9 @@ def _batch(
         episodes=episodes,
         rpm=limits.rpm / slots if limits.rpm else None,
         tpm=limits.tpm / slots if limits.tpm else None,
+        shares=slots,
         budget_usd=budget,
+        environment={name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)},
     )
 
 

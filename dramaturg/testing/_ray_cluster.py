@@ -62,6 +62,19 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
+def _descends_from(pid: int, groups: set[int]) -> bool:
+    """Whether ``pid`` or one of its ancestors is in one of the process ``groups``."""
+    while pid > 1:
+        try:
+            if os.getpgid(pid) in groups:
+                return True
+            # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ")".
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ProcessLookupError, ValueError, IndexError):
+            return False
+    return False
+
+
 def _ray_executable() -> str:
     # The `ray` script of the running interpreter, so a venv's Ray is the one started.
     beside = Path(sys.executable).with_name("ray")
@@ -81,8 +94,12 @@ class RayNode:
     def pid(self) -> int:
         return self.process.pid
 
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        """Stop the node and every process it started (its process group), by its PID."""
+    def stop(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Stop the node and every process it started (its process group), by its PID.
+
+        SIGKILL by default: a test cluster holds nothing worth saving, and on SIGTERM a node
+        drains for up to 30 s.
+        """
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, sig)
@@ -167,7 +184,15 @@ class LocalRayCluster:
         ]
         if name == "head":
             command += ["--include-dashboard=false", "--temp-dir", str(self.root / "ray")]
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # Keep a job's idle workers (Ray's system config, read from RAY_* variables): a
+            # process driving several runs reuses warm ones instead of paying a fresh worker's
+            # imports each time, even while another job's workers share the node.
+            "RAY_num_workers_soft_limit": "8",
+            "RAY_idle_worker_killing_time_threshold_ms": "600000",
+        }
         with log.open("wb") as out:
             process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -187,6 +212,26 @@ class LocalRayCluster:
             time.sleep(0.1)
         node.startup_s = time.monotonic() - started
         return node
+
+    def task_processes(self, function: str) -> list[int]:
+        """PIDs of this cluster's worker processes running ``function`` now.
+
+        Ray titles a worker process ``ray::NAME`` while it runs a task of NAME. Workers start
+        sessions of their own, so a process counts as this cluster's when one of its
+        ancestors is in a node's process group.
+        """
+        groups = {node.pid for node in self.nodes}
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith(f"ray::{function}") and _descends_from(int(entry.name), groups):
+                found.append(int(entry.name))
+        return sorted(found)
 
     def stop(self) -> None:
         """Stop the worker nodes, then the head, each by its PID; safe to call twice."""
