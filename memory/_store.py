@@ -544,6 +544,7 @@ class StoreWriter:
         self._pending: list[tuple[Write, asyncio.Future[None]]] = []
         self._flushing = False
         self._answered: set[str] | None = None
+        self._answered_load: asyncio.Future[set[str]] | None = None
         self._unwaited_failure: StoreError | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -565,7 +566,12 @@ class StoreWriter:
         # Most lookups of a fresh run miss; answering those from an in-memory set of the
         # store's answered hashes saves a round trip through the writer thread per call.
         if self._answered is None:
-            self._answered = await self.run(self.store.answered_hashes)
+            # One read for all: the calls that start together must not each read the store.
+            if self._answered_load is None:
+                self._answered_load = asyncio.ensure_future(self.run(self.store.answered_hashes))
+            answered = await asyncio.shield(self._answered_load)
+            if self._answered is None:
+                self._answered = answered
         if request_hash not in self._answered:
             return None
         return await self.run(self.store.cached_call, request_hash)

@@ -105,6 +105,28 @@ def test_writer_batches_call_records_and_makes_them_durable(tmp_path: Path) -> N
     store.close()
 
 
+def test_calls_starting_together_read_the_answered_hashes_once(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.duckdb")
+    writer = StoreWriter(store)
+    reads: list[int] = []
+    answered = store.answered_hashes
+
+    def counted() -> set[str]:
+        reads.append(1)
+        return answered()
+
+    store.answered_hashes = counted  # type: ignore[method-assign]
+
+    async def main() -> None:
+        misses = await asyncio.gather(*(writer.cached_call(f"h{i}") for i in range(200)))
+        assert misses == [None] * 200
+
+    asyncio.run(main())
+    writer.close()
+    store.close()
+    assert len(reads) == 1
+
+
 def test_writes_queued_together_share_a_transaction_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
     from dramaturg.memory import CallRecord
 
