@@ -306,6 +306,7 @@ async def perform_on_ray(ray_run: RayRun, jobs: Iterator[_Job], todo: int) -> No
             logging_level=logging.WARNING,
         )
     in_flight: dict[asyncio.Future[BatchOutcome], tuple[Any, int]] = {}
+    ended = False
     try:
         slots = int(ray.cluster_resources().get("CPU", 0))
         if slots < 1:
@@ -337,11 +338,14 @@ async def perform_on_ray(ray_run: RayRun, jobs: Iterator[_Job], todo: int) -> No
                     await _bring_in(ray_run, outcome)
             if ray_run.summary.stopped:
                 _cancel(ray, in_flight)
+        ended = True
     finally:
         _cancel(ray, in_flight)
         # Shards of cancelled or killed attempts: their calls were paid for, and a finished
-        # episode among them need not be performed again.
-        left = await ingest_leftover_shards(ray_run.writer, folder, wait_s=_LEFTOVER_WAIT_S)
+        # episode among them need not be performed again. Interrupted (Ctrl-C, an error), the
+        # run does not wait for cancelled tasks to let go of theirs: a resume brings them in.
+        wait_s = _LEFTOVER_WAIT_S if ended else 0.0
+        left = await ingest_leftover_shards(ray_run.writer, folder, wait_s=wait_s)
         ray_run.summary.done += sum(status == "done" for status in left.episodes.values())
         ray_run.summary.failed += sum(status == "failed" for status in left.episodes.values())
         with contextlib.suppress(FileNotFoundError):
