@@ -621,6 +621,10 @@ def _print_summary(summary: RunSummary) -> None:
             ("schema", f"{label} refused response_format; prompt-only JSON for it from then on")
             for label in sorted(calls.schema_fallbacks)
         ],
+        *[
+            ("limits", f"paced at {limit}, as the server's rate-limit headers said")
+            for limit in calls.learned_limits
+        ],
         ("elapsed", f"{summary.elapsed_s:.1f} s"),
     ]
     for label, value in rows:

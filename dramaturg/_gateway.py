@@ -92,6 +92,9 @@ class GatewayStats:
     unpriced: set[str] = field(default_factory=set)  # "backend:model"s without a price entry
     # "backend:model"s that refused response_format: their replies are prompt-only JSON
     schema_fallbacks: set[str] = field(default_factory=set)
+    # limits the server's rate-limit headers set below the configured ones ("600 requests
+    # per minute"), in the order the limiter learned them
+    learned_limits: list[str] = field(default_factory=list)
 
     def add(self, request: ModelRequest, response: ModelResponse, cost_usd: float | None) -> None:
         """Count one paid call; ``cost_usd`` None means the model has no price entry."""
@@ -177,6 +180,7 @@ class Gateway:
         self.retry = retry or RetryPolicy()
         self.stats = GatewayStats()
         self.limiter = limiter or RateLimiter(clock=clock)
+        self.stats.learned_limits = self.limiter.learned
         self.breaker = breaker or CircuitBreaker(clock=clock)
         self.prices = prices or PriceTable()
         self.budget = budget
