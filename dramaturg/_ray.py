@@ -34,14 +34,13 @@ from dramaturg._gateway import Gateway, GatewayStats, Usage
 from dramaturg._health import RoleHealth
 from dramaturg._limits import CircuitBreaker, RateLimiter
 from dramaturg._model import GenerationParams, RateLimits
-from dramaturg._pricing import Budget
+from dramaturg._pricing import Budget, PriceTable
 from dramaturg._run import (
     EpisodeRecord,
     RunSummary,
     _backends,
     _episode,
     _Job,
-    _price_table,
     _review_settings,
     prepare,
 )
@@ -146,6 +145,7 @@ class Batch:
     tpm: float | None
     shares: int  # tasks that may run at once: each gets this share of the run's limits
     budget_usd: float | None
+    prices: PriceTable  # read by the driver: a --prices file need not exist on the workers
     environment: dict[str, str] = field(default_factory=dict, repr=False)  # may hold API keys
 
 
@@ -156,8 +156,6 @@ class BatchOutcome:
     shard: str
     summary: RunSummary
     records: list[EpisodeRecord]
-    pid: int
-    cached_calls: int  # answered calls the task could replay when it started
 
 
 def perform_batch(batch: Batch) -> BatchOutcome:
@@ -204,7 +202,7 @@ async def _perform_batch(batch: Batch) -> BatchOutcome:
             jitter_seed=config.seed + batch.number,
             limiter=ShareOfLimiter(shares=batch.shares, rpm=batch.rpm, tpm=batch.tpm),
             breaker=CircuitBreaker(),
-            prices=_price_table(config.with_changes(budget_usd=None), models),
+            prices=batch.prices,
             budget=Budget(batch.budget_usd) if batch.budget_usd is not None else None,
             timeout_s=config.limits.timeout_s,
         )
@@ -241,7 +239,7 @@ async def _perform_batch(batch: Batch) -> BatchOutcome:
         writer.close()
         store.close()
         cache.close()
-    return BatchOutcome(str(shard), summary, records, os.getpid(), len(cache))
+    return BatchOutcome(str(shard), summary, records)
 
 
 def _jobs(batch: Batch, scenarios: dict[str, LoadedScenario], check_runner: CheckRunner) -> Iterator[_Job]:
@@ -316,6 +314,7 @@ async def perform_on_ray(ray_run: RayRun, jobs: Iterator[_Job], todo: int) -> No
             )
         await ray_run.writer.run(export_call_cache, ray_run.writer.store, folder / CACHE_FILE)
         task = ray.remote(perform_batch).options(num_cpus=1, max_retries=MAX_RETRIES)
+        prices = PriceTable.from_file(ray_run.config.limits.prices)
         batches = _batches(jobs, _batch_size(todo, slots, ray_run.config.limits.concurrency))
         number = 0
         while True:
@@ -324,7 +323,7 @@ async def perform_on_ray(ray_run: RayRun, jobs: Iterator[_Job], todo: int) -> No
                 if episodes is None:
                     break
                 number += 1
-                batch = _batch(ray_run, number, episodes, slots, len(in_flight))
+                batch = _batch(ray_run, number, episodes, slots, len(in_flight), prices)
                 ref = task.remote(batch)
                 in_flight[asyncio.wrap_future(ref.future())] = (ref, number)
             if not in_flight:
@@ -373,7 +372,12 @@ def _batches(jobs: Iterator[_Job], size: int) -> Iterator[tuple[tuple[str, int, 
 
 
 def _batch(
-    ray_run: RayRun, number: int, episodes: tuple[tuple[str, int, int, str], ...], slots: int, running: int
+    ray_run: RayRun,
+    number: int,
+    episodes: tuple[tuple[str, int, int, str], ...],
+    slots: int,
+    running: int,
+    prices: PriceTable,
 ) -> Batch:
     """Batch ``number``, with its fair share of the run's limits.
 
@@ -397,6 +401,7 @@ def _batch(
         rpm=limits.rpm / slots if limits.rpm else None,
         tpm=limits.tpm / slots if limits.tpm else None,
         shares=slots,
+        prices=prices,
         budget_usd=budget,
         environment={name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)},
     )
@@ -413,7 +418,7 @@ def _outcome(
         if isinstance(cause, DramaturgError):
             raise cause from exc
         raise
-    except (ray.exceptions.RayError, asyncio.CancelledError) as exc:
+    except ray.exceptions.RayError as exc:
         if not summary.stopped:
             summary.stopped = (
                 f"ray: batch {number} failed after {MAX_RETRIES + 1} attempts "

@@ -31,6 +31,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -84,19 +85,12 @@ def _quoted(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _cached(row: tuple[object, ...]) -> CachedCall:
+def _cached(row: tuple[Any, ...]) -> CachedCall:
+    """A ``_CACHED_COLUMNS`` row as the gateway reads a cached answer (as Store.cached_call)."""
     _, call_id, text, finish, tokens_in, tokens_out, cache_read, cache_write, notes, calls = row
-    annotations = tuple(sorted(json.loads(str(notes)).items())) if notes else ()
+    annotations = tuple(sorted(json.loads(notes).items())) if notes else ()
     return CachedCall(
-        str(call_id),
-        str(text),
-        str(finish),
-        int(str(tokens_in)),
-        int(str(tokens_out)),
-        int(str(cache_read)),
-        int(str(cache_write)),
-        annotations,
-        None if calls is None else str(calls),
+        call_id, text, finish, tokens_in, tokens_out, cache_read, cache_write, annotations, calls
     )
 
 
@@ -128,9 +122,6 @@ class CallCache:
                 left.setdefault(str(row[0]), _cached(row))
         return cls(folder / CACHE_FILE, left)
 
-    def __len__(self) -> int:
-        return len(self._hashes | self._left.keys())
-
     def lookup(self, request_hash: str) -> CachedCall | None:
         """The stored answer to a request, or None."""
         found = self._left.get(request_hash)
@@ -146,7 +137,7 @@ class CallCache:
         self._con.close()
 
 
-def _answered_in(shard: Path) -> list[tuple[object, ...]]:
+def _answered_in(shard: Path) -> list[tuple[Any, ...]]:
     """The answered calls of a shard nobody writes any more; none for a shard still held."""
     try:
         con = duckdb.connect(str(shard), read_only=True)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import ray  # the suite runs these tests: `ray` is in the install command (README, .ci/run)
@@ -39,7 +39,9 @@ from dramaturg import (
     run_sync,
 )
 from dramaturg._model import RateLimits
-from dramaturg._ray import ShareOfLimiter, _batch_size
+from dramaturg._pricing import PriceTable
+from dramaturg._ray import RayRun, ShareOfLimiter, _batch, _batch_size
+from dramaturg._run import RunSummary
 from dramaturg._shards import CallCache, ShardWriter, ingest_leftover_shards, shard_folder
 from dramaturg.testing import FakeAPI, FakeAPIConfig, LocalRayCluster
 from tests.conftest import dramaturg_subprocess, query
@@ -252,6 +254,27 @@ def test_batches_are_even_rounds_of_at_most_twice_the_concurrency() -> None:
     assert _batch_size(todo=6, slots=2, concurrency=8) == 3
     assert _batch_size(todo=1, slots=4, concurrency=8) == 1
     assert _batch_size(todo=10**8, slots=2, concurrency=8) == 16
+
+
+def test_tasks_running_at_once_split_the_rate_limits_and_can_never_overspend_the_budget(
+    tmp_path: Path,
+) -> None:
+    config = RunConfig(
+        scenarios=["math-tutor"],
+        limits=LimitOptions(rpm=600, tpm=90_000, budget_usd=10.0),
+        execution=ExecutionOptions(executor="ray"),
+    )
+    ray_run = RayRun(config, "r", tmp_path / "s.duckdb", cast(StoreWriter, None), RunSummary("r", "s"))
+    ray_run.prior_cost_usd = 2.0  # spent by an earlier invocation
+    first = _batch(ray_run, 1, (), slots=2, running=0, prices=PriceTable())
+    second = _batch(ray_run, 2, (), slots=2, running=1, prices=PriceTable())
+    assert (first.rpm, first.tpm, first.shares) == (300, 45_000, 2)
+    assert (first.budget_usd, second.budget_usd) == (4.0, 4.0)
+    # The first task finished having spent 1.5 of its 4: the next may spend what is left.
+    ray_run._held.pop(1)
+    ray_run.summary.calls.total.cost_usd = 1.5
+    third = _batch(ray_run, 3, (), slots=2, running=1, prices=PriceTable())
+    assert third.budget_usd == pytest.approx(10.0 - 2.0 - 1.5 - 4.0)
 
 
 def test_each_task_keeps_its_share_of_the_limits_the_provider_names() -> None:
