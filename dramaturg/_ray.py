@@ -21,6 +21,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dramaturg._config import RunConfig
-from dramaturg._errors import ConfigError, DramaturgError
+from dramaturg._errors import ConfigError, DramaturgError, StoreError
 from dramaturg._gateway import Gateway, GatewayStats, Usage
 from dramaturg._health import RoleHealth
 from dramaturg._limits import CircuitBreaker, RateLimiter
@@ -85,6 +86,7 @@ MAX_RETRIES = 3
 # Each task performs up to this many times --concurrency episodes: enough that its
 # performers stay busy, few enough that progress (and a resume's loss) moves in small steps.
 _BATCH_ROUNDS = 2
+_OPEN_ATTEMPTS = 40  # 2 s
 # After the last batch, or at a stop, how long a cancelled task's shard may stay held
 # before it is left for the next invocation.
 _LEFTOVER_WAIT_S = 15.0
@@ -185,7 +187,7 @@ async def _perform_batch(batch: Batch) -> BatchOutcome:
     # A fresh file per attempt: a retried batch never opens a dead attempt's shard for writing,
     # it reads the dead attempt's answers through the cache.
     shard = folder / f"b{batch.number:05d}-{uuid.uuid4().hex[:8]}.duckdb"
-    store = Store.open(shard)
+    store = _open_shard(shard)
     cache = CallCache.load(folder, own=shard)
     writer = ShardWriter(store, cache)
     check_runner = ForkedCheckRunner()
@@ -240,6 +242,21 @@ async def _perform_batch(batch: Batch) -> BatchOutcome:
         store.close()
         cache.close()
     return BatchOutcome(str(shard), summary, records)
+
+
+def _open_shard(path: Path) -> Store:
+    """A new shard. Another task reading the folder's shards for its cache (or the driver
+    checking which are held) may hold the fresh file for an instant: try again, briefly."""
+    attempts = 0
+    while True:
+        try:
+            return Store.open(path)
+        except StoreError as exc:
+            attempts += 1
+            held = "held by" in str(exc) or "in use" in str(exc)
+            if not held or attempts >= _OPEN_ATTEMPTS:
+                raise
+            time.sleep(0.05)
 
 
 def _jobs(batch: Batch, scenarios: dict[str, LoadedScenario], check_runner: CheckRunner) -> Iterator[_Job]:
