@@ -31,7 +31,7 @@ from typing import Any
 
 from dramaturg._config import RunConfig
 from dramaturg._errors import ConfigError, DramaturgError, StoreError
-from dramaturg._gateway import Gateway, GatewayStats, Usage
+from dramaturg._gateway import Gateway
 from dramaturg._health import RoleHealth
 from dramaturg._limits import CircuitBreaker, RateLimiter
 from dramaturg._model import GenerationParams, RateLimits
@@ -52,6 +52,7 @@ from dramaturg._shards import (
     export_call_cache,
     ingest_leftover_shards,
     ingest_shard,
+    merge_stats,
     remove_shard,
     shard_folder,
 )
@@ -364,6 +365,7 @@ async def perform_on_ray(ray_run: RayRun, jobs: Iterator[_Job], todo: int) -> No
         left = await ingest_leftover_shards(ray_run.writer, folder, wait_s=wait_s)
         ray_run.summary.done += sum(status == "done" for status in left.episodes.values())
         ray_run.summary.failed += sum(status == "failed" for status in left.episodes.values())
+        merge_stats(ray_run.summary.calls, left.stats)  # what killed attempts paid for
         with contextlib.suppress(FileNotFoundError):
             (folder / CACHE_FILE).unlink()
         with contextlib.suppress(OSError):
@@ -476,28 +478,8 @@ def merge_summary(into: RunSummary, part: RunSummary) -> None:
     into.eliminated.update(part.eliminated)
     if part.stopped and not into.stopped:
         into.stopped = part.stopped
-    _merge_calls(into.calls, part.calls)
+    merge_stats(into.calls, part.calls)
     if into.health is not None and part.health is not None:
         into.health.replies.update(part.health.replies)
         into.health.failures.update(part.health.failures)
         into.health.samples.update(part.health.samples)
-
-
-def _merge_calls(into: GatewayStats, part: GatewayStats) -> None:
-    into.cache_hits += part.cache_hits
-    into.failed_attempts += part.failed_attempts
-    into.retries += part.retries
-    into.errors_by_kind.update(part.errors_by_kind)
-    for usage, add in [(into.total, part.total), *_usage_pairs(into, part)]:
-        usage.calls += add.calls
-        usage.input_tokens += add.input_tokens
-        usage.output_tokens += add.output_tokens
-        usage.cache_read_tokens += add.cache_read_tokens
-        usage.cache_write_tokens += add.cache_write_tokens
-        usage.cost_usd += add.cost_usd
-    into.unpriced |= part.unpriced
-    into.schema_fallbacks |= part.schema_fallbacks
-
-
-def _usage_pairs(into: GatewayStats, part: GatewayStats) -> list[tuple[Usage, Usage]]:
-    return [(into.usage.setdefault(key, Usage()), usage) for key, usage in part.usage.items()]

@@ -29,12 +29,13 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from dramaturg._gateway import GatewayStats, Usage
 from dramaturg.memory import EPISODE_TABLES, CachedCall, Store, StoreWriter
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "export_call_cache",
     "ingest_leftover_shards",
     "ingest_shard",
+    "merge_stats",
     "remove_shard",
     "shard_folder",
     "shard_is_held",
@@ -173,10 +175,13 @@ class ShardWriter(StoreWriter):
 
 @dataclass(frozen=True, slots=True)
 class Ingested:
-    """What one shard brought into the store."""
+    """What one shard (or several) brought into the store."""
 
     calls: int
     episodes: dict[str, str]  # episode id -> 'done' or 'failed', for those the store took
+    # The calls brought in, counted as the gateway counts them: the summary of a run whose
+    # worker died counts what the dead attempt paid for, too.
+    stats: GatewayStats = field(default_factory=GatewayStats)
 
 
 def ingest_shard(store: Store, shard: Path) -> Ingested:
@@ -207,6 +212,7 @@ def ingest_shard(store: Store, shard: Path) -> Ingested:
         ids = sorted(finished)
         with store.transaction() as con:
             before = con.execute("SELECT count(*) FROM llm_calls").fetchall()[0][0]
+            stats = _stats_of_new_calls(con)
             con.execute(
                 "INSERT INTO llm_calls BY NAME SELECT * FROM shard.llm_calls s "
                 "WHERE s.call_id NOT IN (SELECT call_id FROM llm_calls)"
@@ -220,9 +226,52 @@ def ingest_shard(store: Store, shard: Path) -> Ingested:
                         "WHERE list_contains(?, episode_id)",
                         [ids],
                     )
-        return Ingested(int(calls), {episode_id: str(status) for episode_id, status in finished.items()})
+        taken = {episode_id: str(status) for episode_id, status in finished.items()}
+        return Ingested(int(calls), taken, stats)
     finally:
         store.sql("DETACH shard")
+
+
+def _stats_of_new_calls(con: duckdb.DuckDBPyConnection) -> GatewayStats:
+    """The shard's calls the store lacks, by role and model (answered) and by error kind."""
+    stats = GatewayStats()
+    rows = con.execute(
+        "SELECT role, backend || ':' || model, status, error_kind, count(*), sum(input_tokens), "
+        "sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(cost_usd) "
+        "FROM shard.llm_calls s WHERE s.call_id NOT IN (SELECT call_id FROM llm_calls) GROUP BY ALL"
+    ).fetchall()
+    for role, label, status, kind, n, tokens_in, tokens_out, cache_read, cache_write, cost in rows:
+        if status != "ok":
+            stats.failed_attempts += n
+            stats.errors_by_kind[kind] += n
+            continue
+        paid = Usage(n, tokens_in, tokens_out, cache_read, cache_write, cost)
+        add_usage(stats.usage.setdefault((role, label), Usage()), paid)
+        add_usage(stats.total, paid)
+    return stats
+
+
+def add_usage(into: Usage, more: Usage) -> None:
+    """Add ``more``'s calls, tokens and cost to ``into``."""
+    into.calls += more.calls
+    into.input_tokens += more.input_tokens
+    into.output_tokens += more.output_tokens
+    into.cache_read_tokens += more.cache_read_tokens
+    into.cache_write_tokens += more.cache_write_tokens
+    into.cost_usd += more.cost_usd
+
+
+def merge_stats(into: GatewayStats, part: GatewayStats) -> None:
+    """Add one gateway's (or one shard's) counters to another's, in place."""
+    into.cache_hits += part.cache_hits
+    into.failed_attempts += part.failed_attempts
+    into.retries += part.retries
+    into.errors_by_kind.update(part.errors_by_kind)
+    add_usage(into.total, part.total)
+    for key, usage in part.usage.items():
+        add_usage(into.usage.setdefault(key, Usage()), usage)
+    into.unpriced |= part.unpriced
+    into.schema_fallbacks |= part.schema_fallbacks
 
 
 def shard_is_held(shard: Path) -> bool:
@@ -250,7 +299,7 @@ async def ingest_leftover_shards(writer: StoreWriter, folder: Path, *, wait_s: f
     and a shard brought in later than its episodes are dispatched again would be paid twice.
     After ``wait_s`` it is left for the next invocation.
     """
-    calls, episodes = 0, dict[str, str]()
+    calls, episodes, stats = 0, dict[str, str](), GatewayStats()
     if not folder.is_dir():
         return Ingested(0, {})
     deadline = time.monotonic() + wait_s
@@ -264,10 +313,11 @@ async def ingest_leftover_shards(writer: StoreWriter, folder: Path, *, wait_s: f
             found = await writer.run(ingest_shard, writer.store, shard)
             remove_shard(shard)
             calls += found.calls
+            merge_stats(stats, found.stats)
             episodes.update(found.episodes)
         pending = held
         if pending and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         elif pending:
             break
-    return Ingested(calls, episodes)
+    return Ingested(calls, episodes, stats)

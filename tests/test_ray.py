@@ -213,6 +213,8 @@ def test_killing_a_worker_mid_run_costs_only_its_calls_in_flight(
     assert stats["repeats_after_200"] <= concurrency
     stored = query(db, "SELECT count(*) FROM llm_calls WHERE status = 'ok'")[0][0]
     assert stats["answered_200"] - stored == stats["repeats_after_200"]
+    # The summary counts every stored call, the killed attempt's too (brought in at the end).
+    assert summary.calls.calls == stored
 
 
 def test_resume_after_killing_the_driver_pays_no_answered_call_again(
@@ -332,7 +334,7 @@ def test_a_retried_attempt_reads_the_dead_attempts_answers_and_the_store_takes_t
         None,
     ]
 
-    async def bring_in() -> tuple[int, int]:
+    async def bring_in() -> tuple[int, int, int]:
         store = Store.open(tmp_path / "s.duckdb")
         writer = StoreWriter(store)
         try:
@@ -341,9 +343,9 @@ def test_a_retried_attempt_reads_the_dead_attempts_answers_and_the_store_takes_t
         finally:
             writer.close()
             store.close()
-        return first.calls, second.calls
+        return first.calls, second.calls, first.stats.usage[("assistant", "sim:sim")].calls
 
-    assert asyncio.run(bring_in()) == (2, 0)
+    assert asyncio.run(bring_in()) == (2, 0, 2)
     assert query(tmp_path / "s.duckdb", "SELECT request_hash, annotations FROM llm_calls ORDER BY 1") == [
         ("h1", '{"planted": "x"}'),
         ("h2", '{"planted": "x"}'),
