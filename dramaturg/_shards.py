@@ -272,6 +272,8 @@ def merge_stats(into: GatewayStats, part: GatewayStats) -> None:
         add_usage(into.usage.setdefault(key, Usage()), usage)
     into.unpriced |= part.unpriced
     into.schema_fallbacks |= part.schema_fallbacks
+    # On Ray each task learns its share of a limit the provider names: say each share once.
+    into.learned_limits.extend(limit for limit in part.learned_limits if limit not in into.learned_limits)
 
 
 def shard_is_held(shard: Path) -> bool:
