@@ -187,6 +187,9 @@ class LocalRayCluster:
         env = {
             **os.environ,
             "RAY_USAGE_STATS_ENABLED": "0",
+            # A token file left by a local Ray elsewhere on this machine (~/.ray/auth_token)
+            # would turn token authentication on for the head but not for the nodes joining it.
+            "RAY_AUTH_MODE": "disabled",
             # Keep a job's idle workers (Ray's system config, read from RAY_* variables): a
             # process driving several runs reuses warm ones instead of paying a fresh worker's
             # imports each time, even while another job's workers share the node.
