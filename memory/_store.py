@@ -549,6 +549,7 @@ class StoreWriter:
         self._flushing = False
         self._answered: set[str] | None = None
         self._answered_load: asyncio.Future[set[str]] | None = None
+        self._queued_answers: dict[str, CallRecord] = {}  # by request hash, not yet durable
         self._unwaited_failure: StoreError | None = None
         self._flusher: asyncio.Task[None] | None = None
 
@@ -569,6 +570,9 @@ class StoreWriter:
     async def cached_call(self, request_hash: str) -> CachedCall | None:
         # Most lookups of a fresh run miss; answering those from an in-memory set of the
         # store's answered hashes saves a round trip through the writer thread per call.
+        queued = self._queued_answers.get(request_hash)
+        if queued is not None:  # answered, its record not yet durable: the same answer
+            return _cached(queued)
         if self._answered is None:
             # One read for all: the calls that start together must not each read the store.
             if self._answered_load is None:
@@ -588,6 +592,9 @@ class StoreWriter:
         later write (an episode's result, say), so a crash can only lose records the run
         had not yet built on.
         """
+        if not wait and call.status == "ok":
+            # Until its record is durable, a repeat of the request is answered from here.
+            self._queued_answers.setdefault(call.request_hash, call)
         await self._write(call, wait=wait)
 
     async def start_episode(self, start: EpisodeStart) -> None:
@@ -637,8 +644,11 @@ class StoreWriter:
                     if error is not None:
                         future.set_exception(StoreError(f"cannot write {_what(write)}: {error}"))
                         continue
-                    if isinstance(write, CallRecord) and write.status == "ok" and self._answered is not None:
-                        self._answered.add(write.request_hash)
+                    if isinstance(write, CallRecord) and write.status == "ok":
+                        if self._answered is not None:
+                            self._answered.add(write.request_hash)
+                        if self._queued_answers.get(write.request_hash) is write:
+                            del self._queued_answers[write.request_hash]
                     future.set_result(None)
         finally:
             self._flushing = False
@@ -652,6 +662,21 @@ class StoreWriter:
 
     def close(self) -> None:
         self._thread.shutdown(wait=True)
+
+
+def _cached(call: CallRecord) -> CachedCall:
+    notes = tuple(sorted(call.annotations.items())) if call.annotations else ()
+    return CachedCall(
+        call.call_id,
+        call.response_text or "",
+        call.finish_reason or "stop",
+        call.input_tokens,
+        call.output_tokens,
+        call.cache_read_tokens,
+        call.cache_write_tokens,
+        notes,
+        call.tool_calls_json,
+    )
 
 
 def _what(write: Write) -> str:

@@ -105,6 +105,43 @@ def test_writer_batches_call_records_and_makes_them_durable(tmp_path: Path) -> N
     store.close()
 
 
+def test_a_call_recorded_without_waiting_answers_its_repeat_before_it_is_durable(tmp_path: Path) -> None:
+    from dramaturg.memory import CallRecord
+
+    store = Store.open(tmp_path / "s.duckdb")
+    writer = StoreWriter(store)
+    call = CallRecord(
+        call_id="c1",
+        request_hash="h1",
+        run_id="r",
+        episode_id="e1",
+        backend="sim",
+        model="sim",
+        role="critic",
+        status="ok",
+        request_json="{}",
+        latency_ms=1.0,
+        created_at=utcnow(),
+        response_text="the same answer",
+        finish_reason="stop",
+        annotations={"planted": "none"},
+    )
+
+    async def main() -> None:
+        await writer.cached_call("warm")  # the answered hashes are loaded
+        await writer.record_call(call, wait=False)
+        queued = await writer.cached_call("h1")  # before any flush ran
+        assert queued is not None and (queued.call_id, queued.response_text) == ("c1", "the same answer")
+        assert queued.annotations == (("planted", "none"),)
+        await writer.drain()
+        durable = await writer.cached_call("h1")
+        assert durable == queued
+
+    asyncio.run(main())
+    writer.close()
+    store.close()
+
+
 def test_calls_starting_together_read_the_answered_hashes_once(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s.duckdb")
     writer = StoreWriter(store)
