@@ -1,14 +1,18 @@
-"""Curation benchmark: dedup and diversity metrics on a synthetic dialogue corpus.
+"""Curation benchmark: ``curate`` on a store of N synthetic dialogues, one fresh process per size.
 
-Generates N support dialogues deterministically (six domains, sampled turns and facts, ~200
-words each) with planted duplicates (2 % exact copies with cosmetic changes, 5 % near copies
-with 3-6 words substituted or deleted), then times each curation step and reports the peak
-memory of the process.
+Generates N support dialogues deterministically (six domains, one scenario each; sampled
+turns and facts; ~200 words in ~10 turns) with planted duplicates (2 % exact copies with
+cosmetic changes, 5 % near copies with 3-6 words substituted or deleted), and writes them to a
+dramaturg store as one run, in chunks: no process ever holds the corpus. Then it curates the
+run as `dramaturg stats` does (dedup, every filter and metric, written back), in a fresh
+process whose peak memory and CPU time per step it reports, with the recall of the planted
+duplicates. Each process is started by this small one, so ``ru_maxrss`` is the curation's own.
 
-    python bench/curate.py                        # 10k and 100k, each in a fresh process
-    python bench/curate.py --size 10000 --json    # one size; JSON result on stdout
+    python bench/curate.py                                # 100k and 1M: ~30 min on 2 cores
+    python bench/curate.py --sizes 10000 100000 --workdir /tmp/b   # stores kept there, reused
 
-Acceptance: 100k dialogues curated in under 2 minutes and 4 GiB, growing about linearly.
+Acceptance (issue 13): 1M dialogues curated under 2 GiB peak, CPU growth from 100k to 1M at
+most 11x.
 """
 
 from __future__ import annotations
@@ -17,20 +21,24 @@ import argparse
 import json
 import random
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from array import array
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import TypeVar
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-from dramaturg.evaluators._dedup import find_duplicates
-from dramaturg.evaluators._diversity import distinct_ns, length_stats, self_bleu
+__all__ = ["Bench", "build_store", "generate", "main"]
 
-__all__ = ["BenchResult", "generate", "main", "run"]
-
-SIZES = (10_000, 100_000)
+SIZES = (100_000, 1_000_000)
 SEED = 7
+RUN_ID = "bench"
+_CHUNK = 20_000  # dialogues generated and inserted at a time
 
 _FIRST = (
     "Maria", "James", "Aisha", "Tomasz", "Chen", "Priya", "Lucas", "Fatima", "Noah", "Elena",
@@ -182,208 +190,306 @@ _DOMAINS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
 )
 
 
-def _dialogue(rng: random.Random) -> str:
-    users, assistants = rng.choice(_DOMAINS)
+_SCENARIOS = ("orders", "flights", "devices", "banking", "restaurant", "gym")
+
+Turns = list[tuple[str, str]]
+
+
+def _dialogue(rng: random.Random) -> tuple[str, Turns]:
+    """A scenario and its turns, user and assistant alternating."""
+    domain = rng.randrange(len(_DOMAINS))
+    users, assistants = _DOMAINS[domain]
     facts = _facts(rng)
-    lines = [f"User: Hi, my name is {facts['name']}."]
+    turns: Turns = []
     for _ in range(rng.randrange(2, 9)):
-        for speaker, pool in (("User", users), ("Assistant", assistants)):
+        for role, pool in (("user", users), ("assistant", assistants)):
             said = rng.sample(pool, rng.randrange(1, 3))
-            lines.append(f"{speaker}: " + " ".join(line.format(**facts) for line in said))
-    lines.append(f"Assistant: Is there anything else I can help with, {facts['name']}?")
-    return "\n".join(lines)
+            turns.append((role, " ".join(line.format(**facts) for line in said)))
+    turns[0] = ("user", f"Hi, my name is {facts['name']}. {turns[0][1]}")
+    turns[-1] = ("assistant", f"{turns[-1][1]} Is there anything else I can help with, {facts['name']}?")
+    return _SCENARIOS[domain], turns
 
 
-def _near_copy(text: str, rng: random.Random) -> str:
-    words = text.split(" ")
-    for position in sorted(rng.sample(range(1, len(words)), rng.randrange(3, 7)), reverse=True):
-        if rng.random() < 0.5:
-            words[position] = rng.choice(_FILLERS)
+def _near_copy(turns: Turns, rng: random.Random) -> Turns:
+    words = [content.split(" ") for _, content in turns]
+    flat = [(t, k) for t, turn in enumerate(words) for k in range(len(turn))]
+    for position in sorted(rng.sample(range(1, len(flat)), rng.randrange(3, 7)), reverse=True):
+        t, k = flat[position]
+        if rng.random() < 0.5 or len(words[t]) == 1:
+            words[t][k] = rng.choice(_FILLERS)
         else:
-            del words[position]
-    return " ".join(words)
+            del words[t][k]
+    return [(role, " ".join(turn)) for (role, _), turn in zip(turns, words, strict=True)]
 
 
-def _exact_copy(text: str, rng: random.Random) -> str:
-    return text.upper() if rng.random() < 0.5 else "  " + text.replace(" ", "  ") + "\n"
+def _exact_copy(turns: Turns, rng: random.Random) -> Turns:
+    if rng.random() < 0.5:
+        return [(role, content.upper()) for role, content in turns]
+    return [(role, "  " + content.replace(" ", "  ") + "\n") for role, content in turns]
 
 
 @dataclass(frozen=True)
 class Planted:
-    """Ground truth of the generated corpus: duplicate id → id of its source."""
+    """Ground truth of the generated corpus: duplicate index → index of its source."""
 
-    exact: dict[str, str]
-    near: dict[str, str]
+    exact: dict[int, int]
+    near: dict[int, int]
 
 
-def generate(size: int, seed: int = SEED) -> tuple[list[tuple[str, str]], Planted]:
-    """Generate ``size`` dialogues, ~2 % exact and ~5 % near copies of earlier dialogues.
+class _Corpus:
+    """The corpus as recipes: 5 bytes per dialogue, every text regenerated on demand.
+
+    Originals come from a seed of their own, so a copy regenerates its source instead of
+    keeping it: generating N dialogues holds N recipes, not N texts.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.kind = bytearray()  # 0 original, 1 exact copy, 2 near copy
+        self.source = array("i")
+        self.originals = array("i")
+
+    def turns(self, index: int) -> tuple[str, Turns]:
+        kind, source = self.kind[index], self.source[index]
+        if kind == 0:
+            return _dialogue(random.Random(f"{self.seed}:{index}"))
+        scenario, turns = self.turns(source)
+        edit = random.Random(f"{self.seed}:copy:{index}")
+        return scenario, _exact_copy(turns, edit) if kind == 1 else _near_copy(turns, edit)
+
+
+def generate(size: int, seed: int = SEED) -> tuple[Iterator[tuple[int, str, Turns]], Planted]:
+    """``size`` dialogues ``(index, scenario, turns)``, ~2 % exact and ~5 % near copies of earlier ones.
 
     Near copies are made of original dialogues only: a near copy of a near copy may fall
-    below the threshold against the kept original, which would blur the recall figure.
+    below the threshold against the kept original, which would blur the recall figure. The
+    ground truth fills in as the iterator is consumed.
     """
-    rng = random.Random(seed)
-    items: list[tuple[str, str]] = []
-    originals: list[int] = []
-    exact: dict[str, str] = {}
-    near: dict[str, str] = {}
-    while len(items) < size:
-        roll = rng.random()
-        item_id = f"d{len(items)}"
-        if items and roll < 0.02:
-            source_id, source = items[rng.randrange(len(items))]
-            items.append((item_id, _exact_copy(source, rng)))
-            exact[item_id] = source_id
-        elif items and roll < 0.07:
-            source_id, source = items[rng.choice(originals)]
-            items.append((item_id, _near_copy(source, rng)))
-            near[item_id] = source_id
-        else:
-            originals.append(len(items))
-            items.append((item_id, _dialogue(rng)))
-    return items, Planted(exact, near)
+    corpus = _Corpus(seed)
+    planted = Planted({}, {})
+
+    def dialogues() -> Iterator[tuple[int, str, Turns]]:
+        rng = random.Random(seed)
+        for index in range(size):
+            roll = rng.random()
+            if index and roll < 0.02:
+                corpus.kind.append(1)
+                corpus.source.append(rng.randrange(index))
+                planted.exact[index] = corpus.source[index]
+            elif index and roll < 0.07:
+                corpus.kind.append(2)
+                corpus.source.append(corpus.originals[rng.randrange(len(corpus.originals))])
+                planted.near[index] = corpus.source[index]
+            else:
+                corpus.kind.append(0)
+                corpus.source.append(-1)
+                corpus.originals.append(index)
+            yield index, *corpus.turns(index)
+
+    return dialogues(), planted
+
+
+def _episode_id(index: int, scenario: str) -> str:
+    return f"{RUN_ID}/{scenario}/{index:07d}"
+
+
+def build_store(path: Path, size: int, seed: int = SEED) -> None:
+    """Write a run of ``size`` generated dialogues to a new store, ``_CHUNK`` at a time.
+
+    The planted duplicates go to ``<path>.planted.json``, as episode id → source episode id.
+    """
+    from dramaturg.memory import Store
+
+    dialogues, planted = generate(size, seed)
+    truth: dict[str, dict[str, str]] = {"exact": {}, "near": {}}
+    now = datetime(2025, 1, 1)
+    definition = json.dumps({"personas": [{"name": "customer"}], "stages": [{"name": "support"}]})
+    episodes: tuple[list[object], ...] = ([], [], [], [])  # id, scenario, index, turns
+    turns: tuple[list[object], ...] = ([], [], [], [])  # episode id, index, role, content
+    with Store.open(path) as store:
+        with store.transaction() as con:
+            con.execute("INSERT INTO runs VALUES (?, ?, ?, '{}', 'bench')", [RUN_ID, now, seed])
+            for scenario in _SCENARIOS:
+                con.execute("INSERT INTO scenarios VALUES (?, ?, 'bench', ?)", [RUN_ID, scenario, definition])
+
+        def flush() -> None:
+            with store.transaction() as con:
+                con.execute(
+                    "INSERT INTO episodes (episode_id, run_id, scenario, idx, seed, status, "
+                    "termination_reason, persona, spec, n_turns, role_flips, started_at, finished_at) "
+                    "SELECT e, $1, s, i, i, 'done', 'user_ended', 'customer', '{}', n, 0, $2, $2 "
+                    "FROM (SELECT unnest($3::VARCHAR[]) AS e, unnest($4::VARCHAR[]) AS s, "
+                    "unnest($5::INTEGER[]) AS i, unnest($6::INTEGER[]) AS n)",
+                    [RUN_ID, now, *episodes],
+                )
+                con.execute(
+                    "INSERT INTO turns (episode_id, idx, role, content, stage) SELECT unnest($1::VARCHAR[]), "
+                    "unnest($2::INTEGER[]), unnest($3::VARCHAR[]), unnest($4::VARCHAR[]), 'support'",
+                    list(turns),
+                )
+            for column in (*episodes, *turns):
+                column.clear()
+
+        for index, scenario, dialogue in dialogues:
+            episode_id = _episode_id(index, scenario)
+            for kind, sources in (("exact", planted.exact), ("near", planted.near)):
+                if index in sources:  # a copy keeps its source's scenario
+                    truth[kind][episode_id] = _episode_id(sources[index], scenario)
+            for column, value in zip(episodes, (episode_id, scenario, index, len(dialogue)), strict=True):
+                column.append(value)
+            for turn, (role, content) in enumerate(dialogue):
+                for column, value in zip(turns, (episode_id, turn, role, content), strict=True):
+                    column.append(value)
+            if len(episodes[0]) >= _CHUNK:
+                flush()
+        if episodes[0]:
+            flush()
+    Path(f"{path}.planted.json").write_text(json.dumps(truth))
 
 
 @dataclass(frozen=True)
-class BenchResult:
-    """One benchmark run; times in seconds, memory in MiB."""
+class Bench:
+    """One curation of one store; times in seconds, memory in MiB."""
 
     size: int
-    words_mean: float
-    generate_s: float
-    dedup_s: float
-    distinct_s: float
-    self_bleu_s: float
-    lengths_s: float
-    curate_s: float
-    curate_cpu_s: float
+    turns: int
+    wall_s: float
+    cpu_s: float
     peak_rss_mib: float
+    steps_cpu: dict[str, float]
+    steps_wall: dict[str, float]
     exact_found: int
     near_found: int
     exact_recall: float
     near_recall: float
     unplanted_flags: int
-    distinct: dict[int, float]
-    self_bleu: float
+    distinct_assistant: dict[int, float]
+    self_bleu_assistant: float
 
 
-_T = TypeVar("_T")
-
-
-def _timed(step: Callable[[], _T]) -> tuple[_T, float]:
-    start = time.perf_counter()
-    value = step()
-    return value, time.perf_counter() - start
-
-
-def run(size: int, seed: int = SEED) -> BenchResult:
-    """Generate a corpus and time every curation step on it, in this process."""
-    (items, planted), generate_s = _timed(lambda: generate(size, seed))
-    texts = [text for _, text in items]
-    # CPU time next to wall time: on a shared machine wall time also measures the neighbours.
-    cpu_start = time.process_time()
-    found, dedup_s = _timed(lambda: find_duplicates(items))
-    distinct, distinct_s = _timed(lambda: distinct_ns(texts, (1, 2, 3)))
-    bleu, self_bleu_s = _timed(lambda: self_bleu(texts, sample=200, seed=seed))
-    lengths, lengths_s = _timed(lambda: length_stats([len(t.split()) for t in texts]))
-    curate_cpu_s = time.process_time() - cpu_start
-    # ru_maxrss is KiB on Linux, bytes on macOS.
+def _peak_rss_mib() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS. This process was started by the small
+    # parent, so the peak is the curation's own (ru_maxrss survives exec).
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak_mib = peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-    flagged = found.duplicates
-    planted_ids = planted.exact.keys() | planted.near.keys()
-    return BenchResult(
-        size=size,
-        words_mean=round(lengths.mean, 1),
-        generate_s=generate_s,
-        dedup_s=dedup_s,
-        distinct_s=distinct_s,
-        self_bleu_s=self_bleu_s,
-        lengths_s=lengths_s,
-        curate_s=dedup_s + distinct_s + self_bleu_s + lengths_s,
-        curate_cpu_s=curate_cpu_s,
-        peak_rss_mib=peak_mib,
-        exact_found=len(found.exact),
-        near_found=len(found.near),
-        exact_recall=sum(i in found.exact for i in planted.exact) / max(len(planted.exact), 1),
-        near_recall=sum(i in found.near for i in planted.near) / max(len(planted.near), 1),
-        unplanted_flags=sum(dup not in planted_ids for dup in flagged),
-        distinct=distinct,
-        self_bleu=bleu,
-    )
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def _child(size: int) -> BenchResult:
-    """Run one size in a fresh interpreter, so peak memory is that size's alone."""
-    completed = subprocess.run(
-        [sys.executable, __file__, "--size", str(size), "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    raw = json.loads(completed.stdout)
-    raw["distinct"] = {int(n): value for n, value in raw["distinct"].items()}
-    return BenchResult(**raw)
+def _curate_here(path: Path) -> Bench:
+    """Curate the store's run in this process, then score it against the planted duplicates."""
+    from dramaturg.evaluators import curate
+    from dramaturg.memory import Store
 
-
-def _table(results: list[BenchResult]) -> None:
-    header = (
-        f"{'size':>7} {'words':>5} {'gen s':>6} {'dedup s':>7} {'dist s':>6} {'bleu s':>6} "
-        f"{'len s':>5} {'curate s':>8} {'cpu s':>6} {'peak MiB':>8} {'exact':>11} {'near':>11} "
-        f"{'extra':>5} {'d-1':>5} {'d-2':>5} {'d-3':>5} {'sBLEU':>5}"
-    )
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        print(
-            f"{r.size:>7} {r.words_mean:>5.0f} {r.generate_s:>6.1f} {r.dedup_s:>7.2f} "
-            f"{r.distinct_s:>6.2f} {r.self_bleu_s:>6.2f} {r.lengths_s:>5.2f} "
-            f"{r.curate_s:>8.2f} {r.curate_cpu_s:>6.2f} {r.peak_rss_mib:>8.0f} "
-            f"{f'{r.exact_found} ({r.exact_recall:.3f})':>11} "
-            f"{f'{r.near_found} ({r.near_recall:.3f})':>11} {r.unplanted_flags:>5} "
-            f"{r.distinct[1]:>5.3f} {r.distinct[2]:>5.3f} {r.distinct[3]:>5.3f} "
-            f"{r.self_bleu:>5.3f}"
+    with Store.open(path) as store:
+        cpu = time.process_time()
+        result = curate(store, RUN_ID)
+        cpu_s = time.process_time() - cpu
+        peak = _peak_rss_mib()
+        turns = store.sql("SELECT count(*) FROM turns")[0][0]
+        found = dict(
+            store.sql("SELECT method, list(item_id) FROM duplicates WHERE kind = 'dialogue' GROUP BY 1")
         )
+        metrics = dict(
+            store.sql(
+                "SELECT name, value FROM metrics WHERE scenario IS NULL AND name LIKE '%_assistant' "
+                "AND (name LIKE 'distinct_%' OR name LIKE 'self_bleu_%')"
+            )
+        )
+    truth = json.loads(Path(f"{path}.planted.json").read_text())
+    exact, near = set(found.get("exact", [])), set(found.get("near", []))
+    planted = truth["exact"].keys() | truth["near"].keys()
+    return Bench(
+        size=result.dialogues,
+        turns=turns,
+        wall_s=result.elapsed_s,
+        cpu_s=cpu_s,
+        peak_rss_mib=peak,
+        steps_cpu={step: round(s, 2) for step, s in result.cpu_timings.items()},
+        steps_wall={step: round(s, 2) for step, s in result.timings.items()},
+        exact_found=len(exact),
+        near_found=len(near),
+        exact_recall=sum(i in exact for i in truth["exact"]) / max(len(truth["exact"]), 1),
+        near_recall=sum(i in near for i in truth["near"]) / max(len(truth["near"]), 1),
+        unplanted_flags=len((exact | near) - planted),
+        distinct_assistant={n: metrics[f"distinct_{n}_assistant"] for n in (1, 2, 3)},
+        self_bleu_assistant=metrics["self_bleu_assistant"],
+    )
+
+
+def _child(*args: str) -> str:
+    completed = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if completed.returncode:
+        raise SystemExit(f"{' '.join(args)} failed:\n{completed.stderr}")
+    return completed.stdout
+
+
+def _row(r: Bench) -> str:
+    steps = "  ".join(f"{step} {r.steps_cpu[step]:.1f}" for step in r.steps_cpu)
+    return (
+        f"{r.size:>9,} {r.turns:>11,} {r.wall_s:>7.1f} {r.cpu_s:>7.1f} {r.peak_rss_mib:>8.0f}  "
+        f"{f'{r.exact_found} ({r.exact_recall:.3f})':>15} {f'{r.near_found} ({r.near_recall:.3f})':>15} "
+        f"{r.unplanted_flags:>5}  {r.distinct_assistant[1]:.4f} {r.distinct_assistant[2]:.4f} "
+        f"{r.distinct_assistant[3]:.4f} {r.self_bleu_assistant:.3f}  | {steps}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark: every size in a child process, or one size with ``--size``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--size", type=int, help="run one size in this process")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    """Build a store per size (in a child process), curate it in another, print the table."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--workdir", type=Path, default=None, help="keep stores here, and reuse them")
+    parser.add_argument("--build", nargs=2, metavar=("DB", "SIZE"), help=argparse.SUPPRESS)
+    parser.add_argument("--curate", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.size is not None:
-        result = run(args.size)
-        if args.json:
-            print(json.dumps(asdict(result)))
-        else:
-            _table([result])
+    if args.build:
+        build_store(Path(args.build[0]), int(args.build[1]))
+        return
+    if args.curate:
+        print(json.dumps(asdict(_curate_here(Path(args.curate)))))
         return
 
-    results = [_child(size) for size in SIZES]
-    _table(results)
-    small, large = results[0], results[-1]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dramaturg-curate-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"{'dialogues':>9} {'turns':>11} {'wall s':>7} {'cpu s':>7} {'peak MiB':>8}  {'exact (recall)':>15} "
+        f"{'near (recall)':>15} {'extra':>5}  {'d-1':>6} {'d-2':>6} {'d-3':>6} {'sBLEU':>5}  "
+        "| cpu s per step",
+        flush=True,
+    )
+    results: list[Bench] = []
+    for size in args.sizes:
+        path = workdir / f"bench-{size}.duckdb"
+        # A store left in --workdir by an earlier invocation is reused: building is slow.
+        if not Path(f"{path}.planted.json").exists():
+            path.unlink(missing_ok=True)
+            _child("--build", str(path), str(size))
+        results.append(_parse(_child("--curate", str(path))))
+        print(_row(results[-1]), flush=True)
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if len(results) >= 2:
+        small, large = results[0], results[-1]
+        ratio = large.size / small.size
+        steps = ", ".join(
+            f"{step} {large.steps_cpu[step] / max(small.steps_cpu[step], 1e-9):.1f}x"
+            for step in small.steps_cpu
+        )
+        print(
+            f"growth {small.size:,} -> {large.size:,} ({ratio:.0f}x): CPU {large.cpu_s / small.cpu_s:.1f}x "
+            f"(limit {1.1 * ratio:.0f}x), wall {large.wall_s / small.wall_s:.1f}x, "
+            f"peak memory {large.peak_rss_mib / small.peak_rss_mib:.1f}x; per step CPU: {steps}"
+        )
+    print(
+        "peak MiB: ru_maxrss of the curating process (limit 2048); exact/near: dialogues marked "
+        "(recall of the planted ones); extra: marked but not planted; d-n, sBLEU: assistant turns"
+    )
 
-    def growth(metric: Callable[[BenchResult], float]) -> str:
-        return f"{metric(large) / metric(small):.1f}"
 
-    print()
-    print(
-        f"time growth t({large.size // 1000}k)/t({small.size // 1000}k), ideal "
-        f"{large.size / small.size:.1f}: curate {growth(lambda r: r.curate_s)} wall, "
-        f"{growth(lambda r: r.curate_cpu_s)} cpu; dedup {growth(lambda r: r.dedup_s)}; "
-        f"distinct {growth(lambda r: r.distinct_s)}; generation {growth(lambda r: r.generate_s)}"
-    )
-    print(
-        f"peak memory: {small.peak_rss_mib:.0f} MiB at {small.size}, "
-        f"{large.peak_rss_mib:.0f} MiB at {large.size} (limit 4096 MiB)"
-    )
-    print(
-        "curate s = dedup + distinct-1/2/3 + self-BLEU + lengths (wall); cpu s: the same, CPU "
-        "time; exact/near: duplicates found (recall of planted ones); extra: flagged items "
-        "that were not planted"
-    )
+def _parse(text: str) -> Bench:
+    raw: dict[str, Any] = json.loads(text)
+    raw["distinct_assistant"] = {int(n): v for n, v in raw["distinct_assistant"].items()}
+    return Bench(**raw)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Store curation benchmark: ``dramaturg.evaluators.curate`` on runs of 10k and 100k dialogues.
 
-bench/curate.py times the text algorithms on plain strings; this times what `dramaturg stats`
-runs on a store: dedup of dialogues and pairs, the filters, and every metric, SQL included.
+Like bench/curate.py, this times what `dramaturg stats` runs on a store (dedup of dialogues and
+pairs, the filters, and every metric, SQL included), but on runs with every table a real run
+fills (critiques, judgments, checks, pairs) rather than dialogues only. The store is built in
+memory, so it suits sizes up to ~100k; bench/curate.py streams to 1M and beyond.
 
 A small real run of the offline sim backend is the template. Each benchmark episode copies a
 template episode with all its rows (turns, critiques, revisions, judgments, checks, pairs,
@@ -201,6 +203,7 @@ class CurationBench:
     cpu_s: float
     peak_rss_mib: float
     timings: dict[str, float]
+    cpu_timings: dict[str, float]
     dialogue_duplicates: int
     pair_duplicates: int
 
@@ -220,6 +223,7 @@ def _curate_here(path: Path, run_id: str) -> CurationBench:
         cpu_s=cpu_s,
         peak_rss_mib=_peak_rss_mib(),
         timings={k: round(v, 2) for k, v in result.timings.items()},
+        cpu_timings={k: round(v, 2) for k, v in result.cpu_timings.items()},
         dialogue_duplicates=sum(n for (kind, _), n in result.duplicates.items() if kind == "dialogue"),
         pair_duplicates=sum(n for (kind, _), n in result.duplicates.items() if kind == "pair"),
     )
@@ -281,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
             f"dups {result.dialogue_duplicates} dialogues / {result.pair_duplicates} pairs",
             flush=True,
         )
-        print(f"{'':>7} steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items()), flush=True)
+        steps = ", ".join(f"{k} {v:.1f} s / {result.cpu_timings[k]:.1f} s" for k, v in result.timings.items())
+        print(f"{'':>7} steps (wall / CPU): {steps}", flush=True)
     if len(results) >= 2:
         first, last = results[0], results[-1]
         print(

@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Literal, Self
 
 import duckdb
@@ -39,8 +41,8 @@ from dramaturg.evaluators._metrics import (
     REVIEW_QUERIES,
     MetricRow,
     coverage_metrics,
-    load_texts,
     spread_metrics,
+    stream_rows,
     text_metrics,
 )
 from dramaturg.memory import Store, utcnow
@@ -196,6 +198,8 @@ class CurationResult:
         embedding: The embedding model used, or why spread was not measured.
         elapsed_s: Wall time of the whole curation.
         timings: Seconds per step: dedup, text_metrics, embedding, coverage, write.
+        cpu_timings: CPU seconds of this process per step, the same steps: on a busy machine
+            wall time also measures the neighbours.
     """
 
     run_id: str
@@ -208,6 +212,7 @@ class CurationResult:
     embedding: str
     elapsed_s: float
     timings: Mapping[str, float]
+    cpu_timings: Mapping[str, float] = field(default_factory=dict)
 
 
 def duplicate_filter_sql(kind: ItemKind) -> str:
@@ -279,9 +284,13 @@ def curate(
     never takes an earlier run's item away, so curating runs in any order gives the same marks,
     and a run that repeats an earlier one (same scenarios and seed) is marked whole.
 
-    Cost is linear in the size of the run and the runs before it: 100k dialogues (1M turns)
-    take ~75 s of CPU time and ~1.3 GiB (bench/curate_store.py). Curating every run of a
-    store for the first time therefore reads the early runs once per later run.
+    Cost is linear in the size of the run and the runs before it, and memory is bounded:
+    texts are streamed from DuckDB in batches and never held together, dedup keeps ~300 bytes
+    per item, distinct-n a few MiB, and DuckDB is capped at 512 MiB while they run (it spills
+    sorts to the store's temp folder), at 1 GiB while the results are written. 1M dialogues
+    (10M turns) take ~570 s of CPU time and 1.3 GiB at peak, 9x the CPU time of 100k
+    (bench/curate.py). Curating every run of a store for the first time therefore reads the
+    early runs once per later run.
 
     Args:
         store: An open, writable store.
@@ -306,73 +315,77 @@ def curate(
     settings = filters or FilterSettings()
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    cpu_timings: dict[str, float] = {}
     seed = _run_seed(store, run_id)
     fingerprint = _fingerprint(store, run_id)
-
-    # Texts are released as soon as they are measured: at 100k dialogues each copy of the
-    # corpus costs hundreds of MiB.
-    with _timed(timings, "dedup"):
-        runs = _runs_through(store, run_id)
-        threshold = settings.near_duplicate_threshold
-        dialogue_ids, dialogue_dups = _dedup(store, run_id, runs, _dialogue_items, threshold)
-        pair_ids, pair_dups = _dedup(store, run_id, runs, _pair_items, threshold)
-        dialogues, pairs = len(dialogue_ids), len(pair_ids)
-    with _timed(timings, "text_metrics"):
-        texts = load_texts(store, run_id)
-        rows = text_metrics(texts, seed=seed)
-    with _timed(timings, "embedding"):
-        model = embedder if embedder is not None else local_embedder()
-        if model is None:
-            note = "not measured: the `embed` extra is not installed"
-        else:
-            rows += spread_metrics(texts, model, seed=seed)
-            note = model.name
-    del texts
-    with _timed(timings, "coverage"):
-        rows += coverage_metrics(store, run_id)
-
-    now = utcnow()
-    write_started = time.perf_counter()
-    try:
-        with store.transaction() as con:
-            _clear(con, run_id)
-            _write_duplicates(con, run_id, "dialogue", dialogue_dups, dialogue_ids)
-            _write_duplicates(con, run_id, "pair", pair_dups, pair_ids)
-            for query in _filter_queries(settings):
-                query.insert(con, run_id)
-            for sql in (*EPISODE_QUERIES, *REVIEW_QUERIES, *PAIR_QUERIES, *CURATION_QUERIES):
-                con.execute(
-                    f"INSERT INTO metrics SELECT $1, m.*, $2 "
-                    f"FROM ({sql}) AS m(scenario, name, value, detail)",
-                    [run_id, now],
+    with _duckdb_memory_capped(store, _READ_MEMORY):
+        # One read transaction: dedup reads candidate texts a second time, and must see what
+        # its first read saw.
+        try:
+            with store.transaction() as con:
+                with _timed(timings, cpu_timings, "dedup"):
+                    runs = _runs_through(store, run_id)
+                    threshold = settings.near_duplicate_threshold
+                    dialogues, dialogue_dups = _dedup(con, run_id, runs, _DIALOGUES, threshold)
+                    pairs, pair_dups = _dedup(con, run_id, runs, _PAIRS, threshold)
+                with _timed(timings, cpu_timings, "text_metrics"):
+                    rows, samples = text_metrics(con, run_id, seed=seed)
+        except duckdb.Error as exc:
+            raise StoreError(f"{store.path}: cannot read run {run_id} to curate it: {exc}") from exc
+        with _timed(timings, cpu_timings, "embedding"):
+            model = embedder if embedder is not None else local_embedder()
+            if model is None:
+                note = "not measured: the `embed` extra is not installed"
+            else:
+                rows += spread_metrics(samples, model)
+                note = model.name
+        with _timed(timings, cpu_timings, "coverage"):
+            rows += coverage_metrics(store, run_id)
+    with _duckdb_memory_capped(store, _WRITE_MEMORY):
+        now = utcnow()
+        write_started = time.perf_counter()
+        write_cpu = time.process_time()
+        try:
+            with store.transaction() as con:
+                _clear(con, run_id)
+                _write_duplicates(con, run_id, "dialogue", dialogue_dups)
+                _write_duplicates(con, run_id, "pair", pair_dups)
+                for query in _filter_queries(settings):
+                    query.insert(con, run_id)
+                for sql in (*EPISODE_QUERIES, *REVIEW_QUERIES, *PAIR_QUERIES, *CURATION_QUERIES):
+                    con.execute(
+                        f"INSERT INTO metrics SELECT $1, m.*, $2 "
+                        f"FROM ({sql}) AS m(scenario, name, value, detail)",
+                        [run_id, now],
+                    )
+                timings["write"] = time.perf_counter() - write_started
+                cpu_timings["write"] = time.process_time() - write_cpu
+                rows.append(
+                    MetricRow(
+                        None,
+                        "curation",
+                        float(dialogues),
+                        json.dumps(
+                            {
+                                "fingerprint": fingerprint,
+                                "filters": settings.model_dump(),
+                                "embedding": note,
+                                "timings": {k: round(v, 3) for k, v in timings.items()},
+                            }
+                        ),
+                    )
                 )
-            timings["write"] = time.perf_counter() - write_started
-            rows.append(
-                MetricRow(
-                    None,
-                    "curation",
-                    float(dialogues),
-                    json.dumps(
-                        {
-                            "fingerprint": fingerprint,
-                            "filters": settings.model_dump(),
-                            "embedding": note,
-                            "timings": {k: round(v, 3) for k, v in timings.items()},
-                        }
-                    ),
+                con.executemany(
+                    "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
+                    [[run_id, r.scenario, r.name, r.value, r.detail, now] for r in rows],
                 )
-            )
-            con.executemany(
-                "INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
-                [[run_id, r.scenario, r.name, r.value, r.detail, now] for r in rows],
-            )
-            written = con.execute(
-                "SELECT count(*) FROM metrics WHERE run_id = ? AND computed_at = ?", [run_id, now]
-            )
-            metric_count = _scalar(written.fetchone())
-    except duckdb.Error as exc:
-        raise StoreError(f"{store.path}: cannot write the curation of run {run_id}: {exc}") from exc
-    return _result(store, run_id, dialogues, pairs, metric_count, note, started, timings)
+                written = con.execute(
+                    "SELECT count(*) FROM metrics WHERE run_id = ? AND computed_at = ?", [run_id, now]
+                )
+                metric_count = _scalar(written.fetchone())
+        except duckdb.Error as exc:
+            raise StoreError(f"{store.path}: cannot write the curation of run {run_id}: {exc}") from exc
+    return _result(store, run_id, dialogues, pairs, metric_count, note, started, timings, cpu_timings)
 
 
 def ensure_curated(
@@ -470,57 +483,129 @@ def _runs_through(store: Store, run_id: str) -> list[str]:
     return [earlier for (earlier,) in rows] + [run_id]
 
 
-def _dedup(
-    store: Store,
-    run_id: str,
-    runs: Sequence[str],
-    fetch: Callable[[Store, str], list[tuple[str, str]]],
-    threshold: float,
-) -> tuple[set[str], DedupResult]:
-    """Find duplicates among the items of ``runs``, in that order; return ``run_id``'s item ids too.
+@dataclass(frozen=True, slots=True)
+class _Items:
+    """How dedup reads one kind of item from the store: a run's items in order, and items by id.
 
-    Items are read one run at a time, so only one run's texts are held at once.
+    Both queries return ``(id, text)``; for dialogues, one row per turn (in turn order), which
+    :meth:`rows` joins, so DuckDB sorts turns (spilling to disk if it must) but never holds a
+    whole run's dialogues as strings.
     """
-    own: set[str] = set()
 
-    def items() -> Iterator[tuple[str, str]]:
+    of_run: str  # $1: the run id
+    by_id: str  # $1: the ids
+    per_turn: bool
+
+    def read(self, con: duckdb.DuckDBPyConnection, run_id: str) -> Iterator[tuple[str, str]]:
+        return self.rows(stream_rows(con, self.of_run, [run_id]))
+
+    def reread(self, con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> Iterator[tuple[str, str]]:
+        return self.rows(stream_rows(con, self.by_id, [list(ids)]))
+
+    def rows(self, rows: Iterable[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+        if not self.per_turn:
+            yield from rows
+            return
+        for item_id, turns in groupby(rows, key=itemgetter(0)):
+            yield item_id, "\n".join(text for _, text in turns)
+
+
+# Dialogue text is the episode's turns joined in order; pair text is the prompt's last user
+# message, the chosen and the rejected reply. (The prompt's earlier turns are shared with every
+# other pair of the episode, so they would only make pairs look alike.)
+_DIALOGUES = _Items(
+    of_run="SELECT t.episode_id, t.content FROM turns t JOIN episodes e USING (episode_id) "
+    "WHERE e.run_id = $1 AND e.status = 'done' ORDER BY t.episode_id, t.idx",
+    by_id="SELECT episode_id, content FROM turns WHERE episode_id IN (SELECT unnest($1::VARCHAR[])) "
+    "ORDER BY episode_id, idx",
+    per_turn=True,
+)
+_PAIR_TEXT = "concat_ws(chr(10), p.prompt ->> '$[#-1].content', p.chosen, p.rejected)"
+_PAIRS = _Items(
+    of_run=f"SELECT p.pair_id, {_PAIR_TEXT} FROM preference_pairs p JOIN episodes e USING (episode_id) "
+    "WHERE p.run_id = $1 AND e.status = 'done' ORDER BY p.episode_id, p.turn_idx, p.source, p.pair_id",
+    by_id=f"SELECT p.pair_id, {_PAIR_TEXT} FROM preference_pairs p "
+    "WHERE p.pair_id IN (SELECT unnest($1::VARCHAR[]))",
+    per_turn=False,
+)
+
+
+def _dedup(
+    con: duckdb.DuckDBPyConnection, run_id: str, runs: Sequence[str], items: _Items, threshold: float
+) -> tuple[int, DedupResult]:
+    """Find duplicates among the items of ``runs``, in that order; also count ``run_id``'s items.
+
+    Items stream from DuckDB run after run; candidates for near-duplicates are read again by
+    id (see :func:`find_duplicates`), so memory does not grow with the texts.
+    """
+    own = 0
+
+    def read() -> Iterator[tuple[str, str]]:
+        nonlocal own
         for each in runs:
-            for item_id, text in fetch(store, each):
-                if each == run_id:
-                    own.add(item_id)
-                yield item_id, text
+            for item in items.read(con, each):
+                own += each == run_id
+                yield item
 
-    found = find_duplicates(items(), threshold=threshold)
+    found = find_duplicates(read(), threshold=threshold, reread=lambda ids: items.reread(con, ids))
     return own, found
 
 
-def _dialogue_items(store: Store, run_id: str) -> list[tuple[str, str]]:
-    rows = store.sql(
-        "SELECT t.episode_id, string_agg(t.content, chr(10) ORDER BY t.idx) "
-        "FROM turns t JOIN episodes e USING (episode_id) WHERE e.run_id = ? AND e.status = 'done' "
-        "GROUP BY t.episode_id ORDER BY t.episode_id",
-        [run_id],
-    )
-    return [(episode_id, text) for episode_id, text in rows]
+# DuckDB's memory while curation runs. Its default limit (80 % of RAM) lets it sort a large
+# run's turns in memory (2.4 GiB to sort 10M turns) before spilling anything; capped, sorts and
+# joins spill to the store's temp folder at no measured cost in speed, and curation's peak
+# stays bounded. While dedup and the text metrics run, this process holds their state
+# (~300 bytes per item), so DuckDB gets less; the write phase holds only results, and its SQL
+# metrics include quantiles, which DuckDB cannot spill. A lower limit the user set is kept.
+_READ_MEMORY = 512 * 2**20
+_WRITE_MEMORY = 1024 * 2**20
+_SIZE_UNITS = {
+    "bytes": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
 
 
-def _pair_items(store: Store, run_id: str) -> list[tuple[str, str]]:
-    # The prompt ends with the user message the pair answers; earlier turns are shared with
-    # every other pair of the episode, so they would only make pairs look alike.
-    rows = store.sql(
-        "SELECT p.pair_id, concat_ws(chr(10), p.prompt ->> '$[#-1].content', p.chosen, p.rejected) "
-        "FROM preference_pairs p JOIN episodes e USING (episode_id) WHERE p.run_id = ? AND e.status = 'done' "
-        "ORDER BY p.episode_id, p.turn_idx, p.source, p.pair_id",
-        [run_id],
-    )
-    return [(pair_id, text) for pair_id, text in rows]
+def _setting_bytes(value: str) -> float | None:
+    """Bytes of a DuckDB size setting as it prints ('18.8 GiB'); None if it reads otherwise."""
+    found = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]+)\s*", value)
+    if found is None or found.group(2) not in _SIZE_UNITS:
+        return None
+    return float(found.group(1)) * _SIZE_UNITS[found.group(2)]
 
 
 @contextmanager
-def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
+def _duckdb_memory_capped(store: Store, cap: int) -> Iterator[None]:
+    """Hold DuckDB's memory limit at ``cap`` bytes or below, restoring it afterwards."""
+    current = str(store.sql("SELECT current_setting('memory_limit')")[0][0])
+    limit = _setting_bytes(current)
+    if limit is not None and limit <= cap:
+        yield
+        return
+    store.sql(f"SET memory_limit = '{cap}B'")
+    try:
+        yield
+    finally:
+        # RESET restores the default exactly; a limit the user set is put back as it printed.
+        store.sql("RESET memory_limit")
+        if store.sql("SELECT current_setting('memory_limit')")[0][0] != current:
+            store.sql(f"SET memory_limit = '{current}'")
+
+
+@contextmanager
+def _timed(timings: dict[str, float], cpu_timings: dict[str, float], step: str) -> Iterator[None]:
     started = time.perf_counter()
+    cpu = time.process_time()
     yield
     timings[step] = time.perf_counter() - started
+    cpu_timings[step] = time.process_time() - cpu
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -536,13 +621,11 @@ def _clear(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
 
 
 def _write_duplicates(
-    con: duckdb.DuckDBPyConnection, run_id: str, kind: ItemKind, found: DedupResult, own: set[str]
+    con: duckdb.DuckDBPyConnection, run_id: str, kind: ItemKind, found: DedupResult
 ) -> None:
-    """Mark the duplicates among ``own`` (the run's items); earlier runs' marks are their own."""
+    """Mark the duplicates among the run's items; earlier runs' marks are their own."""
     ids, kept, methods, similarities = [], [], [], []
     for duplicate, original in found.duplicates.items():
-        if duplicate not in own:
-            continue
         ids.append(duplicate)
         kept.append(original)
         if duplicate in found.exact:
@@ -553,9 +636,18 @@ def _write_duplicates(
             methods.append("near")
             similarities.append(found.similarity[duplicate])
     if ids:
+        # Which duplicates are the run's own is asked of the store, not of a set of every id
+        # read: item ids are unique across the store.
+        own = (
+            "SELECT episode_id FROM episodes"
+            if kind == "dialogue"
+            else "SELECT pair_id FROM preference_pairs"
+        )
         con.execute(
-            "INSERT INTO duplicates SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), "
-            "unnest($4::VARCHAR[]), unnest($5::DOUBLE[]), $6",
+            "INSERT INTO duplicates SELECT $1, d.item_id, d.kept, d.method, d.similarity, $6 FROM ("
+            "SELECT unnest($2::VARCHAR[]) AS item_id, unnest($3::VARCHAR[]) AS kept, "
+            "unnest($4::VARCHAR[]) AS method, unnest($5::DOUBLE[]) AS similarity) AS d "
+            f"WHERE d.item_id IN ({own} WHERE run_id = $6)",
             [kind, ids, kept, methods, similarities, run_id],
         )
 
@@ -768,6 +860,7 @@ def _result(
     embedding: str,
     started: float,
     timings: dict[str, float],
+    cpu_timings: dict[str, float],
 ) -> CurationResult:
     duplicates = {
         (kind, method): n
@@ -801,4 +894,5 @@ def _result(
         embedding=embedding,
         elapsed_s=time.perf_counter() - started,
         timings=timings,
+        cpu_timings=cpu_timings,
     )

@@ -8,9 +8,11 @@ Two passes over a stream of ``(id, text)`` items:
    ``_FACT_WEIGHT``), banded into LSH buckets; every candidate pair is verified on its
    signatures (estimated Jaccard ≥ threshold) before it counts.
 
-Everything is linear in corpus size: text is consumed once and only the ``uint32`` signature
-matrix (``4 × num_perm`` bytes per item) is kept; shingle hashing and permutations run on
-bounded numpy chunks.
+Memory is a few hundred bytes per item, never the texts: text is consumed once, in bounded
+chunks, and per item only a 16-byte digest, the LSH band keys (8 bytes per band) and a
+signature are kept. A caller that can read items again by id (a store) passes ``reread``:
+then the signature kept is one byte per permutation, enough to reject almost every false
+candidate, and the few candidates left are re-read to verify on their full signatures.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import hashlib
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
@@ -29,11 +31,15 @@ import numpy.typing as npt
 
 __all__ = [
     "DedupResult",
+    "Reread",
     "exact_key",
     "find_duplicates",
     "normalize_text",
     "normalized_tokens",
 ]
+
+Reread = Callable[[Sequence[str]], Iterable[tuple[str, str]]]
+"""Reads items again by id: given ids, yields their ``(id, text)``, each once, in any order."""
 
 _U64 = npt.NDArray[np.uint64]
 _I64 = npt.NDArray[np.int64]
@@ -75,6 +81,15 @@ _HASH_CHUNK_TOKENS = 16 * _BATCH_SHINGLES
 
 # Candidate pairs verified per numpy call (two gathered uint32 rows per pair).
 _VERIFY_CHUNK = 16384
+
+# Bytes of the SHA-256 kept per item for exact matching: 128 bits, so a chance collision
+# among even 10**12 texts has probability below 10**-14.
+_DIGEST_BYTES = 16
+
+# Distinct words whose hashes are cached; beyond that the cache starts over. Corpora full of
+# ids and amounts have about as many distinct words as texts, so an unbounded cache would
+# grow with the corpus; frequent words are back in the cache within a chunk.
+_WORD_CACHE = 1 << 18
 
 # Each bucket member is paired with the bucket's first member and its _WINDOW predecessors
 # (input order). Buckets crowded with look-alikes then cost O(window) per member instead of
@@ -278,7 +293,7 @@ class DedupResult:
 
 
 class _WordHashes(dict[str, int]):
-    """Word → stable 64-bit hash, computed once per distinct word.
+    """Word → stable 64-bit hash, computed once per distinct word (up to ``_WORD_CACHE`` words).
 
     blake2b rather than ``hash()``: str hashes are salted per process (PYTHONHASHSEED). The
     lowest bit is replaced by "the word contains a digit", so the fact flag travels with the
@@ -288,8 +303,14 @@ class _WordHashes(dict[str, int]):
     def __missing__(self, word: str) -> int:
         value = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest())
         value = (value & ~1) | any(ch.isdigit() for ch in word)
+        if len(self) >= _WORD_CACHE:
+            self.clear()
         self[word] = value
         return value
+
+    def hashes(self, docs: Iterable[Sequence[str]], total: int) -> _U64:
+        """The hashes of every word of ``docs``, concatenated; ``total`` is their word count."""
+        return np.fromiter(map(self.__getitem__, chain.from_iterable(docs)), dtype=np.uint64, count=total)
 
 
 # Stand-in for missing words in texts shorter than one shingle, so they still get a signature.
@@ -335,9 +356,7 @@ class _MinHasher:
         padded = [d if len(d) >= k else [*d, *[_PAD_WORD] * (k - len(d))] for d in docs]
         lengths = np.fromiter(map(len, padded), dtype=np.int64, count=len(padded))
         total = int(lengths.sum())
-        words = np.fromiter(
-            map(self._words.__getitem__, chain.from_iterable(padded)), dtype=np.uint64, count=total
-        )
+        words = self._words.hashes(padded, total)
         # Shingle starting at token p: fold in the next k-1 word hashes. Windows that run into
         # the next document are dropped via the per-token document index.
         end = total - k + 1
@@ -431,20 +450,20 @@ def _band_keys(signatures: npt.NDArray[np.uint32], bands: int, rows: int) -> _U6
     return keys
 
 
-def _candidate_pairs(keys: _U64) -> tuple[_I64, _I64]:
+def _candidate_pairs(band_keys: Iterable[_U64], n: int) -> tuple[_I64, _I64]:
     """Pairs ``(i, j)``, ``i < j``, that share a bucket in some band (deduplicated).
 
+    ``band_keys`` yields, band after band, the ``n`` items' keys; one band is held at a time.
     Within a bucket (members in input order), each member is paired with the bucket's first
     member and its ``_WINDOW`` predecessors: linear in the corpus size however crowded a
     bucket gets.
     """
-    n = keys.shape[1]
     firsts: list[_I64] = []
     seconds: list[_I64] = []
     positions = np.arange(n, dtype=np.int64)
-    for band_keys in keys:
-        order = np.argsort(band_keys, kind="stable").astype(np.int64)
-        sorted_keys = band_keys[order]
+    for keys in band_keys:
+        order = np.argsort(keys, kind="stable").astype(np.int64)
+        sorted_keys = keys[order]
         starts = np.ones(n, dtype=bool)
         starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
         group_start = np.maximum.accumulate(np.where(starts, positions, 0))
@@ -466,8 +485,11 @@ def _candidate_pairs(keys: _U64) -> tuple[_I64, _I64]:
     return codes // n, codes % n
 
 
+_Signatures = npt.NDArray[np.uint32] | npt.NDArray[np.uint8]
+
+
 def _verify(
-    signatures: npt.NDArray[np.uint32], first: _I64, second: _I64, threshold: float
+    signatures: _Signatures, first: _I64, second: _I64, threshold: float
 ) -> tuple[_I64, _I64, npt.NDArray[np.float64]]:
     """Keep the pairs whose estimated Jaccard (share of equal signature rows) ≥ threshold."""
     num_perm = signatures.shape[1]
@@ -491,7 +513,7 @@ def _verify(
 
 
 def _cluster(
-    signatures: npt.NDArray[np.uint32],
+    signatures: _Signatures,
     first: _I64,
     second: _I64,
     sims: npt.NDArray[np.float64],
@@ -530,12 +552,146 @@ def _cluster(
             yield item, best[0], best[1]
 
 
+@dataclass(slots=True)
+class _FirstRead:
+    """What one read of the corpus keeps per item: never its text.
+
+    Attributes:
+        ids: Item ids, in input order.
+        digests: ``_DIGEST_BYTES`` of the exact key per item, concatenated.
+        worded: One byte per item: 1 if its text has words (and so a signature).
+        keys: LSH band keys of the worded items, one ``(bands, chunk)`` block per hashed chunk.
+        signatures: Their MinHash signatures, one ``(chunk, num_perm)`` block per chunk: full
+            ``uint32`` rows, or only each row's low byte when the caller can re-read items.
+    """
+
+    ids: list[str] = field(default_factory=list)
+    digests: bytearray = field(default_factory=bytearray)
+    worded: bytearray = field(default_factory=bytearray)
+    keys: list[_U64] = field(default_factory=list)
+    signatures: list[_Signatures] = field(default_factory=list)
+
+    def digest(self, position: int) -> bytes:
+        return bytes(self.digests[position * _DIGEST_BYTES : (position + 1) * _DIGEST_BYTES])
+
+
+def _read(
+    items: Iterable[tuple[str, str]], hasher: _MinHasher, bands: int, rows: int, *, low_bytes: bool
+) -> _FirstRead:
+    """Consume ``items`` once, keeping per item what dedup needs (see :class:`_FirstRead`)."""
+    read = _FirstRead()
+    seen: set[str] = set()
+    pending: list[list[str]] = []
+    pending_tokens = 0
+
+    def flush() -> None:
+        signatures = hasher.signatures(pending)
+        read.keys.append(_band_keys(signatures, bands, rows))
+        read.signatures.append(signatures.astype(np.uint8) if low_bytes else signatures)
+        pending.clear()
+
+    for item_id, text in items:
+        if item_id in seen:
+            raise ValueError(f"duplicate item id {item_id!r}: ids must be unique")
+        seen.add(item_id)
+        read.ids.append(item_id)
+        tokens = normalized_tokens(text)
+        read.digests += _digest(" ".join(tokens))[:_DIGEST_BYTES]
+        read.worded.append(1 if tokens else 0)
+        if not tokens:
+            continue  # no words, no shingles: only exact matching applies
+        pending.append(tokens)
+        pending_tokens += len(tokens)
+        # Hash in chunks so only signatures, never token lists, accumulate.
+        if pending_tokens >= _HASH_CHUNK_TOKENS:
+            flush()
+            pending_tokens = 0
+    if pending:
+        flush()
+    return read
+
+
+def _first_occurrences(read: _FirstRead) -> _I64:
+    """Per item, the position of the first item with its digest (its own if none is earlier).
+
+    A stable sort of the digests, not a dict of them: 16 bytes per item instead of a Python
+    object per item.
+    """
+    n = len(read.ids)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    halves = np.frombuffer(read.digests, dtype=np.uint64).reshape(n, 2)
+    order = np.lexsort((halves[:, 1], halves[:, 0]))  # stable: equal digests stay in input order
+    ordered = halves[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(n), 0))
+    first = np.empty(n, dtype=np.int64)
+    first[order] = order[group_start]
+    return first
+
+
+def _gather(blocks: Sequence[_Signatures], rows: _I64, width: int) -> _Signatures:
+    """Rows ``rows`` (ascending) of the blocks stacked, without stacking them all."""
+    dtype = blocks[0].dtype if blocks else np.uint32
+    out: _Signatures = np.empty((len(rows), width), dtype=dtype)
+    lo = start = 0
+    for block in blocks:
+        end = start + len(block)
+        hi = int(np.searchsorted(rows, end, side="left"))
+        out[lo:hi] = block[rows[lo:hi] - start]
+        lo, start = hi, end
+    return out
+
+
+def _reread_signatures(
+    reread: Reread, hasher: _MinHasher, ids: list[str], digests: list[bytes]
+) -> npt.NDArray[np.uint32]:
+    """Full signatures of ``ids``, read again through ``reread``, in the order of ``ids``.
+
+    Each text must normalise to the digest the first read saw: a corpus that changed between
+    the reads would otherwise be verified on other texts than the ones bucketed.
+    """
+    slot = {item_id: k for k, item_id in enumerate(ids)}
+    out = np.empty((len(ids), hasher.num_perm), dtype=np.uint32)
+    done = np.zeros(len(ids), dtype=bool)
+    pending: list[list[str]] = []
+    slots: list[int] = []
+    pending_tokens = 0
+    for item_id, text in reread(ids):
+        k = slot.get(item_id)
+        if k is None or done[k]:
+            raise ValueError(f"reread returned {item_id!r}, which was not asked for or came twice")
+        done[k] = True
+        tokens = normalized_tokens(text)
+        if _digest(" ".join(tokens))[:_DIGEST_BYTES] != digests[k]:
+            raise ValueError(f"item {item_id!r} changed between the first read and the reread")
+        pending.append(tokens)
+        slots.append(k)
+        pending_tokens += len(tokens)
+        if pending_tokens >= _HASH_CHUNK_TOKENS:
+            out[slots] = hasher.signatures(pending)
+            pending, slots, pending_tokens = [], [], 0
+    if pending:
+        out[slots] = hasher.signatures(pending)
+    if not done.all():
+        missing = ids[int(np.flatnonzero(~done)[0])]
+        raise ValueError(f"reread did not return {missing!r}")
+    return out
+
+
+def _renumber(members: _I64, *pairs: _I64) -> list[_I64]:
+    """Indices into ``members`` (ascending) of the values in ``pairs``: order is preserved."""
+    return [np.searchsorted(members, side).astype(np.int64) for side in pairs]
+
+
 def find_duplicates(
     items: Iterable[tuple[str, str]],
     *,
     threshold: float = 0.8,
     num_perm: int = 128,
     bands: int | None = None,
+    reread: Reread | None = None,
 ) -> DedupResult:
     """Find exact and near-duplicate texts in a corpus.
 
@@ -547,8 +703,14 @@ def find_duplicates(
     amounts are what tell two templated dialogues apart, so two dialogues that differ only
     in such facts stay distinct, while a few edited words still leave a near-duplicate.
 
-    Runs in time linear in the corpus size and consumes ``items`` once; memory is dominated by
-    the signature matrix (``4 × num_perm`` bytes per distinct text), not by the texts.
+    ``items`` is consumed once, in bounded chunks, and texts are never kept: time is linear in
+    the corpus size (plus a sort of 8-byte keys per band) and memory per item is the id, a
+    16-byte digest, 8 bytes per LSH band and a signature of ``4 × num_perm`` bytes, or of
+    ``num_perm`` bytes with ``reread`` (~290 bytes per item at the defaults, text of any
+    length). With ``reread``, candidate pairs are first screened on the low byte of each
+    signature row (rows that are equal have equal low bytes, so this rejects only pairs that
+    would fail anyway), and the items of the pairs left are read again to verify on full
+    signatures: the result is the same as without ``reread``.
 
     Args:
         items: ``(id, text)`` pairs; ids must be unique.
@@ -561,12 +723,18 @@ def find_duplicates(
             (standard error ``sqrt(J·(1-J)/num_perm)``, ±0.035 at J = 0.8 with 128).
         bands: LSH bands. ``None`` picks the most selective banding that still makes a pair
             at exactly ``threshold`` a candidate with probability ≥ 0.98.
+        reread: Reads items again by id (see :data:`Reread`), for corpora too large to keep
+            full signatures of; a store passes a query. It is called once, after ``items`` is
+            consumed, with the ids of the items of candidate pairs (in the bench corpus, the
+            near-duplicates and ~10 % of the rest), and must return exactly those items with
+            the texts ``items`` gave.
 
     Returns:
         The duplicates found; see :class:`DedupResult`.
 
     Raises:
-        ValueError: On an invalid parameter or a repeated id.
+        ValueError: On an invalid parameter, a repeated id, or a ``reread`` that returns other
+            ids or other texts than asked for.
 
     Example:
         >>> result = find_duplicates([("a", "Hi there!"), ("b", "hi   THERE")])
@@ -580,46 +748,47 @@ def find_duplicates(
     band_count, rows = _band_layout(threshold, num_perm, bands)
 
     hasher = _MinHasher(num_perm)
-    seen_ids: set[str] = set()
-    first_by_digest: dict[bytes, str] = {}
-    exact: dict[str, str] = {}
-    near_ids: list[str] = []
-    pending: list[list[str]] = []
-    pending_tokens = 0
-    blocks: list[npt.NDArray[np.uint32]] = []
-
-    for item_id, text in items:
-        if item_id in seen_ids:
-            raise ValueError(f"duplicate item id {item_id!r}: ids must be unique")
-        seen_ids.add(item_id)
-        tokens = normalized_tokens(text)
-        first = first_by_digest.setdefault(_digest(" ".join(tokens)), item_id)
-        if first != item_id:
-            exact[item_id] = first
-            continue
-        if not tokens:
-            continue  # no words, no shingles: only exact matching applies
-        near_ids.append(item_id)
-        pending.append(tokens)
-        pending_tokens += len(tokens)
-        # Hash in chunks so only signatures, never token lists, accumulate.
-        if pending_tokens >= _HASH_CHUNK_TOKENS:
-            blocks.append(hasher.signatures(pending))
-            pending, pending_tokens = [], 0
-    if pending:
-        blocks.append(hasher.signatures(pending))
-    del first_by_digest, seen_ids
+    read = _read(items, hasher, band_count, rows, low_bytes=reread is not None)
+    ids = read.ids
+    positions = np.arange(len(ids), dtype=np.int64)
+    first = _first_occurrences(read)
+    exact = {ids[dup]: ids[first[dup]] for dup in np.flatnonzero(first != positions).tolist()}
+    worded = np.frombuffer(read.worded, dtype=np.bool_)
+    # Near detection runs on the worded first occurrences; near index k is item near_items[k],
+    # whose signature is row near_rows[k] of the blocks (only worded items have one).
+    near_items = np.flatnonzero(worded & (first == positions))
+    near_rows = (np.cumsum(worded, dtype=np.int64) - 1)[near_items]
+    del first, positions
 
     near: dict[str, str] = {}
     similarity: dict[str, float] = {}
-    if len(near_ids) > 1:
-        signatures = np.concatenate(blocks)
-        blocks.clear()
-        keys = _band_keys(signatures, band_count, rows)
-        first_idx, second_idx = _candidate_pairs(keys)
-        del keys
+    if len(near_items) > 1:
+
+        def band_keys() -> Iterator[_U64]:
+            for band in range(band_count):
+                yield np.concatenate([block[band] for block in read.keys])[near_rows]
+
+        first_idx, second_idx = _candidate_pairs(band_keys(), len(near_items))
+        read.keys.clear()
+        # From here on, signatures are only needed for the items of candidate pairs.
+        members = np.unique(np.concatenate((first_idx, second_idx)))
+        signatures = _gather(read.signatures, near_rows[members], num_perm)
+        read.signatures.clear()
+        first_idx, second_idx = _renumber(members, first_idx, second_idx)
+        if reread is not None:
+            first_idx, second_idx, _ = _verify(signatures, first_idx, second_idx, threshold)
+            kept = np.unique(np.concatenate((first_idx, second_idx)))
+            members = members[kept]
+            first_idx, second_idx = _renumber(kept, first_idx, second_idx)
+            wanted = near_items[members].tolist()
+            signatures = (
+                _reread_signatures(reread, hasher, [ids[p] for p in wanted], [read.digest(p) for p in wanted])
+                if wanted
+                else np.empty((0, num_perm), dtype=np.uint32)
+            )
         first_idx, second_idx, sims = _verify(signatures, first_idx, second_idx, threshold)
         for dup, rep, sim in _cluster(signatures, first_idx, second_idx, sims, threshold):
-            near[near_ids[dup]] = near_ids[rep]
-            similarity[near_ids[dup]] = sim
+            duplicate = ids[near_items[members[dup]]]
+            near[duplicate] = ids[near_items[members[rep]]]
+            similarity[duplicate] = sim
     return DedupResult(exact=exact, near=near, similarity=similarity)

@@ -2,8 +2,10 @@
 
 Aggregates over the store are SQL (``GROUPING SETS ((), (scenario))`` gives the run row, with
 ``scenario`` NULL, and one row per scenario in one scan). Text metrics that need tokens
-(distinct-n, self-BLEU, embedding spread) run in Python on texts DuckDB hands over per
-(scenario, role), using :mod:`dramaturg.evaluators._diversity`.
+(distinct-n, self-BLEU, embedding spread) run in Python, using
+:mod:`dramaturg.evaluators._diversity`, on turns DuckDB streams in batches: distinct-n counts
+every turn in bounded memory, and self-BLEU and embedding spread fetch only their samples,
+whose positions follow from the turn counts and the run seed.
 
 Metric names are ``family`` or ``family.key``, where the key comes from the data (a check's
 name, a termination reason, a pair source). See :data:`METRIC_FAMILIES`.
@@ -11,17 +13,20 @@ name, a termination reason, a pair source). See :data:`METRIC_FAMILIES`.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import chain
+from itertools import accumulate
+from typing import Any
 
+import duckdb
 import numpy as np
 import numpy.typing as npt
-from dramaturg.evaluators._diversity import distinct_ns, self_bleu
+from dramaturg.evaluators._diversity import DistinctCounter, self_bleu_of_sample, self_bleu_positions
 from dramaturg.evaluators._embed import Embedder, embedding_spread
 from dramaturg.memory import Store
 
@@ -107,10 +112,22 @@ items AS (
 
 
 def _quantiles(column: str) -> str:
+    # One list quantile, not three: DuckDB keeps every value of a holistic aggregate in memory
+    # (it cannot spill them), once per call.
+    deciles = f"quantile_cont({column}, [0.1, 0.5, 0.9])"
     return (
-        f"'p10', quantile_cont({column}, 0.1), 'p50', quantile_cont({column}, 0.5), "
-        f"'p90', quantile_cont({column}, 0.9), 'min', min({column}), 'max', max({column})"
+        f"'p10', {deciles}[1], 'p50', {deciles}[2], 'p90', {deciles}[3], "
+        f"'min', min({column}), 'max', max({column})"
     )
+
+
+def _histogram_quantile(q: float) -> str:
+    """``quantile_cont(chars, q)`` of the ``ranked`` histogram below, exactly as DuckDB computes
+    it: the values at the ranks around (count - 1)·q, in double arithmetic, interpolated."""
+    rank = f"(total - 1)::DOUBLE * {q}::DOUBLE"
+    low = f"min(chars) FILTER (WHERE upto > floor({rank}))::DOUBLE"
+    high = f"min(chars) FILTER (WHERE upto > ceil({rank}))::DOUBLE"
+    return f"{low} + ({high} - {low}) * (any_value({rank}) - floor(any_value({rank})))"
 
 
 EPISODE_QUERIES = (
@@ -141,12 +158,29 @@ EPISODE_QUERIES = (
     FROM turns t JOIN done e USING (episode_id) WHERE t.role = 'user'
     GROUP BY GROUPING SETS ((), (e.scenario))
     """,
+    # Turn lengths come from a histogram (length -> turns): a quantile over every turn would keep
+    # every length in memory, and a run has ten times more turns than dialogues.
     f"""
-    WITH {DONE_CTE}
-    SELECT e.scenario, t.role || '_turn_chars', avg(length(t.content)),
-           json_object('turns', count(*), {_quantiles("length(t.content)")})
-    FROM turns t JOIN done e USING (episode_id) WHERE t.role IN ('user', 'assistant')
-    GROUP BY GROUPING SETS ((t.role), (e.scenario, t.role))
+    WITH {DONE_CTE},
+    lengths AS (
+        SELECT e.scenario, t.role, length(t.content) AS chars, count(*) AS n
+        FROM turns t JOIN done e USING (episode_id) WHERE t.role IN ('user', 'assistant')
+        GROUP BY ALL
+    ),
+    histogram AS (
+        SELECT scenario, role, chars, sum(n) AS n
+        FROM lengths GROUP BY GROUPING SETS ((role, chars), (scenario, role, chars))
+    ),
+    ranked AS (
+        SELECT *, sum(n) OVER (PARTITION BY scenario, role ORDER BY chars) AS upto,
+               sum(n) OVER (PARTITION BY scenario, role) AS total
+        FROM histogram
+    )
+    SELECT scenario, role || '_turn_chars', sum(chars * n)::DOUBLE / sum(n),
+           json_object('turns', sum(n)::BIGINT, 'p10', {_histogram_quantile(0.1)},
+                       'p50', {_histogram_quantile(0.5)}, 'p90', {_histogram_quantile(0.9)},
+                       'min', min(chars), 'max', max(chars))
+    FROM ranked GROUP BY scenario, role
     """,
 )
 
@@ -285,80 +319,219 @@ CURATION_QUERIES = (
 # -- text metrics ------------------------------------------------------------------------------
 
 
+# Turns fetched from DuckDB per batch, and texts per role and scenario tokenised together.
+_FETCH_ROWS = 4096
+_COUNT_BATCH = 2048
+
+# The run's finished user and assistant turns; $1 is the run id.
+_RUN_TURNS = """
+    FROM turns t JOIN episodes e USING (episode_id)
+    WHERE e.run_id = $1 AND e.status = 'done' AND t.role IN ('user', 'assistant')
+"""
+
+
 @dataclass(frozen=True, slots=True)
-class RoleTexts:
-    """A run's turns of one role, grouped by scenario."""
+class RoleSample:
+    """The seeded sample of a run's turns of one role that embedding spread measures.
+
+    Attributes:
+        role: ``user`` or ``assistant``.
+        scenarios: The scenarios with turns of this role, in order.
+        sample: ``(scenario, text)`` of the sampled turns, in corpus order.
+    """
 
     role: str
-    by_scenario: Mapping[str, Sequence[str]]
+    scenarios: tuple[str, ...]
+    sample: tuple[tuple[str, str], ...]
 
 
-def load_texts(store: Store, run_id: str) -> list[RoleTexts]:
-    """The user and the assistant turns of a run's finished episodes, in dialogue order."""
-    rows = store.sql(
-        "SELECT e.scenario, t.role, list(t.content ORDER BY t.episode_id, t.idx) "
-        "FROM turns t JOIN episodes e USING (episode_id) "
-        "WHERE e.run_id = ? AND e.status = 'done' AND t.role IN ('user', 'assistant') "
-        "GROUP BY ALL ORDER BY e.scenario",
-        [run_id],
-    )
-    grouped: dict[str, dict[str, Sequence[str]]] = {role: {} for role in ROLES}
-    for scenario, role, texts in rows:
-        grouped[role][scenario] = texts
-    return [RoleTexts(role, grouped[role]) for role in ROLES]
+@dataclass(frozen=True, slots=True)
+class _Corpus:
+    """One role's turns, as counted per scenario: the corpus order is by scenario, then by
+    episode id and turn index, as if the scenarios' turn lists were concatenated."""
+
+    role: str
+    counts: Mapping[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def locate(self, positions: Sequence[int]) -> list[tuple[str, int]]:
+        """``(scenario, position within the scenario)`` of positions in the whole corpus."""
+        scenarios = list(self.counts)
+        starts = [0, *accumulate(self.counts.values())][:-1]
+        found = []
+        for position in positions:
+            k = bisect.bisect_right(starts, position) - 1
+            found.append((scenarios[k], position - starts[k]))
+        return found
 
 
-def text_metrics(texts: Sequence[RoleTexts], *, seed: int) -> list[MetricRow]:
-    """distinct-1/2/3 and self-BLEU per role, for the run and for each scenario.
+def stream_rows(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object]
+) -> Iterator[tuple[Any, ...]]:
+    """Rows of a query, fetched ``_FETCH_ROWS`` at a time: never the whole result at once."""
+    result = con.execute(sql, list(params))
+    while rows := result.fetchmany(_FETCH_ROWS):
+        yield from rows
 
-    A run of one scenario is measured once: its scenario rows copy the run rows.
+
+def text_metrics(
+    con: duckdb.DuckDBPyConnection, run_id: str, *, seed: int
+) -> tuple[list[MetricRow], list[RoleSample]]:
+    """distinct-1/2/3 and self-BLEU per role, for the run and for each scenario; and the sample
+    of turns embedding spread measures (see :func:`spread_metrics`).
+
+    Streams: distinct-n counts every turn as DuckDB hands it over (bounded memory, see
+    :class:`DistinctCounter`); self-BLEU and the embedding sample draw their positions from
+    the turn counts and ``seed`` and fetch only those turns, so the values are the ones the
+    whole corpus in memory would give. A run of one scenario is measured once: its scenario
+    rows copy the run rows.
     """
+    counts: dict[str, dict[str, int]] = {role: {} for role in ROLES}
+    for role, scenario, n in con.execute(
+        f"SELECT t.role, e.scenario, count(*) {_RUN_TURNS} GROUP BY ALL ORDER BY e.scenario", [run_id]
+    ).fetchall():
+        counts[role][scenario] = n
+    corpora = [_Corpus(role, counts[role]) for role in ROLES]
+
+    # What self-BLEU and the embeddings sample: (role, scenario) -> positions in the scenario.
+    bleu: dict[tuple[str, str | None], list[tuple[str, int]]] = {}
+    embed: dict[str, list[tuple[str, int]]] = {}
+    rng = random.Random(seed)
+    for corpus in corpora:
+        total = corpus.total
+        bleu[corpus.role, None] = corpus.locate(
+            self_bleu_positions(total, sample=SELF_BLEU_SAMPLE, seed=seed)
+        )
+        if len(corpus.counts) > 1:
+            for scenario, n in corpus.counts.items():
+                positions = self_bleu_positions(n, sample=SELF_BLEU_SAMPLE, seed=seed)
+                bleu[corpus.role, scenario] = [(scenario, position) for position in positions]
+        embed[corpus.role] = corpus.locate(sorted(rng.sample(range(total), min(EMBED_SAMPLE, total))))
+    wanted = {(role, *at) for (role, _), places in bleu.items() for at in places}
+    wanted |= {(role, *at) for role, places in embed.items() for at in places}
+    fetched = _turns_at(con, run_id, wanted)
+
+    counters = _count_distinct(con, run_id, corpora)
     rows: list[MetricRow] = []
-    for role_texts in texts:
-        role, by_scenario = role_texts.role, role_texts.by_scenario
-        run_rows = _text_rows(None, role, list(chain.from_iterable(by_scenario.values())), seed)
+    for corpus in corpora:
+        role = corpus.role
+        whole = DistinctCounter(DISTINCT_ORDERS)
+        for scenario in corpus.counts:
+            whole.update(counters[role, scenario])
+        run_rows = _text_rows(
+            None, role, corpus.total, whole, [fetched[role, *at] for at in bleu[role, None]]
+        )
         rows += run_rows
-        if len(by_scenario) == 1:
-            (scenario,) = by_scenario
+        if len(corpus.counts) == 1:
+            (scenario,) = corpus.counts
             rows += [MetricRow(scenario, r.name, r.value, r.detail) for r in run_rows]
         else:
-            for scenario, corpus in by_scenario.items():
-                rows += _text_rows(scenario, role, corpus, seed)
-    return rows
+            for scenario, n in corpus.counts.items():
+                sampled = [fetched[role, *at] for at in bleu[role, scenario]]
+                rows += _text_rows(scenario, role, n, counters[role, scenario], sampled)
+    samples = [
+        RoleSample(
+            corpus.role,
+            tuple(corpus.counts),
+            tuple(
+                (scenario, fetched[corpus.role, scenario, position])
+                for scenario, position in embed[corpus.role]
+            ),
+        )
+        for corpus in corpora
+    ]
+    return rows, samples
 
 
-def _text_rows(scenario: str | None, role: str, corpus: Sequence[str], seed: int) -> list[MetricRow]:
+def _turns_at(
+    con: duckdb.DuckDBPyConnection, run_id: str, wanted: set[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], str]:
+    """The texts of the turns at ``(role, scenario, position)``, counted in corpus order.
+
+    Positions are numbered over the keys only (episode id, turn index), then the few wanted
+    turns are joined back for their text: DuckDB never sorts the texts themselves.
+    """
+    if not wanted:
+        return {}
+    roles, scenarios, positions = zip(*sorted(wanted), strict=True)
+    rows = con.execute(
+        f"""
+        WITH wanted AS (
+            SELECT unnest($2::VARCHAR[]) AS role, unnest($3::VARCHAR[]) AS scenario,
+                   unnest($4::BIGINT[]) AS position
+        ),
+        ranked AS (
+            SELECT t.role, e.scenario, t.episode_id, t.idx,
+                   row_number() OVER (PARTITION BY t.role, e.scenario ORDER BY t.episode_id, t.idx) - 1
+                       AS position
+            {_RUN_TURNS}
+        )
+        SELECT r.role, r.scenario, r.position, t.content
+        FROM ranked r JOIN wanted w USING (role, scenario, position)
+        JOIN turns t ON t.episode_id = r.episode_id AND t.idx = r.idx
+        """,
+        [run_id, list(roles), list(scenarios), list(positions)],
+    ).fetchall()
+    return {(role, scenario, position): text for role, scenario, position, text in rows}
+
+
+def _count_distinct(
+    con: duckdb.DuckDBPyConnection, run_id: str, corpora: Sequence[_Corpus]
+) -> dict[tuple[str, str], DistinctCounter]:
+    """A distinct-n counter per (role, scenario), fed every turn in one unordered scan.
+
+    Counting is order-free (n-grams never span two turns), so DuckDB streams the turns as
+    they lie, with no sort.
+    """
+    counters = {
+        (corpus.role, scenario): DistinctCounter(DISTINCT_ORDERS)
+        for corpus in corpora
+        for scenario in corpus.counts
+    }
+    pending: dict[tuple[str, str], list[str]] = {key: [] for key in counters}
+    for role, scenario, text in stream_rows(
+        con, f"SELECT t.role, e.scenario, t.content {_RUN_TURNS}", [run_id]
+    ):
+        batch = pending[role, scenario]
+        batch.append(text)
+        if len(batch) >= _COUNT_BATCH:
+            counters[role, scenario].add(batch)
+            batch.clear()
+    for key, batch in pending.items():
+        counters[key].add(batch)
+    return counters
+
+
+def _text_rows(
+    scenario: str | None, role: str, texts: int, counter: DistinctCounter, sampled: Sequence[str]
+) -> list[MetricRow]:
     # No texts is "not measured", not "no diversity".
-    distinct: Mapping[int, float | None] = (
-        distinct_ns(corpus, DISTINCT_ORDERS) if corpus else dict.fromkeys(DISTINCT_ORDERS)
-    )
-    detail = json.dumps({"texts": len(corpus)})
+    distinct: Mapping[int, float | None] = counter.ratios() if texts else dict.fromkeys(DISTINCT_ORDERS)
+    detail = json.dumps({"texts": texts})
     rows = [MetricRow(scenario, f"distinct_{n}_{role}", distinct[n], detail) for n in DISTINCT_ORDERS]
-    sample = min(SELF_BLEU_SAMPLE, len(corpus))
-    bleu = self_bleu(corpus, sample=SELF_BLEU_SAMPLE, seed=seed) if sample >= 2 else None
-    rows.append(MetricRow(scenario, f"self_bleu_{role}", bleu, json.dumps({"sample": sample})))
+    bleu = self_bleu_of_sample(sampled) if len(sampled) >= 2 else None
+    rows.append(MetricRow(scenario, f"self_bleu_{role}", bleu, json.dumps({"sample": len(sampled)})))
     return rows
 
 
-def spread_metrics(texts: Sequence[RoleTexts], embedder: Embedder, *, seed: int) -> list[MetricRow]:
-    """Embedding spread per role on one seeded sample of turns; scenarios use their part of it."""
+def spread_metrics(samples: Sequence[RoleSample], embedder: Embedder) -> list[MetricRow]:
+    """Embedding spread per role on its sample of turns; scenarios use their part of it."""
     rows: list[MetricRow] = []
-    rng = random.Random(seed)
-    for role_texts in texts:
-        labelled = [(s, text) for s, corpus in role_texts.by_scenario.items() for text in corpus]
-        sample = [
-            labelled[i] for i in sorted(rng.sample(range(len(labelled)), min(EMBED_SAMPLE, len(labelled))))
-        ]
+    for role_sample in samples:
+        sample = role_sample.sample
         if len(sample) < 2:
             continue
         vectors = embedder.embed([text for _, text in sample])
         scenarios = np.array([s for s, _ in sample], dtype=object)
         groups: list[tuple[str | None, npt.NDArray[np.bool_]]] = [(None, np.ones(len(sample), dtype=bool))]
-        groups += [(s, np.asarray(scenarios == s, dtype=bool)) for s in role_texts.by_scenario]
+        groups += [(s, np.asarray(scenarios == s, dtype=bool)) for s in role_sample.scenarios]
         for scenario, mask in groups:
             spread = embedding_spread(vectors[mask])
             detail = json.dumps({"sample": int(mask.sum()), "model": embedder.name})
-            rows.append(MetricRow(scenario, f"embedding_spread_{role_texts.role}", spread, detail))
+            rows.append(MetricRow(scenario, f"embedding_spread_{role_sample.role}", spread, detail))
     return rows
 
 

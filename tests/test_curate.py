@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -19,6 +20,8 @@ from dramaturg.evaluators import (
     CurationResult,
     Embedder,
     FilterSettings,
+    _dedup,
+    _metrics,
     curate,
     duplicate_filter_sql,
     embedding_spread,
@@ -26,6 +29,8 @@ from dramaturg.evaluators import (
     filtered_filter_sql,
     read_metrics,
 )
+from dramaturg.evaluators._dedup import find_duplicates
+from dramaturg.evaluators._diversity import distinct_ns, self_bleu
 from dramaturg.memory import MIGRATIONS
 from pydantic import ValidationError
 
@@ -395,6 +400,90 @@ def test_embedding_spread_is_one_minus_mean_pairwise_cosine() -> None:
     expected = 1 - (cosines.sum() - 40) / (40 * 39)
     assert embedding_spread(vectors) == pytest.approx(expected)
     assert embedding_spread(vectors[:1]) is None
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+def _in_memory(
+    store: Store, embedder: Embedder
+) -> tuple[dict[str, str], dict[tuple[str, str | None], float]]:
+    """What curation finds with the whole run in memory, as it was computed before it streamed:
+    dialogue duplicates, and distinct-n, self-BLEU and embedding spread per role and scenario."""
+    dialogues = store.sql(
+        "SELECT t.episode_id, string_agg(t.content, chr(10) ORDER BY t.idx) "
+        "FROM turns t JOIN episodes e USING (episode_id) WHERE e.run_id = ? AND e.status = 'done' "
+        "GROUP BY t.episode_id ORDER BY t.episode_id",
+        [RUN],
+    )
+    duplicates = find_duplicates(dialogues).duplicates
+    seed = store.sql("SELECT seed FROM runs WHERE run_id = ?", [RUN])[0][0]
+    texts = store.sql(
+        "SELECT t.role, e.scenario, list(t.content ORDER BY t.episode_id, t.idx) "
+        "FROM turns t JOIN episodes e USING (episode_id) "
+        "WHERE e.run_id = ? AND e.status = 'done' AND t.role IN ('user', 'assistant') "
+        "GROUP BY ALL ORDER BY e.scenario",
+        [RUN],
+    )
+    metrics: dict[tuple[str, str | None], float] = {}
+    rng = random.Random(seed)
+    for role in ("user", "assistant"):
+        corpora = {scenario: corpus for r, scenario, corpus in texts if r == role}
+        for scenario, corpus in [(None, [t for c in corpora.values() for t in c]), *corpora.items()]:
+            for n, value in distinct_ns(corpus, (1, 2, 3)).items():
+                metrics[f"distinct_{n}_{role}", scenario] = value
+            metrics[f"self_bleu_{role}", scenario] = self_bleu(corpus, sample=200, seed=seed)
+        labelled = [(scenario, text) for scenario, corpus in corpora.items() for text in corpus]
+        sample = [labelled[i] for i in sorted(rng.sample(range(len(labelled)), min(500, len(labelled))))]
+        vectors = embedder.embed([text for _, text in sample])
+        for scenario in (None, *corpora):
+            mask = np.array([scenario in (None, s) for s, _ in sample])
+            spread = embedding_spread(vectors[mask])
+            assert spread is not None
+            metrics[f"embedding_spread_{role}", scenario] = spread
+    return duplicates, metrics
+
+
+def test_streamed_curation_finds_what_the_whole_corpus_in_memory_gives(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tiny fetches and batches, so every stream crosses many batch edges.
+    monkeypatch.setattr(_metrics, "_FETCH_ROWS", 3)
+    monkeypatch.setattr(_metrics, "_COUNT_BATCH", 2)
+    monkeypatch.setattr(_dedup, "_HASH_CHUNK_TOKENS", 300)
+    letters = Embedder("letters", _bag_of_letters)
+    with Store.open(db) as store:
+        _copy_episode(store, "math-tutor/00001", "math-tutor/90000")
+        for n, source in enumerate(("support-refund/00002", "math-tutor/00003", "support-refund/00000")):
+            _copy_episode(
+                store,
+                source,
+                f"{source.split('/')[0]}/9100{n}",
+                edit=lambda text: text.replace(" the ", " a ", 1),
+            )
+        duplicates, expected = _in_memory(store, letters)
+        curate(store, RUN, embedder=letters)
+        marked = dict(store.sql("SELECT item_id, duplicate_of FROM duplicates WHERE kind = 'dialogue'"))
+        assert marked == duplicates and len(marked) >= 2
+        for (name, scenario), value in expected.items():
+            assert _metric(store, name, scenario) == pytest.approx(value, rel=1e-12), (name, scenario)
+
+
+@pytest.mark.parametrize("limit", [None, "3GiB", "100MiB"])
+def test_duckdb_memory_is_capped_while_curating_and_restored(db: Path, limit: str | None) -> None:
+    with Store.open(db) as store:
+        if limit is not None:
+            store.sql(f"SET memory_limit = '{limit}'")
+        before = store.sql("SELECT current_setting('memory_limit')")[0][0]
+        seen: list[str] = []
+
+        def embed(texts: Sequence[str]) -> npt.NDArray[np.floating]:
+            seen.append(store.sql("SELECT current_setting('memory_limit')")[0][0])
+            return _bag_of_letters(texts)
+
+        curate(store, RUN, embedder=Embedder("probe", embed))
+        assert set(seen) == {"100.0 MiB" if limit == "100MiB" else "512.0 MiB"}
+        assert store.sql("SELECT current_setting('memory_limit')")[0][0] == before
 
 
 # -- commands ----------------------------------------------------------------------------------

@@ -11,10 +11,11 @@ deleted.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import pytest
+from dramaturg.evaluators import _dedup
 from dramaturg.evaluators._dedup import (
     DedupResult,
     exact_key,
@@ -724,3 +725,74 @@ def test_consumes_a_generator_once() -> None:
     result = find_duplicates(_stream(120))
     assert len(result.exact) == 80
     assert result.near == {}
+
+
+# --- find_duplicates: streaming (reread) ----------------------------------------------------
+
+
+class _Reader:
+    """A store's part in dedup, over a list: reads items again by id, counting what it was asked."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self.texts = dict(items)
+        self.asked: list[list[str]] = []
+
+    def __call__(self, ids: Sequence[str]) -> Iterator[tuple[str, str]]:
+        self.asked.append(list(ids))
+        for item_id in reversed(ids):  # any order will do
+            yield item_id, self.texts[item_id]
+
+
+@pytest.mark.parametrize("seed", [20240601, 1, 2])
+def test_reread_finds_what_the_in_memory_path_finds(seed: int) -> None:
+    corpus = _build_corpus(seed=seed)
+    reader = _Reader(corpus.items)
+    streamed = find_duplicates(iter(corpus.items), reread=reader)
+    assert streamed == find_duplicates(corpus.items)
+    # One reread, of the candidate items only: the near-duplicates, the items they duplicate
+    # and the look-alikes whose one-byte signatures could not rule them out.
+    (asked,) = reader.asked
+    assert set(streamed.near) | set(streamed.near.values()) <= set(asked)
+    assert len(asked) < len(corpus.items) / 2
+
+
+def test_bounded_chunks_and_word_cache_give_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    corpus = _build_corpus(seed=3)
+    expected = find_duplicates(corpus.items)
+    # Many small signature blocks (gathered across block edges) and a word cache that starts
+    # over every few words: memory bounds, not results.
+    monkeypatch.setattr(_dedup, "_HASH_CHUNK_TOKENS", 500)
+    monkeypatch.setattr(_dedup, "_WORD_CACHE", 16)
+    assert find_duplicates(corpus.items) == expected
+    assert find_duplicates(iter(corpus.items), reread=_Reader(corpus.items)) == expected
+
+
+def _near_pair() -> list[tuple[str, str]]:
+    words = _dialogue(7, words=150).split()
+    return [("a", " ".join(words)), ("b", " ".join(["edit", *words[1:]])), ("c", _dialogue(8))]
+
+
+@pytest.mark.parametrize(
+    ("reread", "message"),
+    [
+        (lambda ids: [(i, "other words entirely") for i in ids], "'a' changed between"),
+        (lambda ids: [(i, dict(_near_pair())[i]) for i in ids[1:]], "did not return 'a'"),
+        (lambda ids: [("c", _dialogue(8))], "returned 'c', which was not asked for"),
+        (
+            lambda ids: [(ids[0], dict(_near_pair())[ids[0]])] * 2,
+            "returned 'a', which was not asked for or came twice",
+        ),
+    ],
+)
+def test_reread_must_return_the_items_asked_for(
+    reread: Callable[[Sequence[str]], list[tuple[str, str]]], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        find_duplicates(_near_pair(), reread=reread)
+
+
+def test_reread_is_not_called_without_candidates() -> None:
+    calls: list[Sequence[str]] = []
+    items = [("a", _dialogue(1)), ("b", _dialogue(2)), ("c", "A short one.")]
+    result = find_duplicates(items, reread=lambda ids: calls.append(ids) or [])
+    assert result.duplicates == {} and calls == []

@@ -6,16 +6,21 @@ import dataclasses
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
+import numpy as np
 import pytest
+from dramaturg.evaluators import _diversity
 from dramaturg.evaluators._dedup import normalize_text
 from dramaturg.evaluators._diversity import (
+    DistinctCounter,
     LengthStats,
     distinct_n,
     distinct_ns,
     length_stats,
     self_bleu,
+    self_bleu_of_sample,
+    self_bleu_positions,
 )
 
 # --- distinct-n ------------------------------------------------------------------------------
@@ -66,7 +71,7 @@ def _reference_distinct(texts: Sequence[str], n: int) -> float:
 
 def test_distinct_ns_matches_a_reference_including_wide_codes() -> None:
     rng = random.Random(3)
-    # 3000 word types need 12 bits, so orders above 5 take the renumbering path.
+    # Long orders fold many word hashes into one 64-bit code; repeats must still collide.
     vocabulary = [f"w{i}" for i in range(3000)] + ["the"] * 3000
     texts = [" ".join(rng.choices(vocabulary, k=rng.randrange(0, 40))) for _ in range(300)]
     texts += texts[:50]  # repeated n-grams of every order
@@ -75,6 +80,72 @@ def test_distinct_ns_matches_a_reference_including_wide_codes() -> None:
     for n in orders:
         assert result[n] == pytest.approx(_reference_distinct(texts, n), abs=1e-12)
         assert distinct_n(texts, n) == result[n]
+
+
+def _texts(count: int, seed: int, words: int = 3000) -> list[str]:
+    rng = random.Random(seed)
+    vocabulary = [f"w{i}" for i in range(words)] + ["the"] * 500
+    return [" ".join(rng.choices(vocabulary, k=rng.randrange(0, 30))) for _ in range(count)]
+
+
+def test_counter_in_batches_and_parts_matches_the_whole() -> None:
+    texts = _texts(600, seed=5)
+    texts += texts[:100]
+    expected = distinct_ns(texts, (1, 2, 3))
+    batched = DistinctCounter((1, 2, 3))
+    for start in range(0, len(texts), 37):
+        batched.add(texts[start : start + 37])
+    assert batched.ratios() == expected
+    # Disjoint parts combine into the whole: shared n-grams count once.
+    first, second = DistinctCounter((1, 2, 3)), DistinctCounter((1, 2, 3))
+    first.add(texts[:350])
+    second.add(iter(texts[350:]))
+    first.update(second)
+    assert first.ratios() == expected
+    assert first.texts == len(texts) and first.exact
+
+
+def test_counter_switches_to_a_sketch_past_its_exact_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = _texts(3000, seed=6, words=20_000)
+    exact = DistinctCounter((1, 2))
+    exact.add(texts)
+    expected = exact.ratios()
+    monkeypatch.setattr(_diversity, "_EXACT_LIMIT", 2000)
+    monkeypatch.setattr(_diversity, "_MERGE_MIN", 500)
+    sketched = DistinctCounter((1, 2))
+    sketched.add(texts)
+    assert not sketched.exact
+    for n in (1, 2):
+        assert sketched.ratios()[n] == pytest.approx(expected[n], rel=0.01)
+    # Unions of a sketch and an exact set, either way round, estimate the union.
+    halves = [DistinctCounter((1, 2)), DistinctCounter((1, 2))]
+    halves[0].add(texts[:2900])
+    halves[1].add(texts[2900:])
+    assert not halves[0].exact and halves[1].exact
+    small_first = DistinctCounter((1, 2))
+    small_first.update(halves[1])
+    small_first.update(halves[0])
+    halves[0].update(halves[1])
+    for counter in (halves[0], small_first):
+        for n in (1, 2):
+            assert counter.ratios()[n] == pytest.approx(expected[n], rel=0.01)
+
+
+def test_sketch_estimates_large_counts_within_its_error() -> None:
+    # 2M distinct hashes: the relative standard error is 0.2 %, so 1 % is five of them.
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 2**64 - 1, 2_000_000, dtype=np.uint64, endpoint=True)
+    registers = np.zeros(1 << _diversity._HLL_BITS, dtype=np.uint8)
+    _diversity._hll_add(registers, codes)
+    _diversity._hll_add(registers, codes[:500_000])  # repeats change nothing
+    assert _diversity._hll_estimate(registers) == pytest.approx(2_000_000, rel=0.01)
+
+
+def test_counter_rejects_mismatched_orders() -> None:
+    with pytest.raises(ValueError, match="orders differ"):
+        DistinctCounter((1, 2)).update(DistinctCounter((1, 3)))
+    with pytest.raises(ValueError, match="at least 1"):
+        DistinctCounter((0,))
 
 
 # --- self-BLEU ----------------------------------------------------------------------------
@@ -183,6 +254,15 @@ def test_self_bleu_rejects_invalid_parameters(kwargs: dict[str, int], message: s
         self_bleu(["a", "b"], **kwargs)
 
 
+def test_self_bleu_is_its_sample_scored() -> None:
+    texts = _corpus(3, 120, repetitive=False)
+    positions = self_bleu_positions(len(texts), sample=30, seed=4)
+    assert len(positions) == 30 and positions == sorted(positions)
+    sample = [texts[i] for i in positions]
+    assert self_bleu_of_sample(sample) == self_bleu(texts, sample=30, seed=4)
+    assert self_bleu_positions(1) == [] and self_bleu_of_sample(["one"]) == 0.0
+
+
 # --- length statistics ------------------------------------------------------------------------
 
 
@@ -190,6 +270,14 @@ def test_length_stats() -> None:
     assert length_stats([4, 1, 3, 2]) == LengthStats(
         count=4, mean=2.5, p50=2.5, p90=pytest.approx(3.7), min=1.0, max=4.0
     )
+
+
+def test_length_stats_streams_an_iterable() -> None:
+    def lengths() -> Iterator[int]:
+        yield from (4, 1, 3, 2)
+
+    assert length_stats(lengths()) == length_stats([4, 1, 3, 2])
+    assert length_stats(np.array([4, 1, 3, 2])) == length_stats([4, 1, 3, 2])
 
 
 def test_length_stats_of_one_value() -> None:
