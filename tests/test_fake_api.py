@@ -93,8 +93,9 @@ def post(fake: FakeAPI, path: str, body: Any, key: str = "k") -> tuple[int, Any]
 
 
 def test_exports_and_config_defaults() -> None:
-    assert dramaturg.testing.__all__ == ["FakeAPI", "FakeAPIConfig", "request_responder"]
+    assert dramaturg.testing.__all__ == ["FakeAPI", "FakeAPIConfig", "LocalRayCluster", "request_responder"]
     config = FakeAPIConfig()
+    assert (config.rpm_limit, config.rate_window_s) == (None, 1.0)  # no rate limit unless asked
     assert config.responder == "dramaturg.backends._sim:respond_text"
     assert (config.latency_ms, config.seed, config.retry_after_s) == (0, 0, 1.0)
     assert config.reject_keys == []
@@ -462,3 +463,39 @@ def test_default_responder_answers_even_before_sim_exists() -> None:
     assert status == 200
     assert isinstance(body["choices"][0]["message"]["content"], str)
     assert body["choices"][0]["message"]["content"]
+
+
+def test_the_rate_limit_is_a_sliding_window_with_the_providers_headers(fake: FakeAPI) -> None:
+    fake.configure(rpm_limit=120, rate_window_s=1.0)  # 2 requests in any second
+
+    def ask(route: str, body: dict[str, Any]) -> tuple[int, dict[str, str]]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{fake.port}{route}",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "x-api-key": "k", "Authorization": "Bearer k"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, dict(response.headers)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, dict(exc.headers)
+
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    first, second, refused = (ask("/v1/chat/completions", chat) for _ in range(3))
+    assert (first[0], second[0], refused[0]) == (200, 200, 429)
+    assert first[1]["x-ratelimit-limit-requests"] == "120"
+    assert (first[1]["x-ratelimit-remaining-requests"], second[1]["x-ratelimit-remaining-requests"]) == (
+        "1",
+        "0",
+    )
+    wait_ms = int(refused[1]["retry-after-ms"])
+    assert 0 < wait_ms <= 1000 and refused[1]["x-ratelimit-reset-requests"] == f"{wait_ms}ms"
+    messages = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    status, headers = ask("/v1/messages", messages)
+    assert status == 429 and headers["anthropic-ratelimit-requests-remaining"] == "0"
+    assert headers["anthropic-ratelimit-requests-reset"].endswith("Z")
+    stats = fake.stats()
+    # Refused requests were not counted against the window.
+    assert (stats["requests"], stats["rate_limited"], stats["by_status"]) == (4, 2, {"200": 2, "429": 2})
