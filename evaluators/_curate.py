@@ -288,7 +288,7 @@ def curate(
     texts are streamed from DuckDB in batches and never held together, dedup keeps ~300 bytes
     per item, distinct-n a few MiB, and DuckDB is capped at 512 MiB while they run (it spills
     sorts to the store's temp folder), at 1 GiB while the results are written. 1M dialogues
-    (10M turns) take ~570 s of CPU time and 1.3 GiB at peak, 9x the CPU time of 100k
+    (10M turns) take ~370 s of CPU time and 1.2 GiB at peak, 10.4x the CPU time of 100k
     (bench/curate.py). Curating every run of a store for the first time therefore reads the
     early runs once per later run.
 
@@ -514,8 +514,11 @@ class _Items:
 # message, the chosen and the rejected reply. (The prompt's earlier turns are shared with every
 # other pair of the episode, so they would only make pairs look alike.)
 _DIALOGUES = _Items(
-    of_run="SELECT t.episode_id, t.content FROM turns t JOIN episodes e USING (episode_id) "
-    "WHERE e.run_id = $1 AND e.status = 'done' ORDER BY t.episode_id, t.idx",
+    # Turns sort by their episode's rank rather than its id: integer keys sort faster than
+    # strings, and the order is the same.
+    of_run="WITH done AS (SELECT episode_id, row_number() OVER (ORDER BY episode_id) AS rank "
+    "FROM episodes WHERE run_id = $1 AND status = 'done') "
+    "SELECT t.episode_id, t.content FROM turns t JOIN done USING (episode_id) ORDER BY done.rank, t.idx",
     by_id="SELECT episode_id, content FROM turns WHERE episode_id IN (SELECT unnest($1::VARCHAR[])) "
     "ORDER BY episode_id, idx",
     per_turn=True,

@@ -488,6 +488,23 @@ def _candidate_pairs(band_keys: Iterable[_U64], n: int) -> tuple[_I64, _I64]:
 _Signatures = npt.NDArray[np.uint32] | npt.NDArray[np.uint8]
 
 
+def _count_equal(left: _Signatures, right: _Signatures) -> _I64:
+    """Equal entries per row of two signature matrices.
+
+    The boolean matrix is counted eight entries at a time, as the bits of 64-bit words: twice
+    as fast as ``count_nonzero(axis=1)``, and verification compares tens of millions of pairs
+    at 1M items.
+    """
+    equal = left == right
+    if _bitwise_count is None or equal.shape[1] % 8:
+        return np.count_nonzero(equal, axis=1).astype(np.int64)
+    return _bitwise_count(equal.view(np.uint64)).sum(axis=1, dtype=np.int64)
+
+
+# numpy >= 2.0; on older numpy, _count_equal counts booleans instead.
+_bitwise_count = getattr(np, "bitwise_count", None)
+
+
 def _verify(
     signatures: _Signatures, first: _I64, second: _I64, threshold: float
 ) -> tuple[_I64, _I64, npt.NDArray[np.float64]]:
@@ -501,7 +518,7 @@ def _verify(
     for lo in range(0, len(first), _VERIFY_CHUNK):
         a = first[lo : lo + _VERIFY_CHUNK]
         b = second[lo : lo + _VERIFY_CHUNK]
-        equal = np.count_nonzero(signatures[a] == signatures[b], axis=1)
+        equal = _count_equal(signatures[a], signatures[b])
         ok = equal >= need
         kept_first.append(a[ok])
         kept_second.append(b[ok])

@@ -177,9 +177,9 @@ class _DistinctSet:
         np.maximum(self._registers, other._registers, out=self._registers)
 
     def count(self) -> float:
+        self._merge()  # which may cross the limit and turn the set into a sketch
         if self._registers is not None:
             return _hll_estimate(self._registers)
-        self._merge()
         return len(self._codes)
 
 

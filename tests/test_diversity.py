@@ -129,6 +129,13 @@ def test_counter_switches_to_a_sketch_past_its_exact_limit(monkeypatch: pytest.M
     for counter in (halves[0], small_first):
         for n in (1, 2):
             assert counter.ratios()[n] == pytest.approx(expected[n], rel=0.01)
+    # A set that crosses the limit only when counted (its last batches still pending).
+    monkeypatch.setattr(_diversity, "_MERGE_MIN", 10**9)
+    late = DistinctCounter((1, 2))
+    late.add(texts)
+    for n in (1, 2):
+        assert late.ratios()[n] == pytest.approx(expected[n], rel=0.01)
+    assert not late.exact
 
 
 def test_sketch_estimates_large_counts_within_its_error() -> None:
