@@ -158,6 +158,8 @@ class RateLimiter:
             self._next_token = slot + max(tokens, 0) * self._seconds_per_token
         if slot > now:
             await self._clock.sleep(slot - now)
+        if self._granted.maxlen is None:  # no request limit: no window to keep
+            return self._clock.now()
         # One caller at a time reads the window and records its grant, so no two take the
         # same room; they come here in slot order.
         async with self._window_lock:

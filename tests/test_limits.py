@@ -197,6 +197,18 @@ def test_a_429_gives_its_permit_back_holds_everyone_and_widens_the_margin() -> N
     assert limiter.margin == pytest.approx(0.0)
 
 
+def test_without_a_request_limit_no_permit_is_kept() -> None:
+    clock = ManualClock()
+    limiter = RateLimiter(tpm=60_000, clock=clock)
+
+    async def permits() -> None:
+        for _ in range(1000):
+            await limiter.acquire(10)
+
+    asyncio.run(permits())
+    assert len(limiter._granted) == 0  # a run of millions of calls keeps no list of them
+
+
 def test_the_servers_headers_teach_a_lower_limit_or_one_never_given() -> None:
     clock = ManualClock()
     given = RateLimiter(rpm=6000, clock=clock)
