@@ -267,7 +267,10 @@ class Gateway:
                             self.budget.settle(held, 0.0)
                         self.limiter.rejected(
                             granted_at,
-                            exc.retry_after if exc.retry_after is not None else self.retry.base_delay_s,
+                            # No retry-after: the backoff's growing pause, held by everyone.
+                            exc.retry_after
+                            if exc.retry_after is not None
+                            else self.retry.delay(attempt, None, self._jitter),
                             exc.rate_limits,
                             tokens=tokens,
                         )
