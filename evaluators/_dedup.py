@@ -496,9 +496,12 @@ def _count_equal(left: _Signatures, right: _Signatures) -> _I64:
     at 1M items.
     """
     equal = left == right
+    counts: _I64
     if _bitwise_count is None or equal.shape[1] % 8:
-        return np.count_nonzero(equal, axis=1).astype(np.int64)
-    return _bitwise_count(equal.view(np.uint64)).sum(axis=1, dtype=np.int64)
+        counts = np.count_nonzero(equal, axis=1).astype(np.int64)
+    else:
+        counts = _bitwise_count(equal.view(np.uint64)).sum(axis=1, dtype=np.int64)
+    return counts
 
 
 # numpy >= 2.0; on older numpy, _count_equal counts booleans instead.
