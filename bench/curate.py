@@ -8,7 +8,7 @@ run as `dramaturg stats` does (dedup, every filter and metric, written back), in
 process whose peak memory and CPU time per step it reports, with the recall of the planted
 duplicates. Each process is started by this small one, so ``ru_maxrss`` is the curation's own.
 
-    python bench/curate.py                                # 100k and 1M: ~30 min on 2 cores
+    python bench/curate.py                                # 100k and 1M: ~20 min on 2 cores
     python bench/curate.py --sizes 10000 100000 --workdir /tmp/b   # stores kept there, reused
 
 Acceptance (issue 13): 1M dialogues curated under 2 GiB peak, CPU growth from 100k to 1M at
