@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 from dramaturg.memory import (
     MIGRATIONS,
+    CallRecord,
     EpisodeResult,
     EpisodeStart,
     PairOutcomeRow,
@@ -22,6 +24,27 @@ from dramaturg.memory import (
 )
 
 from dramaturg import StoreError
+
+
+def _call(i: int, **changes: Any) -> CallRecord:
+    """A completed sim call's record, answer ``answer {i}``."""
+    fields: dict[str, Any] = {
+        "call_id": f"c{i}",
+        "request_hash": f"h{i}",
+        "run_id": "r",
+        "episode_id": None,
+        "backend": "sim",
+        "model": "sim",
+        "role": "assistant",
+        "status": "ok",
+        "request_json": "{}",
+        "latency_ms": 1.0,
+        "created_at": utcnow(),
+        "response_text": f"answer {i}",
+        "finish_reason": "stop",
+        **changes,
+    }
+    return CallRecord(**fields)
 
 
 def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
@@ -71,30 +94,11 @@ def test_episode_rows_land_in_one_transaction(tmp_path: Path) -> None:
 
 
 def test_writer_batches_call_records_and_makes_them_durable(tmp_path: Path) -> None:
-    from dramaturg.memory import CallRecord
-
     store = Store.open(tmp_path / "s.duckdb")
     writer = StoreWriter(store)
 
-    def record(i: int) -> CallRecord:
-        return CallRecord(
-            call_id=f"c{i}",
-            request_hash=f"h{i}",
-            run_id="r",
-            episode_id=None,
-            backend="sim",
-            model="sim",
-            role="assistant",
-            status="ok",
-            request_json="{}",
-            latency_ms=1.0,
-            created_at=utcnow(),
-            response_text=f"answer {i}",
-            finish_reason="stop",
-        )
-
     async def main() -> None:
-        await asyncio.gather(*(writer.record_call(record(i)) for i in range(50)))
+        await asyncio.gather(*(writer.record_call(_call(i)) for i in range(50)))
         cached = await writer.cached_call("h7")
         assert cached is not None and cached.response_text == "answer 7"
         assert await writer.cached_call("missing") is None
@@ -106,25 +110,10 @@ def test_writer_batches_call_records_and_makes_them_durable(tmp_path: Path) -> N
 
 
 def test_a_call_recorded_without_waiting_answers_its_repeat_before_it_is_durable(tmp_path: Path) -> None:
-    from dramaturg.memory import CallRecord
-
     store = Store.open(tmp_path / "s.duckdb")
     writer = StoreWriter(store)
-    call = CallRecord(
-        call_id="c1",
-        request_hash="h1",
-        run_id="r",
-        episode_id="e1",
-        backend="sim",
-        model="sim",
-        role="critic",
-        status="ok",
-        request_json="{}",
-        latency_ms=1.0,
-        created_at=utcnow(),
-        response_text="the same answer",
-        finish_reason="stop",
-        annotations={"planted": "none"},
+    call = _call(
+        1, episode_id="e1", role="critic", response_text="the same answer", annotations={"planted": "none"}
     )
 
     async def main() -> None:
@@ -165,8 +154,6 @@ def test_calls_starting_together_read_the_answered_hashes_once(tmp_path: Path) -
 
 
 def test_writes_queued_together_share_a_transaction_and_a_bad_one_fails_alone(tmp_path: Path) -> None:
-    from dramaturg.memory import CallRecord
-
     store = Store.open(tmp_path / "s.duckdb")
     writer = StoreWriter(store)
     transactions: list[int] = []
@@ -177,23 +164,6 @@ def test_writes_queued_together_share_a_transaction_and_a_bad_one_fails_alone(tm
         return write(writes)
 
     store.write = counted  # type: ignore[method-assign]
-
-    def call(i: int) -> CallRecord:
-        return CallRecord(
-            call_id=f"c{i}",
-            request_hash=f"h{i}",
-            run_id="r",
-            episode_id=f"e{i}",
-            backend="sim",
-            model="sim",
-            role="assistant",
-            status="ok",
-            request_json="{}",
-            latency_ms=1.0,
-            created_at=utcnow(),
-            response_text=f"answer {i}",
-            finish_reason="stop",
-        )
 
     starts = [
         EpisodeStart(f"e{i}", "r", "sc", i, i, "P", "{}", utcnow(), attempted_before=False) for i in range(20)
@@ -214,7 +184,7 @@ def test_writes_queued_together_share_a_transaction_and_a_bad_one_fails_alone(tm
     async def main() -> list[BaseException | None]:
         await asyncio.gather(*(writer.start_episode(start) for start in starts))
         outcomes = await asyncio.gather(
-            *(writer.record_call(call(i)) for i in range(20)),
+            *(writer.record_call(_call(i, episode_id=f"e{i}")) for i in range(20)),
             *(writer.finish_episode(result) for result in results),
             return_exceptions=True,
         )
