@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from dramaturg._errors import (
@@ -22,6 +21,7 @@ from dramaturg._errors import (
     StoreError,
     UserError,
 )
+from dramaturg._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from dramaturg._config import (
@@ -132,17 +132,4 @@ _LAZY_FROM: dict[str, tuple[str, ...]] = {
         "read_personas",
     ),
 }
-_LAZY = {name: module for module, names in _LAZY_FROM.items() for name in names}
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dramaturg' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next lookup finds it without coming here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY_FROM)

@@ -5,8 +5,9 @@ A scenario is a short Python file that builds one :class:`Scenario`; see README.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from dramaturg._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from dramaturg.scenarios._checks import DEFAULT_CHECK_TIMEOUT_S, Check, CheckContext, CheckResult, ToolUse
@@ -135,17 +136,4 @@ _LAZY_FROM: dict[str, tuple[str, ...]] = {
         "ToolStatus",
     ),
 }
-_LAZY = {name: module for module, names in _LAZY_FROM.items() for name in names}
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dramaturg.scenarios' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next lookup finds it without coming here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY_FROM)

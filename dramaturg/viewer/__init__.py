@@ -9,9 +9,9 @@ Example:
     >>> app = create_app(ThreadStoreAccess(Store.open("corpus.duckdb")))  # doctest: +SKIP
 """
 
-import importlib
 from typing import TYPE_CHECKING
 
+from dramaturg._lazy import lazy_exports
 from dramaturg.viewer._command import serve_command
 
 if TYPE_CHECKING:
@@ -38,16 +38,6 @@ _LAZY_FROM: dict[str, tuple[str, ...]] = {
     "dramaturg.viewer._server": ("serve",),
     "dramaturg.viewer._sql": ("EXAMPLE_QUERIES",),
 }
-_LAZY = {name: module for module, names in _LAZY_FROM.items() for name in names}
-
-
-def __getattr__(name: str) -> object:
-    # The store (DuckDB), Starlette and Jinja2 load on first use: the CLI registers
-    # serve_command from this package for every command, and `dramaturg --help` should not pay
-    # for them.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'dramaturg.viewer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # the next lookup finds it without coming here
-    return value
+# The store (DuckDB), Starlette and Jinja2 load on first use: the CLI registers serve_command
+# from this package for every command, and `dramaturg --help` should not pay for them.
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY_FROM)
