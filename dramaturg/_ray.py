@@ -40,9 +40,10 @@ from dramaturg._run import (
     EpisodeRecord,
     RunSummary,
     _backends,
-    _episode,
     _Job,
     _review_settings,
+    _Stage,
+    perform,
     prepare,
 )
 from dramaturg._shards import (
@@ -214,27 +215,21 @@ async def _perform_batch(batch: Batch) -> BatchOutcome:
         stop = asyncio.Event()
         jobs = _jobs(batch, scenarios, check_runner)
 
-        async def performer() -> None:
-            for job in jobs:
-                if stop.is_set():
-                    return
-                result = await _episode(
-                    job,
-                    writer,
-                    gateway,
-                    models,
-                    params,
-                    batch.run_id,
-                    summary,
-                    stop,
-                    health,
-                    config.review.turn_attempts,
-                )
-                if result is not None:
-                    records.append(EpisodeRecord.of(result, job.loaded.scenario.name))
-
-        await asyncio.gather(
-            *(performer() for _ in range(min(config.limits.concurrency, len(batch.episodes))))
+        await perform(
+            jobs,
+            min(config.limits.concurrency, len(batch.episodes)),
+            _Stage(
+                writer,
+                gateway,
+                models,
+                params,
+                batch.run_id,
+                summary,
+                stop,
+                health,
+                config.review.turn_attempts,
+            ),
+            records.append,
         )
     finally:
         check_runner.close()

@@ -399,13 +399,17 @@ async def run(
         params = GenerationParams(temperature=config.models.temperature, max_tokens=config.models.max_tokens)
         stop = asyncio.Event()
 
-        async def performer() -> None:
-            # Each performer takes the next job when it is free: jobs are made as they start.
-            for job in todo:
-                if stop.is_set():
-                    return
-                result = await _episode(
-                    job,
+        if config.execution.executor == "ray":
+            from dramaturg._ray import RayRun, perform_on_ray  # imports Ray: only when asked for
+
+            await perform_on_ray(
+                RayRun(config, run_id, db, writer, summary, prior_cost, on_episode), todo, live.total
+            )
+        else:
+            await perform(
+                todo,
+                min(config.limits.concurrency, total - summary.skipped),
+                _Stage(
                     writer,
                     gateway,
                     models,
@@ -415,26 +419,9 @@ async def run(
                     stop,
                     health,
                     config.review.turn_attempts,
-                )
-                if on_episode and result is not None:
-                    on_episode(EpisodeRecord.of(result, job.loaded.scenario.name))
-
-        if config.execution.executor == "ray":
-            from dramaturg._ray import RayRun, perform_on_ray  # imports Ray: only when asked for
-
-            await perform_on_ray(
-                RayRun(config, run_id, db, writer, summary, prior_cost, on_episode), todo, live.total
+                ),
+                on_episode,
             )
-        else:
-            performers = [
-                asyncio.create_task(performer())
-                for _ in range(min(config.limits.concurrency, total - summary.skipped))
-            ]
-            try:
-                await asyncio.gather(*performers)
-            finally:
-                for task in performers:
-                    task.cancel()
         await writer.drain()
         summary.pair_report = await writer.run(pair_report, writer.store, run_id)
         await writer.run(record_health_metrics, writer.store, run_id)
@@ -447,6 +434,57 @@ async def run(
         writer.close()
         store.close()
     return summary
+
+
+@dataclass(frozen=True, slots=True)
+class _Stage:
+    """What every episode of one process's share of a run is performed with."""
+
+    writer: StoreWriter
+    gateway: Gateway
+    models: RoleModels
+    params: GenerationParams
+    run_id: str
+    summary: RunSummary
+    stop: asyncio.Event
+    health: RoleHealth
+    turn_attempts: int
+
+
+async def perform(
+    jobs: Iterator[_Job],
+    performers: int,
+    stage: _Stage,
+    on_episode: Callable[[EpisodeRecord], None] | None = None,
+) -> None:
+    """Perform ``jobs`` with ``performers`` at once; each takes the next job when it is free,
+    so jobs are made as they start. Stops taking jobs once ``stage.stop`` is set."""
+
+    async def performer() -> None:
+        for job in jobs:
+            if stage.stop.is_set():
+                return
+            result = await _episode(
+                job,
+                stage.writer,
+                stage.gateway,
+                stage.models,
+                stage.params,
+                stage.run_id,
+                stage.summary,
+                stage.stop,
+                stage.health,
+                stage.turn_attempts,
+            )
+            if on_episode and result is not None:
+                on_episode(EpisodeRecord.of(result, job.loaded.scenario.name))
+
+    tasks = [asyncio.create_task(performer()) for _ in range(performers)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _run_cost(store: Store, run_id: str) -> float:
