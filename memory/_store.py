@@ -2,8 +2,8 @@
 
 :class:`Store` is the synchronous core (used by the CLI's read commands and by tests).
 :class:`StoreWriter` is how a running job writes: every statement goes through one
-dedicated thread, so there is exactly one writer, and call records that complete together
-are flushed together in one transaction before any caller may use their result.
+dedicated thread, so there is exactly one writer, and writes that queue together (call
+records, episode starts and results) share one transaction.
 """
 
 from __future__ import annotations
@@ -537,9 +537,12 @@ class StoreWriter:
     All statements run on one dedicated thread, in submission order. Writes (call records,
     episode starts and results) are batched: whatever arrives while a transaction is being
     written goes into the next one, so under load a transaction carries many rows and the
-    writer's cost per row stays small. ``await record_call(...)`` (and the episode writes)
-    return only once the write is durable: a model's answer is never used before its record
-    could survive a crash.
+    writer's cost per row stays small. ``await record_call(...)`` and ``await
+    finish_episode(...)`` return only once the write is durable: a paid model's answer is
+    never used before its record could survive a crash. Two kinds of write are only queued:
+    episode starts, and the records of calls that cost nothing to repeat (``wait=False``);
+    every later write is applied after them, and a failure among them is raised by the next
+    write.
     """
 
     def __init__(self, store: Store):
