@@ -76,6 +76,15 @@ class Usage:
         self.cache_write_tokens += response.cache_write_tokens
         self.cost_usd += cost_usd
 
+    def include(self, more: Usage) -> None:
+        """Count ``more``'s calls, tokens and cost too (another process's, say)."""
+        self.calls += more.calls
+        self.input_tokens += more.input_tokens
+        self.output_tokens += more.output_tokens
+        self.cache_read_tokens += more.cache_read_tokens
+        self.cache_write_tokens += more.cache_write_tokens
+        self.cost_usd += more.cost_usd
+
 
 @dataclass(slots=True)
 class GatewayStats:

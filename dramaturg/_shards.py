@@ -246,19 +246,9 @@ def _stats_of_new_calls(con: duckdb.DuckDBPyConnection) -> GatewayStats:
             stats.errors_by_kind[kind] += n
             continue
         paid = Usage(n, tokens_in, tokens_out, cache_read, cache_write, cost)
-        add_usage(stats.usage.setdefault((role, label), Usage()), paid)
-        add_usage(stats.total, paid)
+        stats.usage.setdefault((role, label), Usage()).include(paid)
+        stats.total.include(paid)
     return stats
-
-
-def add_usage(into: Usage, more: Usage) -> None:
-    """Add ``more``'s calls, tokens and cost to ``into``."""
-    into.calls += more.calls
-    into.input_tokens += more.input_tokens
-    into.output_tokens += more.output_tokens
-    into.cache_read_tokens += more.cache_read_tokens
-    into.cache_write_tokens += more.cache_write_tokens
-    into.cost_usd += more.cost_usd
 
 
 def merge_stats(into: GatewayStats, part: GatewayStats) -> None:
@@ -267,9 +257,9 @@ def merge_stats(into: GatewayStats, part: GatewayStats) -> None:
     into.failed_attempts += part.failed_attempts
     into.retries += part.retries
     into.errors_by_kind.update(part.errors_by_kind)
-    add_usage(into.total, part.total)
+    into.total.include(part.total)
     for key, usage in part.usage.items():
-        add_usage(into.usage.setdefault(key, Usage()), usage)
+        into.usage.setdefault(key, Usage()).include(usage)
     into.unpriced |= part.unpriced
     into.schema_fallbacks |= part.schema_fallbacks
     # On Ray each task learns its share of a limit the provider names: say each share once.

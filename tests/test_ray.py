@@ -31,11 +31,8 @@ from dramaturg import (
     ExecutionOptions,
     LimitOptions,
     ModelOptions,
-    Persona,
     ReviewOptions,
     RunConfig,
-    Scenario,
-    Stage,
     run_sync,
 )
 from dramaturg._model import RateLimits
@@ -45,6 +42,7 @@ from dramaturg._run import RunSummary
 from dramaturg._shards import CallCache, ShardWriter, ingest_leftover_shards, shard_folder
 from dramaturg.testing import FakeAPI, FakeAPIConfig, LocalRayCluster
 from tests.conftest import dramaturg_subprocess, query
+from tests.test_python_api import GREETER
 
 Cli = Callable[..., Any]
 FAKE = FakeAPIConfig(responder="sim", latency_ms=60, retry_after_s=0.05)
@@ -141,19 +139,9 @@ def test_a_run_on_ray_stores_the_same_episodes_as_the_same_run_here(
 def test_run_sync_on_ray_hands_over_every_record_and_resumes_here(
     connected: LocalRayCluster, tmp_path: Path
 ) -> None:
-    greeter = Scenario(
-        name="greeter",
-        description="A visitor asks a museum guide for the opening hours.",
-        assistant_prompt="You are a museum guide. Be brief and friendly.",
-        personas=[Persona(name="Dana", goal="find out when the museum opens on Sunday")],
-        stages=[
-            Stage(name="ask", instruction="Ask when the museum opens on Sunday."),
-            Stage(name="close", instruction="Thank the guide.", terminal=True),
-        ],
-    )
     records: list[EpisodeRecord] = []
     config = RunConfig(
-        scenarios=[greeter],
+        scenarios=[GREETER],
         episodes=4,
         run_id="api",
         review=ReviewOptions(best_of_n=0),
