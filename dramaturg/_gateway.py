@@ -31,7 +31,7 @@ from dramaturg._limits import (
     RateLimiter,
     estimate_input_tokens,
 )
-from dramaturg._model import Backend, ModelRequest, ModelResponse, tool_calls_from_json
+from dramaturg._model import Backend, ModelRequest, ModelResponse, request_json, tool_calls_from_json
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg.memory import CallRecord, StoreWriter, utcnow
 
@@ -370,7 +370,7 @@ class Gateway:
             model=request.model,
             role=request.role,
             status="ok",
-            request_json=_request_json(request),
+            request_json=request_json(request),
             latency_ms=latency_ms,
             created_at=utcnow(),
             response_text=response.text,
@@ -408,7 +408,7 @@ class Gateway:
                 model=request.model,
                 role=request.role,
                 status="error",
-                request_json=_request_json(request),
+                request_json=request_json(request),
                 latency_ms=(time.perf_counter() - started) * 1000,
                 created_at=utcnow(),
                 attempt=attempt,
@@ -416,8 +416,3 @@ class Gateway:
                 error=str(exc)[:2000],
             )
         )
-
-
-def _request_json(request: ModelRequest) -> str:
-    payload = asdict(request)
-    return json.dumps(payload, sort_keys=True, ensure_ascii=False)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from dramaturg._errors import ConfigError
 
@@ -187,7 +187,7 @@ def request_hash(request: ModelRequest) -> str:
             temperature, say). A request that cannot be hashed must never become a silent
             cache miss that pays twice.
     """
-    payload = asdict(request)
+    payload = request_dict(request)
     # Fields added after the first release join the payload only when set, so requests that
     # do not use them keep the hashes they always had (and their cached answers).
     if request.response_format is None:
@@ -208,6 +208,41 @@ def request_hash(request: ModelRequest) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     return f"{HASH_TAG}:{digest}"
+
+
+def request_dict(request: ModelRequest) -> dict[str, Any]:
+    """The request as JSON-ready data, every field present: what ``llm_calls.request`` stores.
+
+    The same dict ``dataclasses.asdict`` gives, built without its deep copy of every value
+    (a request holds only frozen values): this runs twice per model call.
+    """
+    payload: dict[str, Any] = _plain(request)
+    return payload
+
+
+def request_json(request: ModelRequest) -> str:
+    """:func:`request_dict` as the JSON text stored with each call (sorted keys)."""
+    return json.dumps(request_dict(request), sort_keys=True, ensure_ascii=False)
+
+
+def _plain(value: object) -> Any:
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    names = _FIELD_NAMES.get(kind)
+    if names is None and is_dataclass(kind):
+        names = _FIELD_NAMES[kind] = tuple(field.name for field in fields(kind))
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per dataclass, filled on first sight
 
 
 @dataclass(frozen=True, slots=True)

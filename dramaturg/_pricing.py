@@ -101,6 +101,7 @@ class PriceTable:
 
     def __init__(self, overrides: Mapping[str, Price] | None = None):
         self._prices = {**BUILTIN_PRICES, **(overrides or {})}
+        self._found: dict[tuple[str, str], Price | None] = {}  # asked once per call: remembered
 
     @classmethod
     def from_file(cls, path: str | Path | None) -> PriceTable:
@@ -139,6 +140,11 @@ class PriceTable:
         """The price of ``backend:model``, or None if no entry matches. ``sim`` is free."""
         if backend == "sim":
             return FREE
+        if (backend, model) not in self._found:
+            self._found[backend, model] = self._match(backend, model)
+        return self._found[backend, model]
+
+    def _match(self, backend: str, model: str) -> Price | None:
         for name in (f"{backend}:{model}", model):
             best = max(
                 (key for key in self._prices if name == key or name.startswith(key + "-")),

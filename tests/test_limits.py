@@ -6,6 +6,7 @@ Time is a manual clock here, so nothing sleeps and nothing depends on machine sp
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from dramaturg import (
 )
 from dramaturg._gateway import Gateway, RetryPolicy
 from dramaturg._limits import BreakerSettings, CircuitBreaker, RateLimiter, estimate_input_tokens
-from dramaturg._model import RateLimits
+from dramaturg._model import RateLimits, ResponseFormat, ToolCall, ToolSpec, request_json
 from dramaturg._pricing import Budget, Price, PriceTable
 from dramaturg.backends._sdk import kind_for_status, parse_rate_limits, parse_retry_after, scrub
 
@@ -100,6 +101,27 @@ def test_golden_request_hash_is_pinned() -> None:
     assert request_hash(pinned) == (
         "dh1-sha256:0dc907a5fa5328f25b115f8fed85eeb950c2b81fec6fd17b9d48534b4776de15"
     )
+
+
+def test_stored_request_json_holds_every_field_as_asdict_does() -> None:
+    # request_dict skips asdict's deep copies; what llm_calls.request stores must not change.
+    rich = ModelRequest(
+        backend="openai",
+        model="m",
+        role="assistant",
+        system="Système",
+        messages=(
+            Message("user", "Hi"),
+            Message("assistant", "", tool_calls=(ToolCall("c1", "lookup", '{"id": 7}'),)),
+            Message("tool", "not found", tool_call_id="c1", is_error=True),
+        ),
+        params=GenerationParams(temperature=0.2, max_tokens=64),
+        seed=3,
+        response_format=ResponseFormat.from_schema("verdict", {"type": "object"}),
+        tools=(ToolSpec.from_schema("lookup", "Find an order.", {"type": "object"}),),
+        tool_choice="none",
+    )
+    assert request_json(rich) == json.dumps(dataclasses.asdict(rich), sort_keys=True, ensure_ascii=False)
 
 
 # -- the rate limiter ------------------------------------------------------------------------------

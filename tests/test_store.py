@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,40 @@ def test_calls_starting_together_read_the_answered_hashes_once(tmp_path: Path) -
     writer.close()
     store.close()
     assert len(reads) == 1
+
+
+def test_group_commit_delays_only_writes_that_follow_a_busy_transaction(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "s.duckdb")
+    writer = StoreWriter(store, commit_interval_s=0.5)
+    started: list[tuple[float, int]] = []  # (when, writes) per transaction
+    write = store.write
+
+    def timed(writes: Sequence[Write]) -> list[duckdb.Error | None]:
+        started.append((time.monotonic(), len(writes)))
+        return write(writes)
+
+    store.write = timed  # type: ignore[method-assign]
+
+    async def main() -> None:
+        # Lone writes, one after another: each commits at once, never waiting out an interval.
+        for i in range(3):
+            await writer.record_call(_call(i))
+        # Many calls finishing together: one transaction; the next wave joins the one after,
+        # which starts an interval after the first, carrying every write that came meanwhile.
+        await asyncio.gather(*(writer.record_call(_call(i)) for i in range(10, 20)))
+        second = [asyncio.ensure_future(writer.record_call(_call(i))) for i in range(20, 25)]
+        await asyncio.sleep(0.1)
+        third = [asyncio.ensure_future(writer.record_call(_call(i))) for i in range(25, 30)]
+        await asyncio.gather(*second, *third)
+
+    began = time.monotonic()
+    asyncio.run(main())
+    writer.close()
+    assert [writes for _, writes in started] == [1, 1, 1, 10, 10]
+    assert started[2][0] - began < 0.5  # three lone writes took less than one interval
+    assert started[4][0] - started[3][0] >= 0.5
+    assert store.sql("SELECT count(*) FROM llm_calls")[0][0] == 23
+    store.close()
 
 
 def test_writes_queued_together_share_a_transaction_and_a_bad_one_fails_alone(tmp_path: Path) -> None:

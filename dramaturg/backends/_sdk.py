@@ -94,8 +94,12 @@ def parse_rate_limits(headers: Mapping[str, str], *, now: float | None = None) -
     (``1s``, ``6m0s``, ``20ms``). Anthropic: ``anthropic-ratelimit-{requests,tokens}-{limit,
     remaining,reset}``, resets as RFC 3339 times. Values that do not parse count as absent.
     """
-    requests = _budget(headers, "requests", now)
-    tokens = _budget(headers, "tokens", now)
+    # One pass over the headers: most responses of a local server carry none of these.
+    sent = {key.lower(): value for key, value in headers.items() if "ratelimit" in key.lower()}
+    if not sent:
+        return None
+    requests = _budget(sent, "requests", now)
+    tokens = _budget(sent, "tokens", now)
     if requests == tokens == (None, None, None):
         return None
     return RateLimits(*requests, *tokens)

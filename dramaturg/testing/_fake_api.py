@@ -428,10 +428,14 @@ class _State:
         self._responders: dict[str, Responder | RequestResponder] = {}
         self._warned_fallback = False
         self.in_flight = 0
+        self.epoch = 0
         self.reset()
 
     def reset(self) -> None:
         with self.lock:
+            # Requests still in flight from before (a client that timed out, say) are answered
+            # into the old epoch: they must not count in the new one.
+            self.epoch += 1
             self.requests = 0
             self.by_status: dict[str, int] = {}
             self.answered_200 = 0
@@ -464,8 +468,9 @@ class _State:
             free_in = self.window[0] + config.rate_window_s - now if len(self.window) >= capacity else 0.0
             return RateWindow(admitted, config.rpm_limit, capacity - len(self.window), max(free_in, 0.0))
 
-    def arrive(self, body_hash: str, body: Any) -> tuple[int, FakeAPIConfig]:
-        """Count a model request; return its attempt number and the config to answer with."""
+    def arrive(self, body_hash: str, body: Any) -> tuple[int, FakeAPIConfig, int]:
+        """Count a model request; return its attempt number, the config to answer with and
+        the epoch (which ``depart`` is given back)."""
         with self.lock:
             self.requests += 1
             self.last_bodies.append(None if body is _UNPARSEABLE else body)
@@ -477,12 +482,14 @@ class _State:
                 self.repeats_after_200 += 1
             attempt = self.attempts.get(body_hash, 0)
             self.attempts[body_hash] = attempt + 1
-            return attempt, self.config
+            return attempt, self.config, self.epoch
 
-    def depart(self, outcome: str, body_hash: str | None) -> None:
+    def depart(self, outcome: str, body_hash: str | None, epoch: int) -> None:
         """Record how a model request was answered; body_hash only for well-formed 200s."""
         with self.lock:
             self.in_flight -= 1
+            if epoch != self.epoch:
+                return
             self.by_status[outcome] = self.by_status.get(outcome, 0) + 1
             self.last_response_at = time.time()
             if body_hash is not None:
@@ -552,6 +559,7 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 300
     server: _Server
     _rate_headers: dict[str, str] = {}  # noqa: RUF012 - replaced per request, never mutated
+    _departure: Callable[[str, bool], None] | None = None  # counts the model request being answered
 
     def setup(self) -> None:
         super().setup()
@@ -616,14 +624,21 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = _UNPARSEABLE
             body_hash = hashlib.sha256(raw).hexdigest()
-        attempt, config = state.arrive(body_hash, body)
-        outcome = "500"
-        answered_hash: str | None = None
+        attempt, config, epoch = state.arrive(body_hash, body)
+        # Counted as answered before the first byte goes out: a client that has its answer
+        # must find the stats already saying so (and a repeat it sends already a repeat).
+        self._departure = lambda outcome, answered: state.depart(
+            outcome, body_hash if answered else None, epoch
+        )
         try:
-            outcome, answered = self._answer(provider, body, body_hash, attempt, config)
-            answered_hash = body_hash if answered else None
+            self._answer(provider, body, body_hash, attempt, config)
         finally:
-            state.depart(outcome, answered_hash)
+            self._depart("500", answered=False)  # a no-op once an answer went out
+
+    def _depart(self, outcome: str, *, answered: bool) -> None:
+        departure, self._departure = self._departure, None
+        if departure is not None:
+            departure(outcome, answered)
 
     def _answer(
         self,
@@ -632,8 +647,8 @@ class _Handler(BaseHTTPRequestHandler):
         body_hash: str,
         attempt: int,
         config: FakeAPIConfig,
-    ) -> tuple[str, bool]:
-        """Send the response; return (by_status key, whether it was a well-formed 200)."""
+    ) -> None:
+        """Send the response, counting it (``_depart``) just before its first byte."""
         window = self.server.state.admit(config)
         self._rate_headers = window.headers(provider) if window is not None else {}
         if window is not None and not window.admitted:
@@ -641,18 +656,16 @@ class _Handler(BaseHTTPRequestHandler):
                 "retry-after": f"{window.free_in_s:.3f}",
                 "retry-after-ms": str(round(window.free_in_s * 1000)),
             }
-            return self._fail(
-                provider, 429, f"rate limit: {window.rpm:g} requests per minute", headers
-            ), False
+            return self._fail(provider, 429, f"rate limit: {window.rpm:g} requests per minute", headers)
         if config.latency_ms > 0:
             time.sleep(config.latency_ms / 1000)
         key = self._api_key()
         if key is None or key in config.reject_keys:
             message = "invalid x-api-key" if provider == "anthropic" else "Incorrect API key provided"
-            return self._fail(provider, 401, message), False
+            return self._fail(provider, 401, message)
         if config.fail_all_status is not None:
             status = config.fail_all_status
-            return self._fail(provider, status, f"fail_all_status={status}"), False
+            return self._fail(provider, status, f"fail_all_status={status}")
         try:
             if body is _UNPARSEABLE:
                 raise BadRequest("request body is not valid JSON")
@@ -664,17 +677,17 @@ class _Handler(BaseHTTPRequestHandler):
             read = anthropic_conversation if provider == "anthropic" else openai_conversation
             conversation = read(body)
         except BadRequest as exc:
-            return self._fail(provider, 400, str(exc)), False
+            return self._fail(provider, 400, str(exc))
         if format_type is not None and config.refuse_response_format:
             message = f"response_format {format_type} is not supported by this server"
-            return self._fail(provider, 400, message), False
+            return self._fail(provider, 400, message)
         if format_type == "json_schema" and config.refuse_json_schema:
             # llama-cpp-python's words, and its status: it answers validation errors with 500.
             message = (
                 "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', "
                 "'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}"
             )
-            return self._fail(provider, 500, message), False
+            return self._fail(provider, 500, message)
 
         fault = decide_fault(config, body_hash, attempt)
         if fault == "429":
@@ -683,12 +696,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "retry-after": f"{retry_after:g}",
                 "retry-after-ms": str(round(retry_after * 1000)),
             }
-            return self._fail(provider, 429, "rate limited (injected)", headers), False
+            return self._fail(provider, 429, "rate limited (injected)", headers)
         if fault == "529":
             status = 529 if provider == "anthropic" else 503
-            return self._fail(provider, status, "Overloaded (injected)"), False
+            return self._fail(provider, status, "Overloaded (injected)")
         if fault == "500":
-            return self._fail(provider, 500, "Internal server error (injected)"), False
+            return self._fail(provider, 500, "Internal server error (injected)")
 
         seed = body.get("seed")
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -700,16 +713,18 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _reply_body(provider, model, text, conversation, calls)
         except Exception as exc:  # noqa: BLE001 - any responder bug must reach the client
             traceback.print_exc(file=sys.stderr)
-            return self._fail(provider, 500, f"responder {config.responder} failed: {exc!r}"), False
+            return self._fail(provider, 500, f"responder {config.responder} failed: {exc!r}")
         payload = json.dumps(reply).encode()
         if fault == "drop":
+            self._depart("drop", answered=False)
             self._drop(payload)
-            return "drop", False
+            return
         if fault == "malformed":
+            self._depart("malformed", answered=False)
             self._send_bytes(200, payload[: len(payload) // 2])
-            return "malformed", False
+            return
+        self._depart("200", answered=True)
         self._send_bytes(200, payload, {**self._request_id_header(provider), **self._rate_headers})
-        return "200", True
 
     def _fail(
         self,
@@ -717,10 +732,10 @@ class _Handler(BaseHTTPRequestHandler):
         status: int,
         message: str,
         headers: dict[str, str] | None = None,
-    ) -> str:
+    ) -> None:
         extra = {**self._request_id_header(provider), **self._rate_headers, **(headers or {})}
+        self._depart(str(status), answered=False)
         self._send_json(status, _error_body(provider, status, message), extra)
-        return str(status)
 
     @staticmethod
     def _request_id_header(provider: Provider) -> dict[str, str]:
