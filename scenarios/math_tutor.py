@@ -34,7 +34,8 @@ _OFFERED = re.compile(r"\bx\s*=\s*(-?\d+)")
 def answer_not_revealed_early(ctx: CheckContext) -> CheckResult:
     """The tutor never states the answer before the student has."""
     answer = str(ctx.spec.variable("answer"))
-    leaked = re.search(rf"(?:answer is|x\s*=)\s*{re.escape(answer)}\b", ctx.reply)
+    # \b before x: "5x = 3" is a step of the solution, not x = 3.
+    leaked = re.search(rf"(?:\banswer is|\bx\s*=)\s*{re.escape(answer)}\b", ctx.reply)
     if leaked and not ctx.user_said(f"x = {answer}"):
         return CheckResult(False, f"revealed the answer: {leaked.group(0)!r}")
     return CheckResult(True)

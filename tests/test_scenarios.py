@@ -7,7 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from dramaturg.scenarios import builtin_scenarios
+from dramaturg.scenarios import CheckContext, builtin_scenarios
 
 from dramaturg import Persona, Scenario, ScenarioError, Stage, Transition, load_scenario
 
@@ -44,6 +44,18 @@ def test_math_tutor_knows_the_correct_answer() -> None:
         a, b, c = int(a_text), int(b_text), int(c_text)
         assert a * int(spec.variable("answer")) + b == c
         assert f"The correct answer is {spec.variable('answer')}." in spec.assistant_prompt
+
+
+def test_math_tutor_check_tells_a_solution_step_from_the_answer() -> None:
+    # Seen in a real 0.5B model's reply: "5x = 3" was counted as revealing x = 3.
+    scenario = load_scenario("math-tutor").scenario
+    spec = next(spec for spec in map(scenario.instantiate, range(50)) if spec.variable("answer") == 3)
+    check = next(check for check in scenario.checks if check.__name__ == "answer_not_revealed_early")
+    history = (("user", "How do I start?"),)
+    assert check(CheckContext(spec, history, "Subtract from both sides: 5x = 3 ... then divide.")).passed
+    assert not check(CheckContext(spec, history, "So x = 3.")).passed
+    assert not check(CheckContext(spec, history, "The answer is 3.")).passed
+    assert check(CheckContext(spec, (*history, ("user", "x = 3?")), "Yes, x = 3.")).passed
 
 
 def test_stage_paths_follow_the_graph_and_end_terminal() -> None:
