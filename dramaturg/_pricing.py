@@ -101,7 +101,7 @@ class PriceTable:
 
     def __init__(self, overrides: Mapping[str, Price] | None = None):
         self._prices = {**BUILTIN_PRICES, **(overrides or {})}
-        self._found: dict[tuple[str, str], Price | None] = {}  # asked once per call: remembered
+        self._found: dict[tuple[str, str], Price | None] = {}  # each model matched once, not per call
 
     @classmethod
     def from_file(cls, path: str | Path | None) -> PriceTable:
