@@ -464,18 +464,7 @@ async def perform(
         for job in jobs:
             if stage.stop.is_set():
                 return
-            result = await _episode(
-                job,
-                stage.writer,
-                stage.gateway,
-                stage.models,
-                stage.params,
-                stage.run_id,
-                stage.summary,
-                stage.stop,
-                stage.health,
-                stage.turn_attempts,
-            )
+            result = await _episode(job, stage)
             if on_episode and result is not None:
                 on_episode(EpisodeRecord.of(result, job.loaded.scenario.name))
 
@@ -594,27 +583,18 @@ def _check_same_run(store: Store, config: RunConfig, run_id: str) -> None:
         )
 
 
-async def _episode(
-    job: _Job,
-    writer: StoreWriter,
-    gateway: Gateway,
-    models: RoleModels,
-    params: GenerationParams,
-    run_id: str,
-    summary: RunSummary,
-    stop: asyncio.Event,
-    health: RoleHealth,
-    turn_attempts: int,
-) -> EpisodeResult | None:
+async def _episode(job: _Job, stage: _Stage) -> EpisodeResult | None:
     """Perform one job and store it; None when the run stops and leaves it to a resume."""
     try:
         spec = job.loaded.scenario.instantiate(job.seed, index=job.index, run_seed=job.run_seed)
     except ValueError as exc:
         # The scenario's derive function (user code) failed for this seed: this episode
         # fails, with the reason, and the run goes on.
-        await writer.start_episode(_start(job, run_id, persona="", spec_json="{}"))
-        return await _fail(writer, job, exc, summary)
-    await writer.start_episode(_start(job, run_id, persona=spec.persona, spec_json=spec.to_json()))
+        await stage.writer.start_episode(_start(job, stage.run_id, persona="", spec_json="{}"))
+        return await _fail(stage.writer, job, exc, stage.summary)
+    await stage.writer.start_episode(
+        _start(job, stage.run_id, persona=spec.persona, spec_json=spec.to_json())
+    )
     scenario = job.loaded.scenario
     try:
         toolbox = (
@@ -625,7 +605,12 @@ async def _episode(
                 max_steps=scenario.max_tool_steps,
                 timeout_s=scenario.tool_timeout_s,
                 simulator=ToolSimulator(
-                    gateway, models.tool_simulator, spec, job.episode_id, params, health=health
+                    stage.gateway,
+                    stage.models.tool_simulator,
+                    spec,
+                    job.episode_id,
+                    stage.params,
+                    health=stage.health,
                 ),
             )
             if scenario.function_tools
@@ -633,18 +618,18 @@ async def _episode(
         )
     except ValueError as exc:
         # The scenario's environment function (user code) failed for this episode's spec.
-        return await _fail(writer, job, exc, summary)
+        return await _fail(stage.writer, job, exc, stage.summary)
     try:
         beginning = (
             await begin_episode(
                 scenario.opening,
                 spec,
                 index=job.index,
-                gateway=gateway,
-                models=models,
-                params=params,
+                gateway=stage.gateway,
+                models=stage.models,
+                params=stage.params,
                 episode_id=job.episode_id,
-                health=health,
+                health=stage.health,
             )
             if scenario.opening is not None
             else Beginning(spec)
@@ -652,28 +637,28 @@ async def _episode(
         if isinstance(scenario.opening, SpinDialogues):
             outcome = await replay_for_spin(
                 beginning,
-                gateway=gateway,
-                models=models,
-                params=params,
+                gateway=stage.gateway,
+                models=stage.models,
+                params=stage.params,
                 episode_id=job.episode_id,
-                run_id=run_id,
+                run_id=stage.run_id,
                 settings=job.review or ReviewSettings(),
                 checks=job.checks,
-                health=health,
-                turn_attempts=turn_attempts,
+                health=stage.health,
+                turn_attempts=stage.turn_attempts,
             )
         else:
             outcome = await perform_episode(
                 beginning.spec,
-                gateway=gateway,
-                models=models,
+                gateway=stage.gateway,
+                models=stage.models,
                 episode_id=job.episode_id,
-                params=params,
+                params=stage.params,
                 review=job.review,
-                run_id=run_id,
+                run_id=stage.run_id,
                 checks=job.checks,
-                turn_attempts=turn_attempts,
-                health=health,
+                turn_attempts=stage.turn_attempts,
+                health=stage.health,
                 tools=toolbox,
                 prefix=beginning.prefix,
                 prefix_opens=beginning.opening_request,
@@ -681,20 +666,20 @@ async def _episode(
             )
     except RoleFailing as exc:
         # Leave the episode 'running': once the role's model is fixed, a resume replays it.
-        if not stop.is_set():
-            summary.stopped = f"replies unusable: {exc}"
-        stop.set()
+        if not stage.stop.is_set():
+            stage.summary.stopped = f"replies unusable: {exc}"
+        stage.stop.set()
         return None
     except BackendError as exc:
         if exc.kind in _FATAL_KINDS:
             # Leave the episode 'running': the run stops and a resume replays it.
-            if not stop.is_set():
-                summary.stopped = f"{exc.kind}: {exc}"
-            stop.set()
+            if not stage.stop.is_set():
+                stage.summary.stopped = f"{exc.kind}: {exc}"
+            stage.stop.set()
             return None
-        return await _fail(writer, job, exc, summary)
+        return await _fail(stage.writer, job, exc, stage.summary)
     except RunError as exc:
-        return await _fail(writer, job, exc, summary)
+        return await _fail(stage.writer, job, exc, stage.summary)
     result = EpisodeResult(
         episode_id=job.episode_id,
         status="done",
@@ -706,16 +691,16 @@ async def _episode(
         consistency_detail=outcome.consistency_detail,
         review=outcome.review,
     )
-    await writer.finish_episode(result)
+    await stage.writer.finish_episode(result)
     if outcome.review:
-        summary.rejected_turns.update(row.reason for row in outcome.review.rejections)
-        summary.tool_calls.update(row.status for row in outcome.review.tool_calls)
-        summary.openings.update(row.kind for row in outcome.review.openings)
-        summary.eliminated.update(row.drop_reason for row in outcome.review.openings if row.drop_reason)
-    summary.invalid_turn_episodes += outcome.termination_reason == "invalid_turn"
-    summary.pairs += len(outcome.review.pairs) if outcome.review else 0
-    summary.done += 1
-    summary.turns += len(outcome.turns)
+        stage.summary.rejected_turns.update(row.reason for row in outcome.review.rejections)
+        stage.summary.tool_calls.update(row.status for row in outcome.review.tool_calls)
+        stage.summary.openings.update(row.kind for row in outcome.review.openings)
+        stage.summary.eliminated.update(row.drop_reason for row in outcome.review.openings if row.drop_reason)
+    stage.summary.invalid_turn_episodes += outcome.termination_reason == "invalid_turn"
+    stage.summary.pairs += len(outcome.review.pairs) if outcome.review else 0
+    stage.summary.done += 1
+    stage.summary.turns += len(outcome.turns)
     return result
 
 
