@@ -114,6 +114,20 @@ class GatewayStats:
         self.total.add(response, cost)
         self.usage.setdefault((request.role, label), Usage()).add(response, cost)
 
+    def include(self, more: GatewayStats) -> None:
+        """Count another gateway's (or a shard's) calls, attempts and findings too."""
+        self.cache_hits += more.cache_hits
+        self.failed_attempts += more.failed_attempts
+        self.retries += more.retries
+        self.errors_by_kind.update(more.errors_by_kind)
+        self.total.include(more.total)
+        for key, usage in more.usage.items():
+            self.usage.setdefault(key, Usage()).include(usage)
+        self.unpriced |= more.unpriced
+        self.schema_fallbacks |= more.schema_fallbacks
+        # On Ray each task learns its share of a limit the provider names: say each once.
+        self.learned_limits.extend(limit for limit in more.learned_limits if limit not in self.learned_limits)
+
     # The summary reads the totals under these names.
     @property
     def calls(self) -> int:

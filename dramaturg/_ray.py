@@ -53,7 +53,6 @@ from dramaturg._shards import (
     export_call_cache,
     ingest_leftover_shards,
     ingest_shard,
-    merge_stats,
     remove_shard,
     shard_folder,
 )
@@ -360,7 +359,7 @@ async def perform_on_ray(ray_run: RayRun, jobs: Iterator[_Job], todo: int) -> No
         left = await ingest_leftover_shards(ray_run.writer, folder, wait_s=wait_s)
         ray_run.summary.done += sum(status == "done" for status in left.episodes.values())
         ray_run.summary.failed += sum(status == "failed" for status in left.episodes.values())
-        merge_stats(ray_run.summary.calls, left.stats)  # what killed attempts paid for
+        ray_run.summary.calls.include(left.stats)  # what killed attempts paid for
         with contextlib.suppress(FileNotFoundError):
             (folder / CACHE_FILE).unlink()
         with contextlib.suppress(OSError):
@@ -473,7 +472,7 @@ def merge_summary(into: RunSummary, part: RunSummary) -> None:
     into.eliminated.update(part.eliminated)
     if part.stopped and not into.stopped:
         into.stopped = part.stopped
-    merge_stats(into.calls, part.calls)
+    into.calls.include(part.calls)
     if into.health is not None and part.health is not None:
         into.health.replies.update(part.health.replies)
         into.health.failures.update(part.health.failures)

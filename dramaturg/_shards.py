@@ -46,7 +46,6 @@ __all__ = [
     "export_call_cache",
     "ingest_leftover_shards",
     "ingest_shard",
-    "merge_stats",
     "remove_shard",
     "shard_folder",
     "shard_is_held",
@@ -251,21 +250,6 @@ def _stats_of_new_calls(con: duckdb.DuckDBPyConnection) -> GatewayStats:
     return stats
 
 
-def merge_stats(into: GatewayStats, part: GatewayStats) -> None:
-    """Add one gateway's (or one shard's) counters to another's, in place."""
-    into.cache_hits += part.cache_hits
-    into.failed_attempts += part.failed_attempts
-    into.retries += part.retries
-    into.errors_by_kind.update(part.errors_by_kind)
-    into.total.include(part.total)
-    for key, usage in part.usage.items():
-        into.usage.setdefault(key, Usage()).include(usage)
-    into.unpriced |= part.unpriced
-    into.schema_fallbacks |= part.schema_fallbacks
-    # On Ray each task learns its share of a limit the provider names: say each share once.
-    into.learned_limits.extend(limit for limit in part.learned_limits if limit not in into.learned_limits)
-
-
 def shard_is_held(shard: Path) -> bool:
     """Whether a live process writes the shard: DuckDB's file lock dies with its holder."""
     try:
@@ -305,7 +289,7 @@ async def ingest_leftover_shards(writer: StoreWriter, folder: Path, *, wait_s: f
             found = await writer.run(ingest_shard, writer.store, shard)
             remove_shard(shard)
             calls += found.calls
-            merge_stats(stats, found.stats)
+            stats.include(found.stats)
             episodes.update(found.episodes)
         pending = held
         if pending and time.monotonic() < deadline:
