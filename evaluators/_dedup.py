@@ -25,6 +25,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -475,14 +476,23 @@ def _candidate_pairs(band_keys: Iterable[_U64], n: int) -> tuple[_I64, _I64]:
             same = group_start[pos] <= pos - back
             firsts.append(order[pos[same] - back])
             seconds.append(order[pos[same]])
-    codes = np.concatenate(firsts) * n + np.concatenate(seconds)
-    # Deduplicated by sorting: numpy's hash-based np.unique is far slower on mostly-distinct
-    # values.
+    codes = _sorted_unique(np.concatenate(firsts) * n + np.concatenate(seconds))
+    return codes // n, codes % n
+
+
+_Codes = TypeVar("_Codes", bound=npt.NDArray[np.integer[Any]])
+
+
+def _sorted_unique(codes: _Codes) -> _Codes:
+    """The distinct values of ``codes``, ascending; ``codes`` itself is sorted in place.
+
+    Sorting rather than ``np.unique``: numpy's hash-based np.unique is far slower on
+    mostly-distinct values.
+    """
     codes.sort()
     keep = np.ones(len(codes), dtype=bool)
     keep[1:] = codes[1:] != codes[:-1]
-    codes = codes[keep]
-    return codes // n, codes % n
+    return cast(_Codes, codes[keep])
 
 
 _Signatures = npt.NDArray[np.uint32] | npt.NDArray[np.uint8]

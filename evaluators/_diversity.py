@@ -21,7 +21,7 @@ from itertools import chain
 import numpy as np
 import numpy.typing as npt
 
-from ._dedup import _mix64, _WordHashes, normalized_tokens
+from ._dedup import _mix64, _sorted_unique, _WordHashes, normalized_tokens
 
 __all__ = [
     "DistinctCounter",
@@ -60,14 +60,6 @@ _HLL_REST = 64 - _HLL_BITS
 
 # Salt of the n-gram hash: a k-gram's code is its word hashes folded with this multiplier.
 _FOLD = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _sorted_distinct(codes: _U64) -> _U64:
-    """The distinct values of ``codes``, ascending (sort-based: see ``_candidate_pairs``)."""
-    ordered = np.sort(codes)
-    keep = np.ones(len(ordered), dtype=bool)
-    keep[1:] = ordered[1:] != ordered[:-1]
-    return ordered[keep]
 
 
 def _hll_add(registers: npt.NDArray[np.uint8], codes: _U64) -> None:
@@ -139,6 +131,7 @@ class _DistinctSet:
         return self._registers is None
 
     def add(self, codes: _U64) -> None:
+        """Count ``codes``; they are sorted in place, so pass an array nothing else uses."""
         self.total += len(codes)
         self._add_distinct(codes)
 
@@ -146,7 +139,7 @@ class _DistinctSet:
         if self._registers is not None:
             _hll_add(self._registers, codes)
             return
-        batch = _sorted_distinct(codes)
+        batch = _sorted_unique(codes)
         self._pending.append(batch)
         self._pending_size += len(batch)
         if self._pending_size >= max(len(self._codes), _MERGE_MIN):
@@ -155,7 +148,7 @@ class _DistinctSet:
     def _merge(self) -> None:
         if not self._pending:
             return
-        merged = _sorted_distinct(np.concatenate([self._codes, *self._pending]))
+        merged = _sorted_unique(np.concatenate([self._codes, *self._pending]))
         self._pending, self._pending_size = [], 0
         if len(merged) > _EXACT_LIMIT:
             self._registers = np.zeros(1 << _HLL_BITS, dtype=np.uint8)
