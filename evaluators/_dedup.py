@@ -605,6 +605,11 @@ class _FirstRead:
         return bytes(self.digests[position * _DIGEST_BYTES : (position + 1) * _DIGEST_BYTES])
 
 
+def _item_digest(tokens: Sequence[str]) -> bytes:
+    """What dedup keeps of an item's exact key: the first ``_DIGEST_BYTES`` of its digest."""
+    return _digest(" ".join(tokens))[:_DIGEST_BYTES]
+
+
 def _read(
     items: Iterable[tuple[str, str]], hasher: _MinHasher, bands: int, rows: int, *, low_bytes: bool
 ) -> _FirstRead:
@@ -626,7 +631,7 @@ def _read(
         seen.add(item_id)
         read.ids.append(item_id)
         tokens = normalized_tokens(text)
-        read.digests += _digest(" ".join(tokens))[:_DIGEST_BYTES]
+        read.digests += _item_digest(tokens)
         read.worded.append(1 if tokens else 0)
         if not tokens:
             continue  # no words, no shingles: only exact matching applies
@@ -694,7 +699,7 @@ def _reread_signatures(
             raise ValueError(f"reread returned {item_id!r}, which was not asked for or came twice")
         done[k] = True
         tokens = normalized_tokens(text)
-        if _digest(" ".join(tokens))[:_DIGEST_BYTES] != digests[k]:
+        if _item_digest(tokens) != digests[k]:
             raise ValueError(f"item {item_id!r} changed between the first read and the reread")
         pending.append(tokens)
         slots.append(k)
