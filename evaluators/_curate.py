@@ -343,23 +343,21 @@ def curate(
             rows += coverage_metrics(store, run_id)
     with _duckdb_memory_capped(store, _WRITE_MEMORY):
         now = utcnow()
-        write_started = time.perf_counter()
-        write_cpu = time.process_time()
         try:
             with store.transaction() as con:
-                _clear(con, run_id)
-                _write_duplicates(con, run_id, "dialogue", dialogue_dups)
-                _write_duplicates(con, run_id, "pair", pair_dups)
-                for query in _filter_queries(settings):
-                    query.insert(con, run_id)
-                for sql in (*EPISODE_QUERIES, *REVIEW_QUERIES, *PAIR_QUERIES, *CURATION_QUERIES):
-                    con.execute(
-                        f"INSERT INTO metrics SELECT $1, m.*, $2 "
-                        f"FROM ({sql}) AS m(scenario, name, value, detail)",
-                        [run_id, now],
-                    )
-                timings["write"] = time.perf_counter() - write_started
-                cpu_timings["write"] = time.process_time() - write_cpu
+                # Timed before the curation row is written: it carries the timings.
+                with _timed(timings, cpu_timings, "write"):
+                    _clear(con, run_id)
+                    _write_duplicates(con, run_id, "dialogue", dialogue_dups)
+                    _write_duplicates(con, run_id, "pair", pair_dups)
+                    for query in _filter_queries(settings):
+                        query.insert(con, run_id)
+                    for sql in (*EPISODE_QUERIES, *REVIEW_QUERIES, *PAIR_QUERIES, *CURATION_QUERIES):
+                        con.execute(
+                            f"INSERT INTO metrics SELECT $1, m.*, $2 "
+                            f"FROM ({sql}) AS m(scenario, name, value, detail)",
+                            [run_id, now],
+                        )
                 rows.append(
                     MetricRow(
                         None,
