@@ -286,11 +286,11 @@ def curate(
 
     Cost is linear in the size of the run and the runs before it, and memory is bounded:
     texts are streamed from DuckDB in batches and never held together, dedup keeps ~300 bytes
-    per item, distinct-n a few MiB, and DuckDB is capped at 512 MiB while they run (it spills
-    sorts to the store's temp folder), at 1 GiB while the results are written. 1M dialogues
-    (10M turns) take ~370 s of CPU time and 1.2 GiB at peak, 10.4x the CPU time of 100k
-    (bench/curate.py). Curating every run of a store for the first time therefore reads the
-    early runs once per later run.
+    per item, distinct-n a few MiB per role and scenario, and DuckDB is capped at 512 MiB
+    while they run (it spills sorts to the store's temp folder), at 1 GiB while the results
+    are written. 1M dialogues (10M turns) take ~370 s of CPU time and 1.2 GiB at peak, 10.4x
+    the CPU time of 100k (bench/curate.py). Curating every run of a store for the first time
+    therefore reads the early runs once per later run.
 
     Args:
         store: An open, writable store.
