@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import openai
@@ -49,7 +50,7 @@ from dramaturg.memory import Store, StoreWriter
 
 from dramaturg import GenerationParams, Message, ModelRequest
 from dramaturg._gateway import Gateway
-from dramaturg._limits import RateLimiter
+from dramaturg._limits import ModelLimiters, RateLimiter
 from dramaturg.backends import OpenAIBackend
 from dramaturg.testing import FakeAPI, FakeAPIConfig
 
@@ -140,7 +141,7 @@ async def dramaturg_gateway(args: argparse.Namespace, fake: FakeAPI, calls: int,
             {"openai": backend},
             writer,
             concurrency=args.concurrency,
-            limiter=RateLimiter(rpm=None if args.client_bound else args.rpm),
+            limiters=ModelLimiters(partial(RateLimiter, rpm=None if args.client_bound else args.rpm)),
         )
 
         def request(index: int) -> ModelRequest:

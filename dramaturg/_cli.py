@@ -58,10 +58,14 @@ BudgetOption = Annotated[
         help="Stop cleanly before the run's model calls cost more than this (USD; see --prices).",
     ),
 ]
-RpmOption = Annotated[float | None, typer.Option("--rpm", min=0.0, help="Requests per minute, paced evenly.")]
+RpmOption = Annotated[
+    float | None, typer.Option("--rpm", min=0.0, help="Requests per minute for each model, paced evenly.")
+]
 TpmOption = Annotated[
     float | None,
-    typer.Option("--tpm", min=0.0, help="Tokens per minute (estimated, then corrected by usage)."),
+    typer.Option(
+        "--tpm", min=0.0, help="Tokens per minute for each model (estimated, then corrected by usage)."
+    ),
 ]
 _TIMEOUT_HELP = "Seconds one model call may take before it counts as a timeout."
 _EXECUTION = "Execution"

@@ -120,8 +120,8 @@ class LimitOptions(BaseModel):
     model_config = _FROZEN
 
     concurrency: int = Field(default=8, ge=1, le=1024)
-    rpm: float | None = Field(default=None, gt=0, description="requests per minute")
-    tpm: float | None = Field(default=None, gt=0, description="tokens per minute")
+    rpm: float | None = Field(default=None, gt=0, description="requests per minute, for each model")
+    tpm: float | None = Field(default=None, gt=0, description="tokens per minute, for each model")
     budget_usd: float | None = Field(default=None, gt=0)
     prices: str | None = Field(default=None, description="JSON file of prices per model")
     timeout_s: float = Field(default=120.0, gt=0, description="per model call")

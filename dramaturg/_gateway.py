@@ -22,11 +22,13 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 
 from dramaturg._errors import BackendError
 from dramaturg._limits import (
     CircuitBreaker,
     Clock,
+    ModelLimiters,
     MonotonicClock,
     RateLimiter,
     estimate_input_tokens,
@@ -101,8 +103,8 @@ class GatewayStats:
     unpriced: set[str] = field(default_factory=set)  # "backend:model"s without a price entry
     # "backend:model"s that refused response_format: their replies are prompt-only JSON
     schema_fallbacks: set[str] = field(default_factory=set)
-    # limits the server's rate-limit headers set below the configured ones ("600 requests
-    # per minute"), in the order the limiter learned them
+    # limits the servers' rate-limit headers set below the configured ones ("600 requests
+    # per minute for openai:gpt-4o"), in the order the limiters learned them
     learned_limits: list[str] = field(default_factory=list)
 
     def add(self, request: ModelRequest, response: ModelResponse, cost_usd: float | None) -> None:
@@ -173,7 +175,8 @@ class Gateway:
         concurrency: most calls in flight at once.
         retry: the retry policy for retryable errors.
         jitter_seed: seeds the backoff jitter, so a run's retry timing is reproducible.
-        limiter: paces attempts under the run's RPM and TPM limits; None for no limits.
+        limiters: pace each model's attempts under its RPM and TPM limits; None for no
+            limits until a server names them.
         breaker: pauses, then stops, calls when most recent attempts fail.
         prices: prices each paid call into ``llm_calls.cost_usd``.
         budget: refuses a call (``BackendError(kind="budget")``) that could overspend it.
@@ -190,7 +193,7 @@ class Gateway:
         concurrency: int = 8,
         retry: RetryPolicy | None = None,
         jitter_seed: int = 0,
-        limiter: RateLimiter | None = None,
+        limiters: ModelLimiters | None = None,
         breaker: CircuitBreaker | None = None,
         prices: PriceTable | None = None,
         budget: Budget | None = None,
@@ -202,8 +205,8 @@ class Gateway:
         self.run_id = run_id
         self.retry = retry or RetryPolicy()
         self.stats = GatewayStats()
-        self.limiter = limiter or RateLimiter(clock=clock)
-        self.stats.learned_limits = self.limiter.learned
+        self.limiters = limiters or ModelLimiters(partial(RateLimiter, clock=clock))
+        self.stats.learned_limits = self.limiters.learned
         self.breaker = breaker or CircuitBreaker(clock=clock)
         self.prices = prices or PriceTable()
         self.budget = budget
@@ -255,13 +258,14 @@ class Gateway:
     ) -> CallOutcome:
         backend = self.backends[request.backend]
         price = self.prices.lookup(request.backend, request.model)
+        limiter = self.limiters.for_model(request.backend, request.model)
         # Estimating costs a tokenizer pass: only when a token limit or the budget needs it.
         budgeted = self.budget is not None and price is not None
-        needs_estimate = self.limiter.limits_tokens or budgeted
+        needs_estimate = limiter.limits_tokens or budgeted
         input_estimate = estimate_input_tokens(request) if needs_estimate else 0
         # Reserve what the provider itself counts against the limit when a call starts: the
         # input plus max_tokens of output. settle() gives back what the reply did not use.
-        tokens = input_estimate + request.params.max_tokens if self.limiter.limits_tokens else 0
+        tokens = input_estimate + request.params.max_tokens if limiter.limits_tokens else 0
         ceiling = price.ceiling(input_estimate, request.params.max_tokens) if price else 0.0
         # What goes to the backend; `key` stays the original request's hash throughout.
         sent = request
@@ -278,7 +282,7 @@ class Gateway:
                 # Reserved inside the slot, so only calls about to start hold budget.
                 held = await self.budget.reserve(ceiling) if self.budget is not None else 0.0
                 try:
-                    granted_at = await self.limiter.acquire(tokens)
+                    granted_at = await limiter.acquire(tokens)
                     started = time.perf_counter()
                     response = await self._send(backend, sent)
                 except BackendError as exc:
@@ -288,7 +292,7 @@ class Gateway:
                         # holds every call until the server has room.
                         if self.budget is not None:
                             self.budget.settle(held, 0.0)
-                        self.limiter.rejected(
+                        limiter.rejected(
                             granted_at,
                             # No retry-after: the backoff's growing pause, held by everyone.
                             exc.retry_after
@@ -298,9 +302,9 @@ class Gateway:
                             tokens=tokens,
                         )
                     else:
-                        self._release(held, tokens, input_estimate)
+                        self._release(limiter, held, tokens, input_estimate)
                 except BaseException:
-                    self._release(held, tokens, input_estimate)
+                    self._release(limiter, held, tokens, input_estimate)
                     raise
                 else:
                     failure = None
@@ -309,8 +313,8 @@ class Gateway:
                         self.budget.settle(held, cost or 0.0)
                     used = response.input_tokens + response.output_tokens
                     used += response.cache_read_tokens + response.cache_write_tokens
-                    self.limiter.settle(tokens, used or tokens)
-                    self.limiter.observe(response.rate_limits)
+                    limiter.settle(tokens, used or tokens)
+                    limiter.observe(response.rate_limits)
             if failure is not None:
                 await self._record_failure(sent, key, episode_id, failure, attempt, started)
                 if failure.kind == "unsupported" and sent.response_format is not None:
@@ -347,11 +351,11 @@ class Gateway:
             return replace(request, response_format=None)
         return request
 
-    def _release(self, held_usd: float, tokens: int, input_estimate: int) -> None:
+    def _release(self, limiter: RateLimiter, held_usd: float, tokens: int, input_estimate: int) -> None:
         """Undo a failed attempt's reservations: providers bill no output for a failed call."""
         if self.budget is not None:
             self.budget.settle(held_usd, 0.0)
-        self.limiter.settle(tokens, input_estimate)
+        limiter.settle(tokens, input_estimate)
 
     async def _send(self, backend: Backend, request: ModelRequest) -> ModelResponse:
         if self.timeout_s is None:

@@ -16,6 +16,7 @@ import contextlib
 import math
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +27,7 @@ __all__ = [
     "BreakerSettings",
     "CircuitBreaker",
     "Clock",
+    "ModelLimiters",
     "MonotonicClock",
     "RateLimiter",
     "estimate_input_tokens",
@@ -89,6 +91,9 @@ class RateLimiter:
         tpm: tokens per minute, or None for no token limit (until the server names one).
         window_s: the sliding window the server enforces ``rpm`` over.
         clock: the time source (tests pass a manual clock).
+        label: what the limiter paces (``backend:model``), named in what it learned.
+        learned: the list that collects what it learned (shared by a run's limiters);
+            a list of its own by default.
 
     Example:
         >>> limiter = RateLimiter(rpm=600)
@@ -105,6 +110,8 @@ class RateLimiter:
         tpm: float | None = None,
         window_s: float = 1.0,
         clock: Clock | None = None,
+        label: str | None = None,
+        learned: list[str] | None = None,
     ):
         if rpm is not None and not (math.isfinite(rpm) and rpm > 0):
             raise ValueError(f"rpm must be a positive number, not {rpm!r}")
@@ -125,7 +132,9 @@ class RateLimiter:
         self._next_token = -math.inf
         self._hold_until = -math.inf
         self.margin = 0.0
-        self.learned: list[str] = []  # what the server's headers taught, for the run summary
+        self.label = label
+        # What the server's headers taught, for the run summary.
+        self.learned: list[str] = learned if learned is not None else []
 
     def _set_limits(self, rpm: float | None, tpm: float | None) -> None:
         self.rpm, self.tpm = rpm, tpm
@@ -190,12 +199,13 @@ class RateLimiter:
         if limits is None:
             return
         rpm, tpm = self.rpm, self.tpm
+        of = f" for {self.label}" if self.label else ""
         if limits.requests_per_minute and (rpm is None or limits.requests_per_minute < rpm):
             rpm = limits.requests_per_minute
-            self.learned.append(f"{rpm:g} requests per minute")
+            self.learned.append(f"{rpm:g} requests per minute{of}")
         if limits.tokens_per_minute and (tpm is None or limits.tokens_per_minute < tpm):
             tpm = limits.tokens_per_minute
-            self.learned.append(f"{tpm:g} tokens per minute")
+            self.learned.append(f"{tpm:g} tokens per minute{of}")
         if (rpm, tpm) != (self.rpm, self.tpm):
             self._set_limits(rpm, tpm)
 
@@ -222,6 +232,40 @@ class RateLimiter:
         self._next_token -= tokens * self._seconds_per_token
         self._hold_until = max(self._hold_until, self._clock.now() + max(retry_after, 0.0))
         self.margin = min(self.MAX_MARGIN, self.margin + self.MARGIN_STEP)
+
+
+class ModelLimiters:
+    """A :class:`RateLimiter` for each model a run calls, made on its first call.
+
+    Providers limit each model on its own: they count its requests and tokens apart, name
+    its limits in its own headers and answer its own 429s. A run whose assistant and judge
+    are different models (or different providers) must not pace one at the other's limit,
+    nor hold one for the other's 429. So each ``backend:model`` gets its limiter, and the
+    configured limits apply to each.
+
+    Args:
+        make: builds one limiter; called with ``label`` and ``learned`` keywords, so every
+            limiter names its model and adds what it learns to :attr:`learned`.
+
+    Example:
+        >>> from functools import partial
+        >>> limiters = ModelLimiters(partial(RateLimiter, rpm=600))  # 600 rpm for each model
+        >>> limiters.for_model("openai", "gpt-4o") is limiters.for_model("openai", "gpt-4o")
+        True
+    """
+
+    def __init__(self, make: Callable[..., RateLimiter] = RateLimiter):
+        self._make = make
+        self._by_model: dict[tuple[str, str], RateLimiter] = {}
+        self.learned: list[str] = []  # every limiter's lessons, in the order they came
+
+    def for_model(self, backend: str, model: str) -> RateLimiter:
+        """The limiter of ``backend:model``."""
+        limiter = self._by_model.get((backend, model))
+        if limiter is None:
+            limiter = self._make(label=f"{backend}:{model}", learned=self.learned)
+            self._by_model[backend, model] = limiter
+        return limiter
 
 
 @dataclass(frozen=True, slots=True)

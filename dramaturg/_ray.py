@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from dramaturg._config import RunConfig
 from dramaturg._errors import ConfigError, DramaturgError, StoreError
 from dramaturg._gateway import Gateway
 from dramaturg._health import RoleHealth
-from dramaturg._limits import CircuitBreaker, RateLimiter
+from dramaturg._limits import CircuitBreaker, ModelLimiters, RateLimiter
 from dramaturg._model import GenerationParams, RateLimits
 from dramaturg._pricing import Budget, PriceTable
 from dramaturg._run import (
@@ -112,8 +113,16 @@ class ShareOfLimiter(RateLimiter):
     much. So what the headers say is divided like the configured limits.
     """
 
-    def __init__(self, *, shares: int, rpm: float | None = None, tpm: float | None = None) -> None:
-        super().__init__(rpm=rpm, tpm=tpm)
+    def __init__(
+        self,
+        *,
+        shares: int,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        label: str | None = None,
+        learned: list[str] | None = None,
+    ) -> None:
+        super().__init__(rpm=rpm, tpm=tpm, label=label, learned=learned)
         self.shares = shares
 
     def _share(self, limits: RateLimits | None) -> RateLimits | None:
@@ -203,7 +212,9 @@ async def _perform_batch(batch: Batch) -> BatchOutcome:
             run_id=batch.run_id,
             concurrency=config.limits.concurrency,
             jitter_seed=config.seed + batch.number,
-            limiter=ShareOfLimiter(shares=batch.shares, rpm=batch.rpm, tpm=batch.tpm),
+            limiters=ModelLimiters(
+                partial(ShareOfLimiter, shares=batch.shares, rpm=batch.rpm, tpm=batch.tpm)
+            ),
             breaker=CircuitBreaker(),
             prices=batch.prices,
             budget=Budget(batch.budget_usd) if batch.budget_usd is not None else None,

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from dramaturg._episode import RoleModels, perform_episode
 from dramaturg._errors import BackendError, ConfigError, RunError
 from dramaturg._gateway import Gateway, GatewayStats
 from dramaturg._health import RoleFailing, RoleHealth, record_health_metrics
-from dramaturg._limits import CircuitBreaker, RateLimiter
+from dramaturg._limits import CircuitBreaker, ModelLimiters, RateLimiter
 from dramaturg._model import Backend, GenerationParams
 from dramaturg._openings import Beginning, begin_episode, replay_for_spin
 from dramaturg._pricing import Budget, PriceTable
@@ -382,7 +383,7 @@ async def run(
             run_id=run_id,
             concurrency=config.limits.concurrency,
             jitter_seed=config.seed,
-            limiter=RateLimiter(rpm=config.limits.rpm, tpm=config.limits.tpm),
+            limiters=ModelLimiters(partial(RateLimiter, rpm=config.limits.rpm, tpm=config.limits.tpm)),
             breaker=CircuitBreaker(),
             prices=prices,
             budget=Budget(config.limits.budget_usd, spent_usd=prior_cost)

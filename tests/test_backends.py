@@ -263,8 +263,9 @@ def test_the_gateway_learns_the_servers_limit_and_keeps_to_its_window(
     gateway = asyncio.run(go())
     stats = fake.stats()
     assert stats["answered_200"] == 80  # nothing lost
-    assert gateway.limiter.rpm == 1200
-    assert gateway.limiter.learned == gateway.stats.learned_limits == ["1200 requests per minute"]
+    limiter = gateway.limiters.for_model(provider, "model-x")
+    assert limiter.rpm == 1200
+    assert gateway.stats.learned_limits == [f"1200 requests per minute for {provider}:model-x"]
     # Unpaced, 16 callers at 20 ms a call would meet hundreds of 429s. Paced at the learned
     # limit, the 429s left come from timing jitter (a few on a quiet machine; a busy one
     # delays some requests more than others on their way) and each was retried.

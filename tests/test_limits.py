@@ -12,6 +12,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,13 @@ from dramaturg import (
     request_hash,
 )
 from dramaturg._gateway import Gateway, RetryPolicy
-from dramaturg._limits import BreakerSettings, CircuitBreaker, RateLimiter, estimate_input_tokens
+from dramaturg._limits import (
+    BreakerSettings,
+    CircuitBreaker,
+    ModelLimiters,
+    RateLimiter,
+    estimate_input_tokens,
+)
 from dramaturg._model import RateLimits, ResponseFormat, ToolCall, ToolSpec, request_json
 from dramaturg._pricing import Budget, Price, PriceTable
 from dramaturg.backends._sdk import kind_for_status, parse_rate_limits, parse_retry_after, scrub
@@ -337,7 +344,8 @@ def test_gateway_waits_the_retry_after_the_provider_asked_for(writer: StoreWrite
         return answer
 
     backend = FunctionBackend(script)
-    gateway = Gateway({"function": backend}, writer, clock=clock, limiter=RateLimiter(rpm=60, clock=clock))
+    limiters = ModelLimiters(partial(RateLimiter, rpm=60, clock=clock))
+    gateway = Gateway({"function": backend}, writer, clock=clock, limiters=limiters)
     outcome = asyncio.run(gateway.complete(request()))
 
     assert outcome.response.text == "ok"
@@ -347,6 +355,37 @@ def test_gateway_waits_the_retry_after_the_provider_asked_for(writer: StoreWrite
     assert clock.sleeps == [12.5]
     assert gateway.stats.retries == 1
     assert gateway.stats.errors_by_kind == {"rate_limit": 1}
+
+
+def test_each_model_is_paced_and_held_by_its_own_limits(writer: StoreWriter) -> None:
+    # Providers limit each model apart: the assistant's 429 (and the lower limit its headers
+    # name) must neither hold nor slow the judge, a different model on the same backend.
+    clock = ManualClock()
+    refusal = BackendError(
+        "slow down", kind="rate_limit", retry_after=12.5, rate_limits=RateLimits(requests_per_minute=30)
+    )
+    refusals = {"assistant-model": [refusal]}
+
+    def script(sent: ModelRequest) -> str:
+        if refusals.get(sent.model):
+            raise refusals[sent.model].pop()
+        return f"ok from {sent.model}"
+
+    limiters = ModelLimiters(partial(RateLimiter, rpm=600, clock=clock))
+    gateway = Gateway({"function": FunctionBackend(script)}, writer, clock=clock, limiters=limiters)
+
+    async def assistant_then_judge() -> list[str]:
+        first = await gateway.complete(dataclasses.replace(request("a"), model="assistant-model"))
+        second = await gateway.complete(dataclasses.replace(request("b"), model="judge-model"))
+        return [first.response.text, second.response.text]
+
+    assert asyncio.run(assistant_then_judge()) == ["ok from assistant-model", "ok from judge-model"]
+    # The assistant waited out its retry-after; the judge's call went at once. (One limiter
+    # for both would have paced the judge at the assistant's 30 rpm: 2 s after its retry.)
+    assert clock.sleeps == [12.5]
+    assert limiters.for_model("function", "assistant-model").rpm == 30
+    assert limiters.for_model("function", "judge-model").rpm == 600
+    assert gateway.stats.learned_limits == ["30 requests per minute for function:assistant-model"]
 
 
 def test_every_retry_goes_through_the_limiter(writer: StoreWriter) -> None:
@@ -363,7 +402,7 @@ def test_every_retry_goes_through_the_limiter(writer: StoreWriter) -> None:
         {"function": FunctionBackend(script)},
         writer,
         clock=clock,
-        limiter=RateLimiter(rpm=6, clock=clock),  # one permit per 10 s
+        limiters=ModelLimiters(partial(RateLimiter, rpm=6, clock=clock)),  # one permit per 10 s
         retry=RetryPolicy(base_delay_s=0.5),
     )
     asyncio.run(gateway.complete(request()))
