@@ -243,17 +243,19 @@ def test_gateway_retry_honours_retry_after_through_the_sdk(fake: FakeAPI, tmp_pa
 def test_the_gateway_learns_the_servers_limit_and_keeps_to_its_window(
     provider: str, fake: FakeAPI, tmp_path: Path
 ) -> None:
-    # The server allows 1200 rpm as a 1 s sliding window (20 in any second); the gateway is
-    # given no limit at all. 80 distinct calls, up to 16 at once.
+    # The server allows each model 1200 rpm as a 1 s sliding window (20 in any second); the
+    # gateway is given no limit at all. 80 distinct calls to two models, up to 16 at once.
     fake.configure(rpm_limit=1200, rate_window_s=1.0, latency_ms=20)
+    models = ["model-x", "model-y"]
 
     async def go() -> Gateway:
         backend = make(provider, fake)
         store = Store.open(tmp_path / "x.duckdb")
         writer = StoreWriter(store)
         gateway = Gateway({provider: backend}, writer, concurrency=16)
+        calls = [request(provider, f"call {i}", model=models[i % 2]) for i in range(80)]
         try:
-            await asyncio.gather(*(gateway.complete(request(provider, f"call {i}")) for i in range(80)))
+            await asyncio.gather(*(gateway.complete(call) for call in calls))
         finally:
             await backend.aclose()
             writer.close()
@@ -263,11 +265,13 @@ def test_the_gateway_learns_the_servers_limit_and_keeps_to_its_window(
     gateway = asyncio.run(go())
     stats = fake.stats()
     assert stats["answered_200"] == 80  # nothing lost
-    limiter = gateway.limiters.for_model(provider, "model-x")
-    assert limiter.rpm == 1200
-    assert gateway.stats.learned_limits == [f"1200 requests per minute for {provider}:model-x"]
+    # Each model learned its own limit and kept to it: 40 calls each, 20 a second apiece.
+    assert [gateway.limiters.for_model(provider, model).rpm for model in models] == [1200, 1200]
+    assert sorted(gateway.stats.learned_limits) == [
+        f"1200 requests per minute for {provider}:{model}" for model in models
+    ]
     # Unpaced, 16 callers at 20 ms a call would meet hundreds of 429s. Paced at the learned
-    # limit, the 429s left come from timing jitter (a few on a quiet machine; a busy one
+    # limits, the 429s left come from timing jitter (a few on a quiet machine; a busy one
     # delays some requests more than others on their way) and each was retried.
     assert (
         stats["by_status"].get("429", 0)

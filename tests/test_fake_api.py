@@ -497,6 +497,9 @@ def test_the_rate_limit_is_a_sliding_window_with_the_providers_headers(fake: Fak
     status, headers = ask("/v1/messages", messages)
     assert status == 429 and headers["anthropic-ratelimit-requests-remaining"] == "0"
     assert headers["anthropic-ratelimit-requests-reset"].endswith("Z")
+    # Each model has a window of its own, as on the real APIs.
+    other, _ = ask("/v1/chat/completions", {**chat, "model": "another-model"})
+    assert other == 200
     stats = fake.stats()
     # Refused requests were not counted against the window.
-    assert (stats["requests"], stats["rate_limited"], stats["by_status"]) == (4, 2, {"200": 2, "429": 2})
+    assert (stats["requests"], stats["rate_limited"], stats["by_status"]) == (5, 2, {"200": 3, "429": 2})

@@ -108,10 +108,11 @@ class FakeAPIConfig(BaseModel):
         refuse_json_schema: Answer an OpenAI ``json_schema`` response format the way
             llama-cpp-python's server (0.3.x) does: HTTP 500 with a validation error that
             names ``'json_object'``, which it accepts (with an optional ``schema``).
-        rpm_limit: Requests per minute the server enforces, the way the real APIs do: over a
-            sliding window of ``rate_window_s`` (600 rpm over 1 s: at most 10 requests in any
-            second). A request over the limit is answered 429 at once, with ``retry-after-ms``
-            saying when the window next has room, and is not counted against the window.
+        rpm_limit: Requests per minute the server enforces for each model, the way the real
+            APIs do: over a sliding window of ``rate_window_s`` (600 rpm over 1 s: at most 10
+            requests to one model in any second). A request over the limit is answered 429 at
+            once, with ``retry-after-ms`` saying when the window next has room, and is not
+            counted against the window.
             Every response carries the provider's rate-limit headers
             (``x-ratelimit-*-requests``, ``anthropic-ratelimit-requests-*``).
         rate_window_s: The sliding window ``rpm_limit`` is enforced over.
@@ -447,26 +448,28 @@ class _State:
             self.first_request_at: float | None = None
             self.last_response_at: float | None = None
             self.last_bodies: deque[Any] = deque(maxlen=LAST_BODIES)
-            self.window: deque[float] = deque()  # arrival times the rate limit counted
+            # Per model, the arrival times the rate limit counted: providers limit each apart.
+            self.windows: dict[str, deque[float]] = {}
             self.rate_limited = 0
 
-    def admit(self, config: FakeAPIConfig) -> RateWindow | None:
-        """Count a request against the sliding window; None when no limit is set."""
+    def admit(self, config: FakeAPIConfig, model: str) -> RateWindow | None:
+        """Count a request to ``model`` against its sliding window; None when no limit is set."""
         if config.rpm_limit is None:
             return None
         capacity = max(1, int(config.rpm_limit * config.rate_window_s / 60))
         now = time.monotonic()
         with self.lock:
-            while self.window and self.window[0] <= now - config.rate_window_s:
-                self.window.popleft()
-            admitted = len(self.window) < capacity
+            window = self.windows.setdefault(model, deque())
+            while window and window[0] <= now - config.rate_window_s:
+                window.popleft()
+            admitted = len(window) < capacity
             if admitted:
-                self.window.append(now)
+                window.append(now)
             else:
                 self.rate_limited += 1
             # When the window next has room: its oldest request leaves it.
-            free_in = self.window[0] + config.rate_window_s - now if len(self.window) >= capacity else 0.0
-            return RateWindow(admitted, config.rpm_limit, capacity - len(self.window), max(free_in, 0.0))
+            free_in = window[0] + config.rate_window_s - now if len(window) >= capacity else 0.0
+            return RateWindow(admitted, config.rpm_limit, capacity - len(window), max(free_in, 0.0))
 
     def arrive(self, body_hash: str, body: Any) -> tuple[int, FakeAPIConfig, int]:
         """Count a model request; return its attempt number, the config to answer with and
@@ -649,7 +652,8 @@ class _Handler(BaseHTTPRequestHandler):
         config: FakeAPIConfig,
     ) -> None:
         """Send the response, counting it (``_depart``) just before its first byte."""
-        window = self.server.state.admit(config)
+        model = body.get("model") if isinstance(body, dict) else None
+        window = self.server.state.admit(config, str(model))
         self._rate_headers = window.headers(provider) if window is not None else {}
         if window is not None and not window.admitted:
             headers = {
