@@ -288,13 +288,13 @@ class Gateway:
                 except BackendError as exc:
                     failure: BackendError | None = exc
                     if exc.kind == "rate_limit":
-                        # Never charged by the server: the limiter takes back the slot and
-                        # holds every call until the server has room.
+                        # Never charged by the server: the model's limiter takes back the
+                        # slot and holds its calls until the server has room.
                         if self.budget is not None:
                             self.budget.settle(held, 0.0)
                         limiter.rejected(
                             granted_at,
-                            # No retry-after: the backoff's growing pause, held by everyone.
+                            # No retry-after: the backoff's growing pause, held by the model's calls.
                             exc.retry_after
                             if exc.retry_after is not None
                             else self.retry.delay(attempt, None, self._jitter),
